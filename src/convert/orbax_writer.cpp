@@ -136,8 +136,8 @@ std::vector<int64_t> orbax_chunk_shape(std::span<const int64_t> shape, size_t el
 
 Result<std::unique_ptr<OrbaxWriter>> OrbaxWriter::create(const std::string& params_dir, std::vector<TensorDecl> leaves,
                                                          OrbaxWriterOptions options) {
-  if (options.max_chunk_bytes < 64)
-    return Error("orbax: max_chunk_bytes is {}, expected at least 64", options.max_chunk_bytes);
+  if (options.max_chunk_bytes < 8)  // one element of every dtype fits
+    return Error("orbax: max_chunk_bytes is {}, expected at least 8", options.max_chunk_bytes);
   struct stat st;
   if (::stat(params_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return Error("{}: not an existing folder (the caller creates it)", params_dir);
