@@ -168,6 +168,7 @@ Result<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::create(const std::
   if (align < 8) align = 8;
   const size_t padded = ((8 + h.size() + align - 1) / align) * align - 8;
   h.resize(padded, ' ');
+  w->data_offset_ = 8 + padded;
   w->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (w->fd_ < 0) return Error("{}: cannot create: {}", path, std::strerror(errno));
   uint8_t len[8];

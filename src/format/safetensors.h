@@ -92,6 +92,8 @@ class SafetensorsWriter {
   uint64_t data_bytes_total() const { return total_; }
   uint64_t data_bytes_written() const { return written_; }
   const std::vector<TensorInfo>& tensors() const { return infos_; }
+  // File offset of the data section (8 + padded header length): tensor i starts at data_offset() + begin.
+  uint64_t data_offset() const { return data_offset_; }
 
  private:
   SafetensorsWriter() = default;
@@ -101,6 +103,7 @@ class SafetensorsWriter {
   std::vector<TensorInfo> infos_;
   uint64_t total_ = 0;
   uint64_t written_ = 0;
+  uint64_t data_offset_ = 0;
   std::vector<uint8_t> buf_;
   size_t buf_used_ = 0;
 };
