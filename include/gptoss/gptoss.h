@@ -1,0 +1,103 @@
+// gptoss public API: open a gpt-oss model (a converted directory or a Hugging Face / original/
+// checkpoint directly), run forward passes in a session that holds the KV cache, and sample.
+//
+//   auto model = gptoss::Model::open("models/gpt-oss-20b", {.device = "cpu"});   // Result<unique_ptr<Model>>
+//   auto session = gptoss::Session::create(**model, {.max_context = 8192});
+//   auto logits = (*session)->forward(prompt_ids);                                 // last token's [vocab]
+//   gptoss::Sampler sampler({.temperature = 0.7f, .top_p = 0.9f, .seed = 1});
+//   int32_t next = sampler.sample(*logits);
+//
+// Every call that can fail returns a Status or Result with a message; nothing aborts on bad input.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "format/checkpoint.h"
+#include "model/backend.h"
+
+namespace gptoss {
+
+class Model {
+ public:
+  // Opens `dir` (any layout Checkpoint::open reads) and places the weights on the backend. Weights
+  // are used where they lie (mmap on the CPU); nothing is dequantized up front.
+  static Result<std::unique_ptr<Model>> open(const std::string& dir, const BackendOptions& backend = {},
+                                             const CheckpointOptions& ck = {});
+  ~Model();
+
+  const ModelConfig& config() const { return checkpoint_->config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  Backend& backend() { return *backend_; }
+  const ModelWeights& weights() const { return weights_; }
+  // Weight bytes one batch-1 decode step reads (roofline numerator).
+  uint64_t decode_bytes_per_token() const;
+  double load_seconds() const { return load_seconds_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<HostWeights> host_;
+  std::unique_ptr<Backend> backend_;
+  ModelWeights weights_;
+  double load_seconds_ = 0;
+};
+
+struct SessionOptions {
+  int max_context = 4096;  // positions this session may reach; KV memory scales with it
+  int max_batch = 128;     // tokens per forward step; longer inputs are processed in chunks
+  KvPrecision kv_precision = KvPrecision::F32;
+};
+
+class Session {
+ public:
+  static Result<std::unique_ptr<Session>> create(Model& model, const SessionOptions& opts = {});
+  ~Session();
+
+  // Appends `tokens` to the context and runs them through the model. Returns the logits of the last
+  // token ([vocab], valid until the next call). With all_logits, also fills it with [tokens, vocab].
+  Result<std::span<const float>> forward(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+
+  int position() const { return pos_; }
+  const SessionOptions& options() const { return opts_; }
+  void reset() { pos_ = 0; }
+  size_t kv_bytes() const;
+
+ private:
+  Session() = default;
+  Status step(std::span<const int32_t> tokens, bool all_rows, float* logits_host);
+  Model* model_ = nullptr;
+  SessionOptions opts_;
+  std::unique_ptr<KvCache> kv_;
+  int pos_ = 0;
+  // Activations in backend memory, [max_batch, n] each.
+  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
+  float* logits_ = nullptr;  // [max_batch, vocab]
+  std::vector<float> last_logits_;
+};
+
+struct SamplerOptions {
+  float temperature = 1.0f;  // 0: greedy (argmax)
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& o = {}) : opts_(o), rng_(o.seed) {}
+  // Picks a token id from logits [vocab]. Deterministic for a given seed and logits.
+  int32_t sample(std::span<const float> logits);
+
+ private:
+  SamplerOptions opts_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+}  // namespace gptoss

@@ -1,0 +1,284 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "core/dtype.h"
+#include "core/threadpool.h"
+#include "model/rope.h"
+
+namespace gptoss {
+
+namespace {
+
+// K and V of every layer: [capacity, nkv, d] each, float32 or bf16. Position p lives in slot
+// p % capacity; sliding layers keep a ring just large enough for one chunk (see KvCache).
+class CpuKvCache final : public KvCache {
+ public:
+  struct Layer {
+    int capacity = 0;
+    std::unique_ptr<uint8_t[]> k, v;
+  };
+  std::vector<Layer> layers;
+  KvPrecision precision = KvPrecision::F32;
+  size_t elem_size = 4;
+  size_t total = 0;
+  size_t bytes() const override { return total; }
+};
+
+inline float load_kv(const uint8_t* base, size_t i, KvPrecision p) {
+  if (p == KvPrecision::F32) return reinterpret_cast<const float*>(base)[i];
+  return bf16_to_f32(reinterpret_cast<const uint16_t*>(base)[i]);
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const ModelConfig& c, int threads) : c_(c), pool_(threads), rope_(yarn_rope_params(c)) {}
+
+  std::string name() const override { return std::string("cpu (") + cpu::matmul_isa() + ", " +
+                                             std::to_string(pool_.num_threads()) + " threads)"; }
+
+  Result<ModelWeights> upload(const ModelWeights& host, const ModelConfig&) override { return host; }
+
+  Result<float*> alloc(size_t count) override {
+    // Uninitialised: large buffers stay untouched (not resident) until used.
+    buffers_.push_back(std::make_unique_for_overwrite<float[]>(count));
+    return buffers_.back().get();
+  }
+
+  Result<std::unique_ptr<KvCache>> create_kv_cache(const ModelConfig& c, const KvCacheOptions& o) override {
+    auto kv = std::make_unique<CpuKvCache>();
+    kv->precision = o.precision;
+    kv->elem_size = o.precision == KvPrecision::F32 ? 4 : 2;
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+      CpuKvCache::Layer L;
+      L.capacity = c.layer_is_sliding[size_t(l)] ? std::min(o.max_context, c.sliding_window - 1 + o.max_batch)
+                                                 : o.max_context;
+      const size_t n = size_t(L.capacity) * size_t(c.kv_dim()) * kv->elem_size;
+      L.k = std::make_unique_for_overwrite<uint8_t[]>(n);
+      L.v = std::make_unique_for_overwrite<uint8_t[]>(n);
+      kv->total += 2 * n;
+      kv->layers.push_back(std::move(L));
+    }
+    return std::unique_ptr<KvCache>(std::move(kv));
+  }
+
+  Status begin_step(std::span<const int32_t> tokens, int pos0) override {
+    tokens_.assign(tokens.begin(), tokens.end());
+    pos0_ = pos0;
+    return {};
+  }
+
+  void embed(const MatrixRef& table, float* x) override {
+    const int64_t H = table.cols;
+    for (size_t t = 0; t < tokens_.size(); ++t) {
+      float* dst = x + int64_t(t) * H;
+      const size_t row = size_t(tokens_[t]) * size_t(H);
+      if (table.type == WeightType::BF16) {
+        const auto* src = static_cast<const uint16_t*>(table.data) + row;
+        for (int64_t i = 0; i < H; ++i) dst[i] = bf16_to_f32(src[i]);
+      } else {
+        std::memcpy(dst, static_cast<const float*>(table.data) + row, size_t(H) * 4);
+      }
+    }
+  }
+
+  void rmsnorm(const float* x, const float* w, int T, int n, double eps, float* y) override {
+    // transformers: float32 mean of squares, rsqrt, times x, then times the weight. Sum in double.
+    for (int t = 0; t < T; ++t) {
+      const float* xr = x + size_t(t) * size_t(n);
+      float* yr = y + size_t(t) * size_t(n);
+      double ss = 0;
+      for (int i = 0; i < n; ++i) ss += double(xr[i]) * double(xr[i]);
+      const float r = float(1.0 / std::sqrt(ss / n + eps));
+      for (int i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * r);
+    }
+  }
+
+  void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override {
+    cpu::matmul(W, x, T, bias, y, pool_);
+  }
+
+  void add(float* x, const float* y, size_t n) override {
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  Status to_host(const float* src, size_t n, float* dst) override {
+    if (src != dst) std::memmove(dst, src, n * sizeof(float));
+    return {};
+  }
+
+  void attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+                 float* out) override;
+  void moe(const LayerWeights& w, const float* h, int T, float* x) override;
+
+ private:
+  void apply_rope(float* v, int heads, int T);
+
+  ModelConfig c_;
+  ThreadPool pool_;
+  RopeParams rope_;
+  std::vector<int32_t> tokens_;
+  int pos0_ = 0;
+  std::vector<std::unique_ptr<float[]>> buffers_;
+  // MoE scratch, grown on demand: gathered inputs, gate_up outputs, activations, expert outputs.
+  std::vector<float> router_, xe_, gu_, z_, ye_;
+};
+
+// Half-split (NeoX) rotation with YaRN frequencies; cos/sin from a float32 angle, times mscale (§4.4).
+void CpuBackend::apply_rope(float* v, int heads, int T) {
+  const int d = c_.head_dim, half = d / 2;
+  std::vector<float> cs(static_cast<size_t>(d));
+  for (int t = 0; t < T; ++t) {
+    const float pos = float(pos0_ + t);
+    for (int i = 0; i < half; ++i) {
+      const float angle = pos * rope_.inv_freq[size_t(i)];
+      cs[size_t(i)] = std::cos(angle) * rope_.mscale;
+      cs[size_t(half + i)] = std::sin(angle) * rope_.mscale;
+    }
+    for (int hh = 0; hh < heads; ++hh) {
+      float* r = v + (size_t(t) * size_t(heads) + size_t(hh)) * size_t(d);
+      for (int i = 0; i < half; ++i) {
+        const float a = r[i], b = r[i + half], co = cs[size_t(i)], si = cs[size_t(half + i)];
+        r[i] = a * co - b * si;
+        r[i + half] = b * co + a * si;
+      }
+    }
+  }
+}
+
+void CpuBackend::attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks,
+                           int window, float* out) {
+  auto& kv = static_cast<CpuKvCache&>(kvb);
+  auto& L = kv.layers[size_t(layer)];
+  const int T = int(tokens_.size()), nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
+  const int group = nh / nkv;
+  const size_t kvd = size_t(c_.kv_dim());
+  apply_rope(q, nh, T);
+  apply_rope(k, nkv, T);
+  // Append this step's keys/values at slots (pos % capacity).
+  for (int t = 0; t < T; ++t) {
+    const size_t slot = size_t((pos0_ + t) % L.capacity);
+    const float* ks = k + size_t(t) * kvd;
+    const float* vs = v + size_t(t) * kvd;
+    if (kv.precision == KvPrecision::F32) {
+      std::memcpy(L.k.get() + slot * kvd * 4, ks, kvd * 4);
+      std::memcpy(L.v.get() + slot * kvd * 4, vs, kvd * 4);
+    } else {
+      auto* kd = reinterpret_cast<uint16_t*>(L.k.get()) + slot * kvd;
+      auto* vd = reinterpret_cast<uint16_t*>(L.v.get()) + slot * kvd;
+      for (size_t i = 0; i < kvd; ++i) {
+        kd[i] = f32_to_bf16(ks[i]);
+        vd[i] = f32_to_bf16(vs[i]);
+      }
+    }
+  }
+  const float scale = 1.0f / std::sqrt(float(d));
+  const KvPrecision prec = kv.precision;
+  // One task per (token, query head): scores over the visible keys, softmax with the sink in the
+  // denominator only (§4.3), weighted sum of values.
+  pool_.parallel_for(int64_t(T) * nh, [&](int64_t b, int64_t e) {
+    std::vector<float> s;
+    std::vector<float> acc(static_cast<size_t>(d));
+    for (int64_t task = b; task < e; ++task) {
+      const int t = int(task / nh), hq = int(task % nh), g = hq / group;
+      const int P = pos0_ + t;
+      const int lo = window > 0 ? std::max(0, P - window + 1) : 0;
+      const float* qr = q + (size_t(t) * size_t(nh) + size_t(hq)) * size_t(d);
+      s.resize(size_t(P - lo + 1));
+      float m = sinks[hq];
+      for (int j = lo; j <= P; ++j) {
+        const size_t base = (size_t(j % L.capacity) * kvd + size_t(g) * size_t(d));
+        float dot = 0;
+        if (prec == KvPrecision::F32) {
+          const float* kr = reinterpret_cast<const float*>(L.k.get()) + base;
+          for (int i = 0; i < d; ++i) dot += qr[i] * kr[i];
+        } else {
+          for (int i = 0; i < d; ++i) dot += qr[i] * load_kv(L.k.get(), base + size_t(i), prec);
+        }
+        s[size_t(j - lo)] = dot * scale;
+        m = std::max(m, dot * scale);
+      }
+      float denom = std::exp(sinks[hq] - m);
+      for (auto& sv : s) {
+        sv = std::exp(sv - m);
+        denom += sv;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int j = lo; j <= P; ++j) {
+        const size_t base = (size_t(j % L.capacity) * kvd + size_t(g) * size_t(d));
+        const float p = s[size_t(j - lo)];
+        if (prec == KvPrecision::F32) {
+          const float* vr = reinterpret_cast<const float*>(L.v.get()) + base;
+          for (int i = 0; i < d; ++i) acc[size_t(i)] += p * vr[i];
+        } else {
+          for (int i = 0; i < d; ++i) acc[size_t(i)] += p * load_kv(L.v.get(), base + size_t(i), prec);
+        }
+      }
+      float* o = out + (size_t(t) * size_t(nh) + size_t(hq)) * size_t(d);
+      const float inv = 1.0f / denom;
+      for (int i = 0; i < d; ++i) o[i] = acc[size_t(i)] * inv;
+    }
+  });
+}
+
+void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
+  const int E = c_.num_local_experts, K = c_.num_experts_per_tok, H = c_.hidden_size, I = c_.intermediate_size;
+  const float limit = float(c_.swiglu_limit);
+  router_.resize(size_t(T) * size_t(E));
+  cpu::matmul(w.router, h, T, w.router_bias, router_.data(), pool_);
+  // Route: top-k of the raw logits (ties to the lower expert id), softmax over the selected (§4.5).
+  std::vector<std::vector<std::pair<int, float>>> per_expert(static_cast<size_t>(E));  // (token, weight)
+  std::vector<int> idx(static_cast<size_t>(E));
+  for (int t = 0; t < T; ++t) {
+    const float* r = router_.data() + size_t(t) * size_t(E);
+    for (int e = 0; e < E; ++e) idx[size_t(e)] = e;
+    std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
+                      [&](int a, int b) { return r[a] != r[b] ? r[a] > r[b] : a < b; });
+    const float m = r[idx[0]];
+    float sum = 0, wts[64];
+    for (int j = 0; j < K; ++j) sum += (wts[j] = std::exp(r[idx[size_t(j)]] - m));
+    for (int j = 0; j < K; ++j) per_expert[size_t(idx[size_t(j)])].emplace_back(t, wts[j] / sum);
+  }
+  // Experts in ascending id, each over the tokens routed to it: gate_up, clamped SwiGLU, down.
+  for (int e = 0; e < E; ++e) {
+    const auto& toks = per_expert[size_t(e)];
+    if (toks.empty()) continue;
+    const int n = int(toks.size());
+    xe_.resize(size_t(n) * size_t(H));
+    gu_.resize(size_t(n) * 2 * size_t(I));
+    z_.resize(size_t(n) * size_t(I));
+    ye_.resize(size_t(n) * size_t(H));
+    for (int i = 0; i < n; ++i)
+      std::memcpy(xe_.data() + size_t(i) * size_t(H), h + size_t(toks[size_t(i)].first) * size_t(H), size_t(H) * 4);
+    cpu::matmul(w.expert_gate_up(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data(), pool_);
+    for (size_t i = 0; i < size_t(n) * size_t(I); ++i) {
+      // Interleaved: even = gate, odd = up. Gate clamped above only, up both sides; +1 on up.
+      float gate = std::min(gu_[2 * i], limit);
+      float up = std::clamp(gu_[2 * i + 1], -limit, limit);
+      float glu = gate / (1.0f + std::exp(-1.702f * gate));
+      z_[i] = (up + 1.0f) * glu;
+    }
+    cpu::matmul(w.expert_down(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data(), pool_);
+    for (int i = 0; i < n; ++i) {
+      const auto [t, wt] = toks[size_t(i)];
+      float* xr = x + size_t(t) * size_t(H);
+      const float* yr = ye_.data() + size_t(i) * size_t(H);
+      for (int j = 0; j < H; ++j) xr[j] += wt * yr[j];
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> create_cpu_backend(const ModelConfig& c, const BackendOptions& o) {
+  if (o.threads < 0) return Error("threads must be >= 0, got {}", o.threads);
+  if (c.num_experts_per_tok > 64) return Error("num_experts_per_tok {} > 64 is not supported", c.num_experts_per_tok);
+  return std::unique_ptr<Backend>(new CpuBackend(c, o.threads));
+}
+
+}  // namespace gptoss

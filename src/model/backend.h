@@ -1,0 +1,86 @@
+// The small set of ops a backend implements. The model definition (forward.cpp) is written once on
+// top of these; the CPU backend (backend/cpu) and the CUDA backend (backend/cuda) implement them.
+// All float* / MatrixRef pointers passed to ops live in the backend's memory (host for CPU, device
+// for CUDA); they come from Backend::alloc and Backend::upload. Activations are float32, row-major
+// [T, n] for T tokens.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/status.h"
+#include "format/config.h"
+#include "model/weights.h"
+
+namespace gptoss {
+
+enum class KvPrecision : uint8_t { F32, BF16 };
+
+struct KvCacheOptions {
+  int max_context = 4096;  // positions the session may reach (<= max_position_embeddings)
+  int max_batch = 256;     // most tokens one forward step may carry (prefill chunk)
+  KvPrecision precision = KvPrecision::F32;
+};
+
+// Per-session key/value storage; backends subclass it. Full-attention layers keep max_context
+// positions; sliding layers keep a ring of (sliding_window - 1 + max_batch) positions, enough for a
+// whole chunk of queries to see their 127 predecessors.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  virtual size_t bytes() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Makes host weights usable by this backend; the result's pointers are in backend memory and stay
+  // valid for the backend's lifetime (CPU: the same pointers; CUDA: device copies).
+  virtual Result<ModelWeights> upload(const ModelWeights& host, const ModelConfig& c) = 0;
+  // Float buffer in backend memory, freed with the backend.
+  virtual Result<float*> alloc(size_t count) = 0;
+  virtual Result<std::unique_ptr<KvCache>> create_kv_cache(const ModelConfig& c, const KvCacheOptions& o) = 0;
+
+  // Starts a forward step over `tokens` (host ids, already validated) at positions pos0, pos0+1, ...
+  virtual Status begin_step(std::span<const int32_t> tokens, int pos0) = 0;
+
+  // x[T, H] = table[tokens]  (the tokens of begin_step)
+  virtual void embed(const MatrixRef& table, float* x) = 0;
+  // y[t] = w * x[t] / sqrt(mean(x[t]^2) + eps), t < T, rows of n
+  virtual void rmsnorm(const float* x, const float* w, int T, int n, double eps, float* y) = 0;
+  // y[T, W.rows] = x[T, W.cols] W^T + bias
+  virtual void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) = 0;
+  // Attention of one layer for the step's T tokens: applies YaRN RoPE to q [T, nh, d] and k [T, nkv, d]
+  // in place at the step's positions, appends k and v [T, nkv, d] to the cache, and writes
+  // out[T, nh*d] = softmax-with-sink(q K^T / sqrt(d)) V over the visible keys (window: 0 = all).
+  virtual void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+                         float* out) = 0;
+  // x[T, H] += MoE(h[T, H]): router, top-k, softmax over the selected, clamped SwiGLU experts.
+  virtual void moe(const LayerWeights& w, const float* h, int T, float* x) = 0;
+  // x[i] += y[i]
+  virtual void add(float* x, const float* y, size_t n) = 0;
+  // Copies n floats from backend memory to host memory (synchronising as needed).
+  virtual Status to_host(const float* src, size_t n, float* dst) = 0;
+
+  // Optional step recording (CUDA graphs), called after begin_step: if replay_step(key) returns true the
+  // backend has re-issued the ops it recorded under `key` with this step's tokens and positions, and the
+  // caller skips them; otherwise the caller issues them between record_step_begin(key) and
+  // record_step_end(). `key` must change whenever the ops or their buffers would (e.g. a new KV cache).
+  virtual bool replay_step(uint64_t /*key*/) { return false; }
+  virtual void record_step_begin(uint64_t /*key*/) {}
+  virtual Status record_step_end() { return {}; }
+};
+
+// Backend factory: "cpu" or "cuda". `threads` applies to the CPU (0 = all cores).
+struct BackendOptions {
+  std::string device = "cpu";
+  int threads = 0;
+  size_t gpu_memory_limit = 0;  // bytes; 0 = whatever the device has
+};
+Result<std::unique_ptr<Backend>> create_backend(const ModelConfig& c, const BackendOptions& o);
+
+}  // namespace gptoss

@@ -1,0 +1,111 @@
+// The gpt-oss forward pass, written once against the Backend ops (reference §4), plus Model and
+// Session bookkeeping. Read Session::step top to bottom next to docs/gpt-oss-reference.md §4.
+#include <algorithm>
+#include <chrono>
+
+#include "gptoss/gptoss.h"
+
+namespace gptoss {
+
+Model::~Model() = default;
+Session::~Session() = default;
+
+Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const BackendOptions& bo,
+                                           const CheckpointOptions& co) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Model> m(new Model());
+  GPTOSS_ASSIGN(Checkpoint ck, Checkpoint::open(dir, co));
+  m->checkpoint_ = std::make_unique<Checkpoint>(std::move(ck));
+  GPTOSS_ASSIGN(m->host_, build_host_weights(*m->checkpoint_));
+  GPTOSS_ASSIGN(m->backend_, create_backend(m->config(), bo));
+  GPTOSS_ASSIGN(m->weights_, m->backend_->upload(m->host_->w, m->config()));
+  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+uint64_t Model::decode_bytes_per_token() const { return gptoss::decode_bytes_per_token(config(), weights_); }
+
+Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOptions& o) {
+  const ModelConfig& c = model.config();
+  if (o.max_context <= 0 || o.max_context > c.max_position_embeddings)
+    return Error("max_context {} is outside 1..{} (max_position_embeddings)", o.max_context,
+                 c.max_position_embeddings);
+  if (o.max_batch <= 0) return Error("max_batch must be positive, got {}", o.max_batch);
+  std::unique_ptr<Session> s(new Session());
+  s->model_ = &model;
+  s->opts_ = o;
+  s->opts_.max_batch = std::min(o.max_batch, o.max_context);
+  Backend& be = model.backend();
+  KvCacheOptions ko{o.max_context, s->opts_.max_batch, o.kv_precision};
+  GPTOSS_ASSIGN(s->kv_, be.create_kv_cache(c, ko));
+  const size_t B = size_t(s->opts_.max_batch);
+  GPTOSS_ASSIGN(s->x_, be.alloc(B * size_t(c.hidden_size)));
+  GPTOSS_ASSIGN(s->h_, be.alloc(B * size_t(c.hidden_size)));
+  GPTOSS_ASSIGN(s->q_, be.alloc(B * size_t(c.q_dim())));
+  GPTOSS_ASSIGN(s->k_, be.alloc(B * size_t(c.kv_dim())));
+  GPTOSS_ASSIGN(s->v_, be.alloc(B * size_t(c.kv_dim())));
+  GPTOSS_ASSIGN(s->attn_, be.alloc(B * size_t(c.q_dim())));
+  GPTOSS_ASSIGN(s->logits_, be.alloc(B * size_t(c.vocab_size)));
+  s->last_logits_.resize(size_t(c.vocab_size));
+  return s;
+}
+
+size_t Session::kv_bytes() const { return kv_->bytes(); }
+
+Result<std::span<const float>> Session::forward(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
+  const ModelConfig& c = model_->config();
+  if (tokens.empty()) return Error("forward: no tokens");
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      return Error("token {} at index {} is out of range [0, {})", tokens[i], i, c.vocab_size);
+  if (size_t(pos_) + tokens.size() > size_t(opts_.max_context))
+    return Error("context full: {} tokens in the session + {} new > max context {}", pos_, tokens.size(),
+                 opts_.max_context);
+  if (all_logits) all_logits->resize(tokens.size() * size_t(c.vocab_size));
+  for (size_t i = 0; i < tokens.size(); i += size_t(opts_.max_batch)) {
+    const size_t n = std::min(tokens.size() - i, size_t(opts_.max_batch));
+    float* dst = all_logits ? all_logits->data() + i * size_t(c.vocab_size) : nullptr;
+    GPTOSS_TRY(step(tokens.subspan(i, n), all_logits != nullptr, dst));
+  }
+  if (all_logits) {
+    std::copy_n(all_logits->end() - c.vocab_size, c.vocab_size, last_logits_.begin());
+  }
+  return std::span<const float>(last_logits_);
+}
+
+// One forward step over T <= max_batch tokens at positions pos_ .. pos_+T-1.
+Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logits_host) {
+  const ModelConfig& c = model_->config();
+  const ModelWeights& w = model_->weights();
+  Backend& be = model_->backend();
+  const int T = int(tokens.size()), H = c.hidden_size;
+  GPTOSS_TRY(be.begin_step(tokens, pos_));
+
+  be.embed(w.embed, x_);  // §4.1
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& L = w.layers[size_t(l)];
+    // §4.3 attention block: x += o_proj(attn(rope(q), rope(k), v)) with sinks, window on sliding layers
+    be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
+    be.matmul(L.q, h_, T, L.q_bias, q_);
+    be.matmul(L.k, h_, T, L.k_bias, k_);
+    be.matmul(L.v, h_, T, L.v_bias, v_);
+    be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
+    be.matmul(L.o, attn_, T, L.o_bias, h_);
+    be.add(x_, h_, size_t(T) * size_t(H));
+    // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
+    be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
+    be.moe(L, h_, T, x_);
+  }
+  // §4.6 output: only the rows whose logits are wanted
+  const int first = all_rows ? 0 : T - 1, rows = T - first;
+  const float* xr = x_ + size_t(first) * size_t(H);
+  be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);
+  be.matmul(w.lm_head, h_, rows, nullptr, logits_);
+  const size_t V = size_t(c.vocab_size);
+  if (logits_host) GPTOSS_TRY(be.to_host(logits_, size_t(rows) * V, logits_host));
+  GPTOSS_TRY(be.to_host(logits_ + size_t(rows - 1) * V, V, last_logits_.data()));
+  pos_ += T;
+  return {};
+}
+
+}  // namespace gptoss
