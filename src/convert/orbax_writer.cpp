@@ -50,23 +50,24 @@ Status write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
   return {};
 }
 
-// Creates `path` (which must not exist), writes `text`, fsyncs and closes it.
+// Creates `path` (which must not exist), writes `text` and closes it; finish() fsyncs it.
 Status write_small_file(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Error("{}: cannot create: {}", path, std::strerror(errno));
   Status s = write_all(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size(), path);
-  if (s.ok() && ::fsync(fd) != 0) s = Error("{}: fsync failed: {}", path, std::strerror(errno));
   if (::close(fd) != 0 && s.ok()) s = Error("{}: close failed: {}", path, std::strerror(errno));
   return s;
 }
 
-Status fsync_dir(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error("{}: cannot open folder: {}", path, std::strerror(errno));
+// fsync through a fresh descriptor: on Linux it flushes the file's (or folder's) dirty pages no
+// matter which descriptor wrote them.
+Status fsync_path(const std::string& path, bool is_dir) {
+  int fd = ::open(path.c_str(), (is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return Error("{}: cannot open for fsync: {}", path, std::strerror(errno));
   int rc = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return Error("{}: fsync of folder failed: {}", path, std::strerror(err));
+  if (rc != 0) return Error("{}: fsync failed: {}", path, std::strerror(err));
   return {};
 }
 
@@ -265,14 +266,19 @@ Status OrbaxWriter::close_chunk() {
     chunk_pad_ -= k;
   }
   GPTOSS_TRY(flush());
-  if (::fsync(fd_) != 0) return Error("{}: fsync failed: {}", chunk_path_, std::strerror(errno));
+  // Start writeback now so dirty pages stay about one chunk deep and the disk works while the
+  // caller produces the next chunk; finish() waits for it with fsync. An fsync here would stall
+  // the stream once per chunk (measured: 117 vs 136 MB/s for a plain write on this disk).
+#ifdef __linux__
+  ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);  // a hint: errors surface in finish()'s fsync
+#endif
   int rc = ::close(fd_);
   fd_ = -1;
   if (rc != 0) return Error("{}: close failed: {}", chunk_path_, std::strerror(errno));
+  unsynced_.push_back(std::move(chunk_path_));
 
   const Leaf& leaf = leaves_[leaf_];
   if (leaf_written_ == leaf.nbytes) {
-    GPTOSS_TRY(fsync_dir(leaf.dir));
     ++leaf_;
     leaf_written_ = 0;
     return {};
@@ -322,9 +328,13 @@ Status OrbaxWriter::finish() {
     return Error("{}: {} of {} declared data bytes written (leaf '{}' incomplete)", params_dir_, written_, total_,
                  leaf_ < leaves_.size() ? leaves_[leaf_].decl.name : std::string("?"));
   finished_ = true;
-  // Leaves of zero bytes have only their .zarray.
-  for (const auto& leaf : leaves_)
-    if (leaf.nbytes == 0) GPTOSS_TRY(fsync_dir(leaf.dir));
+  // Data first, then the folders that name it, then the metadata that makes it a checkpoint.
+  for (const auto& path : unsynced_) GPTOSS_TRY(fsync_path(path, false));
+  for (const auto& leaf : leaves_) {
+    GPTOSS_TRY(fsync_path(leaf.dir + "/.zarray", false));
+    GPTOSS_TRY(fsync_path(leaf.dir, true));
+  }
+  unsynced_.clear();
 
   // Every leaf restores as a numpy array: "np.ndarray" needs no sharding to restore, where
   // "jax.Array" makes PyTreeCheckpointer().restore(path) fail without a target.
@@ -353,7 +363,9 @@ Status OrbaxWriter::finish() {
                      {"commit_timestamp_nsecs", t},
                      {"custom_metadata", json::object()}};
   GPTOSS_TRY(write_small_file(params_dir_ + "/_CHECKPOINT_METADATA", checkpoint.dump()));
-  return fsync_dir(params_dir_);
+  GPTOSS_TRY(fsync_path(params_dir_ + "/_METADATA", false));
+  GPTOSS_TRY(fsync_path(params_dir_ + "/_CHECKPOINT_METADATA", false));
+  return fsync_path(params_dir_, true);
 }
 
 }  // namespace gptoss

@@ -52,8 +52,9 @@ class OrbaxWriter {
 
   // Appends bytes of the leaves in declaration order, each leaf in C order; a call may span leaves.
   Status append(const void* data, size_t n);
-  // Checks that every declared byte was written, writes _METADATA and _CHECKPOINT_METADATA last,
-  // and fsyncs every file and folder written.
+  // Checks that every declared byte was written, fsyncs every chunk, .zarray and leaf folder, then
+  // writes and fsyncs _METADATA and _CHECKPOINT_METADATA last, so a crash before the end leaves a
+  // folder Orbax refuses rather than one with missing data.
   Status finish();
 
   uint64_t data_bytes_total() const { return total_; }
@@ -92,6 +93,7 @@ class OrbaxWriter {
   uint64_t chunk_pad_ = 0;           // zero bytes that end the open chunk
   std::vector<uint8_t> buf_;
   size_t buf_used_ = 0;
+  std::vector<std::string> unsynced_;  // closed chunk files that finish() fsyncs
 };
 
 }  // namespace gptoss
