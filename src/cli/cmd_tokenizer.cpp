@@ -1,0 +1,258 @@
+// gptoss tokenize / detokenize / render / parse: the tokenizer and the Harmony chat format from the
+// command line. Token ids print as one JSON array per line.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "tokenizer/harmony.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gptoss::cli {
+namespace {
+
+struct TokenizerSource {
+  std::string model_dir;
+  std::string tokenizer_file;
+  void add_options(CLI::App* cmd) {
+    auto* m = cmd->add_option("--model", model_dir, "Hugging Face model directory holding tokenizer.json");
+    auto* t = cmd->add_option("--tokenizer", tokenizer_file,
+                              "tokenizer.json, or a .tiktoken rank file (adds the o200k_harmony specials)");
+    m->excludes(t);
+    t->excludes(m);
+  }
+  Result<Tokenizer> load() const {
+    if (!model_dir.empty()) return Tokenizer::from_model_dir(model_dir);
+    if (!tokenizer_file.empty()) return Tokenizer::from_file(tokenizer_file);
+    return Error("give --model DIR or --tokenizer FILE");
+  }
+};
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "gptoss: %s\n", s.message().c_str());
+  return 1;
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Error("{}: cannot open file", path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void print_ids(const std::vector<TokenId>& ids, std::string& out) {
+  out += '[';
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(ids[i]);
+  }
+  out += "]\n";
+}
+
+Result<std::string> hex_decode(std::string_view s, size_t line_no) {
+  if (s.size() % 2) return Error("line {}: odd number of hex digits", line_no);
+  const auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out(s.size() / 2, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int hi = nib(s[2 * i]), lo = nib(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return Error("line {}: not a hex digit", line_no);
+    out[i] = static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+// Accepts "1,2,3", "1 2 3" or "[1, 2, 3]".
+Result<std::vector<TokenId>> parse_token_list(std::string_view s) {
+  std::vector<TokenId> ids;
+  size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (c == '[' || c == ']' || c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r') {
+      ++i;
+      continue;
+    }
+    if (c < '0' || c > '9') return Error("--tokens: unexpected character '{}' at offset {}", c, i);
+    uint64_t v = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
+      if (v > 0xFFFFFFFFull) return Error("--tokens: id too large at offset {}", i);
+      ++i;
+    }
+    ids.push_back(static_cast<TokenId>(v));
+  }
+  return ids;
+}
+
+void register_tokenize(CLI::App& app, CommandContext& ctx) {
+  struct Opts {
+    TokenizerSource src;
+    std::string text, file;
+    bool has_text = false, allow_special = false, lines = false, hex_lines = false;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("tokenize", "Encode text to token ids (a JSON array)");
+  opts->src.add_options(cmd);
+  auto* text_opt = cmd->add_option("--text", opts->text, "Text to encode");
+  auto* file_opt = cmd->add_option("--file", opts->file, "File whose bytes to encode ('-' = stdin)");
+  text_opt->excludes(file_opt);
+  cmd->add_flag("--allow-special", opts->allow_special, "Turn special-token strings (<|start|>...) into their ids");
+  auto* lines = cmd->add_flag("--lines", opts->lines, "Encode each line of the input separately (one array per line)");
+  auto* hex = cmd->add_flag("--hex-lines", opts->hex_lines,
+                            "Each input line is hex-encoded bytes; encode each separately (one array per line)");
+  lines->excludes(hex);
+  cmd->callback([&ctx, opts, text_opt] {
+    opts->has_text = text_opt->count() > 0;
+    ctx.run = [opts] {
+      auto tok = opts->src.load();
+      if (!tok.ok()) return fail(tok.status());
+      std::string input;
+      if (opts->has_text) {
+        input = opts->text;
+      } else if (!opts->file.empty() && opts->file != "-") {
+        auto r = read_file(opts->file);
+        if (!r.ok()) return fail(r.status());
+        input = std::move(*r);
+      } else {
+        std::ostringstream ss;
+        ss << std::cin.rdbuf();
+        input = ss.str();
+      }
+      const AllowedSpecial allowed = opts->allow_special ? AllowedSpecial::every() : AllowedSpecial::none();
+      std::string out;
+      if (opts->lines || opts->hex_lines) {
+        size_t pos = 0, line_no = 0;
+        while (pos < input.size()) {
+          size_t eol = input.find('\n', pos);
+          if (eol == std::string::npos) eol = input.size();
+          std::string_view line(input.data() + pos, eol - pos);
+          pos = eol + 1;
+          ++line_no;
+          if (opts->hex_lines) {
+            auto bytes = hex_decode(line, line_no);
+            if (!bytes.ok()) return fail(bytes.status());
+            print_ids(tok->encode(*bytes, allowed), out);
+          } else {
+            print_ids(tok->encode(line, allowed), out);
+          }
+          if (out.size() > (1 << 20)) {
+            std::fwrite(out.data(), 1, out.size(), stdout);
+            out.clear();
+          }
+        }
+      } else {
+        print_ids(tok->encode(input, allowed), out);
+      }
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      return 0;
+    };
+  });
+}
+
+void register_detokenize(CLI::App& app, CommandContext& ctx) {
+  struct Opts {
+    TokenizerSource src;
+    std::string tokens;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("detokenize", "Decode token ids to text (raw bytes on stdout)");
+  opts->src.add_options(cmd);
+  cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
+  cmd->callback([&ctx, opts] {
+    ctx.run = [opts] {
+      auto tok = opts->src.load();
+      if (!tok.ok()) return fail(tok.status());
+      auto ids = parse_token_list(opts->tokens);
+      if (!ids.ok()) return fail(ids.status());
+      auto text = tok->decode(*ids);
+      if (!text.ok()) return fail(text.status());
+      std::fwrite(text->data(), 1, text->size(), stdout);
+      return 0;
+    };
+  });
+}
+
+void register_render(CLI::App& app, CommandContext& ctx) {
+  struct Opts {
+    TokenizerSource src;
+    std::string conversation;
+    bool for_completion = false;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("render", "Render a Harmony conversation (openai-harmony JSON) to token ids");
+  opts->src.add_options(cmd);
+  cmd->add_option("--conversation", opts->conversation, "Conversation JSON file ('-' = stdin)")->required();
+  cmd->add_flag("--for-completion", opts->for_completion, "Append <|start|>assistant to prompt the model");
+  cmd->callback([&ctx, opts] {
+    ctx.run = [opts] {
+      auto tok = opts->src.load();
+      if (!tok.ok()) return fail(tok.status());
+      std::string text;
+      if (opts->conversation == "-") {
+        std::ostringstream ss;
+        ss << std::cin.rdbuf();
+        text = ss.str();
+      } else {
+        auto r = read_file(opts->conversation);
+        if (!r.ok()) return fail(r.status());
+        text = std::move(*r);
+      }
+      auto conv = harmony::Conversation::from_json_text(text);
+      if (!conv.ok()) return fail(conv.status().with_context(opts->conversation));
+      auto enc = harmony::HarmonyEncoding::create(*tok);
+      if (!enc.ok()) return fail(enc.status());
+      auto ids = opts->for_completion ? enc->render_for_completion(*conv) : enc->render_conversation(*conv);
+      if (!ids.ok()) return fail(ids.status());
+      std::string out;
+      print_ids(*ids, out);
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      return 0;
+    };
+  });
+}
+
+void register_parse(CLI::App& app, CommandContext& ctx) {
+  struct Opts {
+    TokenizerSource src;
+    std::string tokens;
+    std::string role = "assistant";
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("parse", "Parse a completion's token ids into Harmony messages (JSON)");
+  opts->src.add_options(cmd);
+  cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
+  cmd->add_option("--role", opts->role, "Role the completion starts with (empty: tokens start with <|start|>)");
+  cmd->callback([&ctx, opts] {
+    ctx.run = [opts] {
+      auto tok = opts->src.load();
+      if (!tok.ok()) return fail(tok.status());
+      auto ids = parse_token_list(opts->tokens);
+      if (!ids.ok()) return fail(ids.status());
+      auto enc = harmony::HarmonyEncoding::create(*tok);
+      if (!enc.ok()) return fail(enc.status());
+      auto msgs = enc->parse_messages(*ids, opts->role);
+      if (!msgs.ok()) return fail(msgs.status());
+      nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+      for (const auto& m : *msgs) arr.push_back(m.to_json());
+      std::printf("%s\n", arr.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+      return 0;
+    };
+  });
+}
+
+GPTOSS_REGISTER_COMMAND(60, register_tokenize);
+GPTOSS_REGISTER_COMMAND(61, register_detokenize);
+GPTOSS_REGISTER_COMMAND(62, register_render);
+GPTOSS_REGISTER_COMMAND(63, register_parse);
+
+}  // namespace
+}  // namespace gptoss::cli
