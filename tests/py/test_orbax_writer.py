@@ -143,3 +143,19 @@ def test_restore_onto_device_with_target(checkpoint):
     got = ocp.StandardCheckpointer().restore(out, target)
     assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(got))
     assert_same(got, want)
+
+
+def test_metadata_then_restore_onto_device(checkpoint):
+    """The docs/ORBAX.md snippet: shapes and dtypes from Orbax's metadata, then a sharded restore."""
+    ocp = orbax()
+    import jax
+
+    out, want = checkpoint
+    ckpt = ocp.StandardCheckpointer()
+    meta = ckpt.metadata(out)
+    meta = getattr(meta, "item_metadata", meta)  # older orbax returns the tree itself
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
+    got = ckpt.restore(out, target)
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(got))
+    assert_same(got, want)
