@@ -73,14 +73,21 @@ class Backend {
   virtual bool replay_step(uint64_t /*key*/) { return false; }
   virtual void record_step_begin(uint64_t /*key*/) {}
   virtual Status record_step_end() { return {}; }
+
+  // Measured memory read bandwidth of this device in GB/s (the roofline's denominator), or 0.
+  virtual double measure_bandwidth_gbs() { return 0.0; }
 };
 
 // Backend factory: "cpu" or "cuda". `threads` applies to the CPU (0 = all cores).
 struct BackendOptions {
   std::string device = "cpu";
   int threads = 0;
-  size_t gpu_memory_limit = 0;  // bytes; 0 = whatever the device has
+  size_t gpu_memory_limit = 0;     // bytes; 0 = whatever the device has
+  double gpu_memory_fraction = 0;  // of the device's total memory; 0 = unused (the seed's MEM_FRACTION)
 };
+
+// Whether a CUDA device is usable by this build (false without the CUDA backend or a GPU).
+bool cuda_available();
 Result<std::unique_ptr<Backend>> create_backend(const ModelConfig& c, const BackendOptions& o);
 
 }  // namespace gptoss

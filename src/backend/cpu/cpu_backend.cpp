@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/membw.h"
 #include "core/dtype.h"
 #include "core/threadpool.h"
 #include "model/rope.h"
@@ -111,6 +112,8 @@ class CpuBackend final : public Backend {
     if (src != dst) std::memmove(dst, src, n * sizeof(float));
     return {};
   }
+
+  double measure_bandwidth_gbs() override { return cpu::measure_read_bandwidth_gbs(pool_); }
 
   void attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks, int window,
                  float* out) override;
