@@ -1,0 +1,113 @@
+"""The CPU engine end to end through the CLI: differential tests against the float64 numpy reference
+(../shared/oracle/np_ref.py) on freshly generated random models of several shapes, every input layout
+the engine opens directly, and `gptoss verify` on converted and unconverted directories."""
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_hf, run_cli
+
+# (make_tiny_hf.py arguments, number of tokens): windows and original contexts small enough that the
+# sequences run past twice the window and past original_max_position_embeddings.
+SHAPES = [
+    (["--seed", "21"], 40),
+    (["--seed", "22", "--layers", "2", "--hidden", "96", "--experts", "5", "--topk", "3", "--heads", "6",
+      "--kv-heads", "3", "--head-dim", "8", "--inter", "64", "--vocab", "300", "--window", "4", "--orig-ctx", "16"], 30),
+    (["--seed", "23", "--layers", "3", "--hidden", "64", "--experts", "4", "--topk", "4", "--heads", "2",
+      "--kv-heads", "2", "--head-dim", "32", "--inter", "32", "--vocab", "700", "--window", "16", "--orig-ctx", "8",
+      "--shard-mb", "1"], 36),
+]
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("args,n", SHAPES)
+def test_logits_match_numpy_reference(tmp_path, shared_dir, oracle, gptoss_bin, args, n):
+    model = make_tiny_hf(shared_dir, tmp_path / "m", *args)
+    vocab = int(args[args.index("--vocab") + 1]) if "--vocab" in args else 1024
+    rng = np.random.default_rng(n)
+    tokens = rng.integers(0, vocab, size=n).tolist()
+    ids = ",".join(map(str, tokens))
+    run_cli(gptoss_bin, "logits", "--model", model, "--device", "cpu", "--tokens", ids, "--out", tmp_path / "ours.npy")
+    ours = np.load(tmp_path / "ours.npy")
+    ref = np.load(_np_ref(shared_dir, model, ids, tmp_path / "ref.npy"))
+    assert ours.shape == ref.shape == (n, vocab)
+    assert rel_err(ours, ref) <= 1e-4
+    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+
+
+def _np_ref(shared_dir, model, ids, out):
+    subprocess.run(["python3", str(shared_dir / "oracle" / "np_ref.py"), str(model), "--tokens", ids, "--out", str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def test_layouts_give_identical_logits(tmp_path, tiny_model, gptoss_bin, tool_bin):
+    """HF MXFP4, converted native, dense bf16/f32 safetensors: the same logits (dense f32 bit-exact
+    weights; bf16 dense is also exact because every MXFP4 value is a bf16)."""
+    ids = "5,17,900,3,44,1000,2,8,9,10,11,12"
+    outs = {}
+    dirs = {"hf": tiny_model}
+    for fmt, dtype in [("native", "mxfp4"), ("safetensors", "f32"), ("safetensors", "bf16")]:
+        d = tmp_path / f"{fmt}-{dtype}"
+        run_cli(gptoss_bin, "convert", "--model-path", tiny_model, "--output", d, "--format", fmt, "--dtype", dtype,
+                "--quiet")
+        dirs[f"{fmt}-{dtype}"] = d
+    for name, d in dirs.items():
+        run_cli(gptoss_bin, "logits", "--model", d, "--device", "cpu", "--tokens", ids, "--out", tmp_path / f"{name}.npy")
+        outs[name] = np.load(tmp_path / f"{name}.npy")
+    for name, v in outs.items():
+        assert rel_err(v, outs["hf"]) <= 1e-5, name
+
+
+def test_verify_on_hf_and_converted(tmp_path, tiny_model, gptoss_bin):
+    r = run_cli(gptoss_bin, "verify", "--model", tiny_model, "--device", "cpu")
+    assert re.search(r"logits shape \(1, 10, 1024\)", r.stdout)
+    assert "finite: OK" in r.stdout
+    conv = tmp_path / "native"
+    run_cli(gptoss_bin, "convert", "--model-path", tiny_model, "--output", conv, "--quiet")
+    r = run_cli(gptoss_bin, "verify", "--model", conv, "--device", "cpu")
+    assert "native layout" in r.stdout and "(1, 10, 1024)" in r.stdout
+    test_only = tmp_path / "two"
+    run_cli(gptoss_bin, "convert", "--model-path", tiny_model, "--output", test_only, "--test-only", "--quiet")
+    r = run_cli(gptoss_bin, "verify", "--model", test_only, "--device", "cpu")
+    assert "2 layers" in r.stdout
+
+
+def test_verify_rejects_bad_model(tmp_path, tiny_model, gptoss_bin):
+    r = run_cli(gptoss_bin, "verify", "--model", tmp_path, check=False)
+    assert r.returncode != 0 and "error" in r.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in tiny_model.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    import json
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["num_hidden_layers"] = 5
+    cfg["layer_types"].append("sliding_attention")
+    (bad / "config.json").write_text(json.dumps(cfg))
+    r = run_cli(gptoss_bin, "verify", "--model", bad, check=False)
+    assert r.returncode != 0 and "model.layers.4" in r.stderr
+
+
+def test_generate_is_deterministic(tiny_model, gptoss_bin):
+    args = ["generate", "--model", tiny_model, "--device", "cpu", "--tokens", "1,2,3", "-n", "12", "--temperature",
+            "0.8", "--top-p", "0.9", "--seed", "5", "--json"]
+    a = run_cli(gptoss_bin, *args).stdout
+    b = run_cli(gptoss_bin, *args).stdout
+    assert a == b and '"tokens"' in a
+    r = run_cli(gptoss_bin, "generate", "--model", tiny_model, "--tokens", "1,99999", check=False)
+    assert r.returncode != 0 and "out of range" in r.stderr
+
+
+def test_bench_json(tiny_model, gptoss_bin):
+    import json
+    r = run_cli(gptoss_bin, "bench", "--model", tiny_model, "--device", "cpu", "--prompt-tokens", "32",
+                "--gen-tokens", "8", "--json")
+    j = json.loads(r.stdout)
+    for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "achieved_gb_per_s", "roofline_fraction"]:
+        assert j[k] > 0, k
