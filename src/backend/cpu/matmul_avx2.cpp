@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -169,33 +170,36 @@ void rows_kernel(const Rows& w, const MatrixRef& W, const float* x, int64_t T, c
   }
 }
 
-// Dense [cols, rows] storage (axpy form): 32 outputs x 2 tokens in registers, accumulated over c in order.
+// Dense [cols, rows] storage (axpy form), as in matmul_avx512.cpp: y[t, r0:r1] += x[t, c] * W[c, r0:r1],
+// four columns per pass over the output slice, accumulated over c in order.
 template <class Load>
 void transposed_kernel(Load load, const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y,
                        int64_t r0, int64_t r1) {
-  constexpr int kTok = 2, kVec = 4;
-  for (int64_t t0 = 0; t0 < T; t0 += kTok) {
-    const int nt = int(std::min<int64_t>(kTok, T - t0));
-    for (int64_t rb = r0; rb < r1; rb += 8 * kVec) {
-      const int n = int(std::min<int64_t>(8 * kVec, r1 - rb));
-      __m256 acc[kTok][kVec];
-      for (int t = 0; t < kTok; ++t)
-        for (int v = 0; v < kVec; ++v) acc[t][v] = _mm256_setzero_ps();
-      for (int64_t c = 0; c < W.cols; ++c) {
-        __m256 w[kVec];
-        load(c * W.rows + rb, n, w);
-        for (int t = 0; t < nt; ++t) {
-          const __m256 xv = _mm256_set1_ps(x[(t0 + t) * W.cols + c]);
-          for (int v = 0; v < kVec; ++v) acc[t][v] = _mm256_fmadd_ps(w[v], xv, acc[t][v]);
+  constexpr int kCols = 4;
+  for (int64_t t = 0; t < T; ++t) {
+    float* yt = y + t * W.rows;
+    const float* xt = x + t * W.cols;
+    std::fill(yt + r0, yt + r1, 0.0f);
+    for (int64_t c0 = 0; c0 < W.cols; c0 += kCols) {
+      const int nc = int(std::min<int64_t>(kCols, W.cols - c0));
+      __m256 xv[kCols];
+      for (int k = 0; k < kCols; ++k) xv[k] = _mm256_set1_ps(k < nc ? xt[c0 + k] : 0.0f);
+      int64_t r = r0;
+      for (; r + 8 <= r1; r += 8) {
+        __m256 acc = _mm256_loadu_ps(yt + r);
+        for (int k = 0; k < nc; ++k) acc = _mm256_fmadd_ps(load((c0 + k) * W.rows + r), xv[k], acc);
+        _mm256_storeu_ps(yt + r, acc);
+      }
+      for (; r < r1; ++r)
+        for (int k = 0; k < nc; ++k) {
+          const int64_t i = (c0 + k) * W.rows + r;
+          const float wv = W.type == WeightType::F32 ? static_cast<const float*>(W.data)[i]
+                                                     : bf16_to_f32(static_cast<const uint16_t*>(W.data)[i]);
+          yt[r] = std::fma(wv, xt[c0 + k], yt[r]);
         }
-      }
-      for (int t = 0; t < nt; ++t) {
-        alignas(32) float out[8 * kVec];
-        for (int v = 0; v < kVec; ++v) _mm256_store_ps(out + 8 * v, acc[t][v]);
-        float* yt = y + (t0 + t) * W.rows + rb;
-        for (int j = 0; j < n; ++j) yt[j] = out[j] + (bias ? bias[rb + j] : 0.0f);
-      }
     }
+    if (bias)
+      for (int64_t r = r0; r < r1; ++r) yt[r] += bias[r];
   }
 }
 
@@ -205,31 +209,13 @@ void matmul_rows_avx2(const MatrixRef& W, const float* x, int64_t T, const float
                       int64_t r1) {
   if (W.transposed && W.type == WeightType::F32) {
     const float* base = static_cast<const float*>(W.data);
-    transposed_kernel(
-        [base](int64_t i, int n, __m256* w) {
-          if (n == 32) {
-            for (int v = 0; v < 4; ++v) w[v] = _mm256_loadu_ps(base + i + 8 * v);
-            return;
-          }
-          alignas(32) float buf[32] = {};
-          std::memcpy(buf, base + i, size_t(n) * sizeof(float));
-          for (int v = 0; v < 4; ++v) w[v] = _mm256_load_ps(buf + 8 * v);
-        },
-        W, x, T, bias, y, r0, r1);
+    transposed_kernel([base](int64_t i) { return _mm256_loadu_ps(base + i); }, W, x, T, bias, y, r0, r1);
   } else if (W.transposed && W.type == WeightType::BF16) {
     const uint16_t* base = static_cast<const uint16_t*>(W.data);
     transposed_kernel(
-        [base](int64_t i, int n, __m256* w) {
-          alignas(32) uint16_t buf[32] = {};
-          const uint16_t* p = base + i;
-          if (n < 32) {
-            std::memcpy(buf, p, size_t(n) * sizeof(uint16_t));
-            p = buf;
-          }
-          for (int v = 0; v < 4; ++v) {
-            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * v));
-            w[v] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-          }
+        [base](int64_t i) {
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + i));
+          return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
         },
         W, x, T, bias, y, r0, r1);
   } else if (W.type == WeightType::F32) {

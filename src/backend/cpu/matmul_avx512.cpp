@@ -202,39 +202,31 @@ void rows_kernel(const Rows& w, const MatrixRef& W, const float* x, int64_t T, c
   }
 }
 
-// Dense [cols, rows] storage (axpy form): 64 outputs x up to 4 tokens in registers, one broadcast of
-// x[t, c] per (token, column), accumulated over c in order.
+// Dense [cols, rows] storage (axpy form): y[t, r0:r1] += x[t, c] * W[c, r0:r1], four columns c per pass
+// over the output slice (kept in y, which stays in L1/L2), so every weight row is read contiguously and
+// each y vector is loaded and stored once per 4 FMAs. Accumulation runs over c in order, as the reference.
 template <class Load>
 void transposed_kernel(Load load, const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y,
                        int64_t r0, int64_t r1) {
-  constexpr int kTok = 4, kVec = 4;
-  for (int64_t t0 = 0; t0 < T; t0 += kTok) {
-    const int nt = int(std::min<int64_t>(kTok, T - t0));
-    for (int64_t rb = r0; rb < r1; rb += 16 * kVec) {
-      __mmask16 mask[kVec];
-      for (int v = 0; v < kVec; ++v) {
-        const int64_t left = r1 - (rb + 16 * v);
-        mask[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+  constexpr int kCols = 4;
+  for (int64_t t = 0; t < T; ++t) {
+    float* yt = y + t * W.rows;
+    const float* xt = x + t * W.cols;
+    std::fill(yt + r0, yt + r1, 0.0f);
+    for (int64_t c0 = 0; c0 < W.cols; c0 += kCols) {
+      const int nc = int(std::min<int64_t>(kCols, W.cols - c0));
+      __m512 xv[kCols];
+      for (int k = 0; k < kCols; ++k) xv[k] = _mm512_set1_ps(k < nc ? xt[c0 + k] : 0.0f);
+      for (int64_t r = r0; r < r1; r += 16) {
+        const int64_t left = r1 - r;
+        const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        __m512 acc = _mm512_maskz_loadu_ps(m, yt + r);
+        for (int k = 0; k < nc; ++k) acc = _mm512_fmadd_ps(load((c0 + k) * W.rows + r, m), xv[k], acc);
+        _mm512_mask_storeu_ps(yt + r, m, acc);
       }
-      __m512 acc[kTok][kVec];
-      for (int t = 0; t < kTok; ++t)
-        for (int v = 0; v < kVec; ++v) acc[t][v] = _mm512_setzero_ps();
-      for (int64_t c = 0; c < W.cols; ++c) {
-        __m512 w[kVec];
-        for (int v = 0; v < kVec; ++v) w[v] = load(c * W.rows + rb + 16 * v, mask[v]);
-        for (int t = 0; t < kTok; ++t) {
-          if (t >= nt) break;
-          const __m512 xv = _mm512_set1_ps(x[(t0 + t) * W.cols + c]);
-          for (int v = 0; v < kVec; ++v) acc[t][v] = _mm512_fmadd_ps(w[v], xv, acc[t][v]);
-        }
-      }
-      for (int t = 0; t < nt; ++t)
-        for (int v = 0; v < kVec; ++v) {
-          __m512 out = acc[t][v];
-          if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask[v], bias + rb + 16 * v));
-          _mm512_mask_storeu_ps(y + (t0 + t) * W.rows + rb + 16 * v, mask[v], out);
-        }
     }
+    if (bias)
+      for (int64_t r = r0; r < r1; ++r) yt[r] += bias[r];
   }
 }
 

@@ -1,0 +1,188 @@
+// Matmul kernels on gpt-oss-20b shapes: decode (T = 1) GB/s of weight bytes against the measured read
+// bandwidth, and prefill (T = 64, 512) GFLOP/s, per weight type.
+//   bench_matmul [--threads N] [--isa avx512|avx2|scalar] [--no-prefill] [--no-lm-head]
+// Decode cycles through enough copies of each matrix (>= 512 MiB) that weights come from DRAM, not L3.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/membw.h"
+#include "core/threadpool.h"
+
+namespace {
+
+using gptoss::MatrixRef;
+using gptoss::WeightType;
+
+struct Shape {
+  const char* name;
+  WeightType type;
+  int64_t rows, cols;
+  bool transposed = false;
+};
+
+uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+inline uint64_t next_random() {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return g_rng;
+}
+
+// One copy of a matrix: storage plus its MatrixRef. Values are finite, normal and of moderate size.
+struct Weights {
+  std::vector<uint8_t> data, scales;
+  MatrixRef ref;
+};
+
+size_t weight_bytes(const Shape& s) {
+  switch (s.type) {
+    case WeightType::F32: return size_t(s.rows * s.cols * 4);
+    case WeightType::BF16: return size_t(s.rows * s.cols * 2);
+    case WeightType::MXFP4: return size_t(s.rows * s.cols / 2 + s.rows * s.cols / 32);
+  }
+  return 0;
+}
+
+Weights make(const Shape& s) {
+  Weights w;
+  w.ref = MatrixRef{s.type, nullptr, nullptr, s.rows, s.cols, s.transposed};
+  const size_t n = size_t(s.rows * s.cols);
+  if (s.type == WeightType::MXFP4) {
+    w.data.resize(n / 2);
+    w.scales.resize(n / 32);
+    for (auto& b : w.data) b = uint8_t(next_random());
+    for (auto& b : w.scales) b = uint8_t(118 + next_random() % 19);  // real checkpoints: 118..136
+    w.ref.scales = w.scales.data();
+  } else if (s.type == WeightType::BF16) {
+    w.data.resize(n * 2);
+    auto* p = reinterpret_cast<uint16_t*>(w.data.data());
+    for (size_t i = 0; i < n; ++i) p[i] = uint16_t((next_random() & 0x807F) | 0x3F00);  // +-[0.5, 1)
+  } else {
+    w.data.resize(n * 4);
+    auto* p = reinterpret_cast<float*>(w.data.data());
+    for (size_t i = 0; i < n; ++i) p[i] = float(int(next_random() % 2001) - 1000) * 1e-3f;
+  }
+  w.ref.data = w.data.data();
+  return w;
+}
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+std::vector<float> random_x(int64_t n) {
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = float(int(next_random() % 2001) - 1000) * 1e-3f;
+  return x;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 0;
+  const char* isa = "auto";
+  bool prefill = true, lm_head = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
+      isa = argv[++i];
+    } else if (!std::strcmp(argv[i], "--no-prefill")) {
+      prefill = false;
+    } else if (!std::strcmp(argv[i], "--no-lm-head")) {
+      lm_head = false;
+    } else {
+      std::fprintf(stderr, "usage: %s [--threads N] [--isa avx512|avx2|scalar] [--no-prefill] [--no-lm-head]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  if (!gptoss::cpu::set_matmul_isa(isa)) {
+    std::fprintf(stderr, "ISA '%s' is unknown or not supported by this CPU\n", isa);
+    return 2;
+  }
+  gptoss::ThreadPool pool(threads);
+  const double bw = gptoss::cpu::measure_read_bandwidth_gbs(pool);
+  std::printf("kernels: %s, threads: %d, measured read bandwidth: %.1f GB/s\n", gptoss::cpu::matmul_isa(),
+              pool.num_threads(), bw);
+
+  std::vector<Shape> shapes = {
+      {"attn.q bf16", WeightType::BF16, 4096, 2880},
+      {"attn.k/v bf16", WeightType::BF16, 512, 2880},
+      {"attn.o bf16", WeightType::BF16, 2880, 4096},
+      {"router bf16", WeightType::BF16, 32, 2880},
+      {"expert.gate_up mxfp4", WeightType::MXFP4, 5760, 2880},
+      {"expert.down mxfp4", WeightType::MXFP4, 2880, 2880},
+      {"expert.gate_up bf16^T", WeightType::BF16, 5760, 2880, true},
+      {"attn.q f32", WeightType::F32, 4096, 2880},
+  };
+  if (lm_head) shapes.push_back({"lm_head bf16", WeightType::BF16, 201088, 2880});
+
+  std::printf("\ndecode (T=1), weights streamed from DRAM:\n");
+  std::printf("  %-24s %14s %10s %9s %8s %11s\n", "matrix", "shape", "us/call", "GB/s", "of bw", "L2-hot GB/s");
+  for (const Shape& s : shapes) {
+    const size_t bytes = weight_bytes(s);
+    const size_t copies = std::max<size_t>(1, (size_t(512) << 20) / bytes + 1);
+    std::vector<Weights> ws;
+    for (size_t i = 0; i < copies; ++i) ws.push_back(make(s));
+    const std::vector<float> x = random_x(s.cols);
+    std::vector<float> y(size_t(s.rows));
+    gptoss::cpu::matmul(ws[0].ref, x.data(), 1, nullptr, y.data(), pool);  // warm up
+    int64_t calls = 0;
+    const double t0 = now_s();
+    double t1 = t0;
+    while (calls < 3 || t1 - t0 < 0.3) {
+      gptoss::cpu::matmul(ws[size_t(calls) % copies].ref, x.data(), 1, nullptr, y.data(), pool);
+      ++calls;
+      t1 = now_s();
+    }
+    const double per_call = (t1 - t0) / double(calls);
+    const double gbs = double(bytes) / per_call / 1e9;
+    // The same kernel on a slice of rows that stays in L2 (256 KiB per thread): its compute ceiling.
+    MatrixRef hot = ws[0].ref;
+    hot.rows = std::min<int64_t>(s.rows, std::max<int64_t>(16, int64_t(256 * 1024 * pool.num_threads() * s.rows / bytes)));
+    if (s.transposed) hot = ws[0].ref;  // a row slice of [cols, rows] storage is strided: skip
+    const size_t hot_bytes = bytes / size_t(s.rows) * size_t(hot.rows);
+    int64_t hot_calls = 0;
+    const double h0 = now_s();
+    double h1 = h0;
+    while (hot_calls < 10 || h1 - h0 < 0.1) {
+      gptoss::cpu::matmul(hot, x.data(), 1, nullptr, y.data(), pool);
+      ++hot_calls;
+      h1 = now_s();
+    }
+    std::printf("  %-24s %6lldx%-7lld %10.1f %9.1f %7.0f%% %11.1f\n", s.name, (long long)s.rows, (long long)s.cols,
+                per_call * 1e6, gbs, 100 * gbs / bw, double(hot_bytes) * double(hot_calls) / (h1 - h0) / 1e9);
+  }
+
+  if (prefill) {
+    std::printf("\nprefill, GFLOP/s (2 * rows * cols * T per call):\n");
+    std::printf("  %-24s %14s %10s %10s\n", "matrix", "shape", "T=64", "T=512");
+    for (const Shape& s : shapes) {
+      if (s.rows > 100000) continue;  // lm_head: only the last token needs logits in prefill
+      const Weights w = make(s);
+      std::printf("  %-24s %6lldx%-7lld", s.name, (long long)s.rows, (long long)s.cols);
+      for (int64_t T : {64, 512}) {
+        const std::vector<float> x = random_x(T * s.cols);
+        std::vector<float> y(size_t(T * s.rows));
+        gptoss::cpu::matmul(w.ref, x.data(), T, nullptr, y.data(), pool);
+        int64_t calls = 0;
+        const double t0 = now_s();
+        double t1 = t0;
+        while (calls < 2 || t1 - t0 < 0.3) {
+          gptoss::cpu::matmul(w.ref, x.data(), T, nullptr, y.data(), pool);
+          ++calls;
+          t1 = now_s();
+        }
+        const double flops = 2.0 * double(s.rows) * double(s.cols) * double(T);
+        std::printf(" %10.1f", flops * double(calls) / (t1 - t0) / 1e9);
+      }
+      std::printf("\n");
+    }
+  }
+  return 0;
+}
