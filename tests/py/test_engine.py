@@ -97,9 +97,12 @@ def test_verify_rejects_bad_model(tmp_path, tiny_model, gptoss_bin):
 def test_generate_is_deterministic(tiny_model, gptoss_bin):
     args = ["generate", "--model", tiny_model, "--device", "cpu", "--tokens", "1,2,3", "-n", "12", "--temperature",
             "0.8", "--top-p", "0.9", "--seed", "5", "--json"]
-    a = run_cli(gptoss_bin, *args).stdout
-    b = run_cli(gptoss_bin, *args).stdout
-    assert a == b and '"tokens"' in a
+    import json
+    a = json.loads(run_cli(gptoss_bin, *args).stdout)["tokens"]
+    b = json.loads(run_cli(gptoss_bin, *args).stdout)["tokens"]
+    assert a == b and len(a) >= 1
+    c = json.loads(run_cli(gptoss_bin, *args[:-2], "6", "--json").stdout)["tokens"]
+    assert c != a  # another seed, another sample
     r = run_cli(gptoss_bin, "generate", "--model", tiny_model, "--tokens", "1,99999", check=False)
     assert r.returncode != 0 and "out of range" in r.stderr
 
