@@ -268,7 +268,8 @@ Status OrbaxWriter::close_chunk() {
   GPTOSS_TRY(flush());
   // Start writeback now so dirty pages stay about one chunk deep and the disk works while the
   // caller produces the next chunk; finish() waits for it with fsync. An fsync here would stall
-  // the stream once per chunk (measured: 117 vs 136 MB/s for a plain write on this disk).
+  // the stream once per chunk (one measurement on the shared dev box, 1.16 GB in 64 MiB chunks:
+  // 117 MB/s with fsync per chunk vs 136 MB/s for a plain write + fsync of the same bytes).
 #ifdef __linux__
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);  // a hint: errors surface in finish()'s fsync
 #endif
