@@ -24,15 +24,23 @@ class RankTable {
   size_t size() const { return size_; }
 
  private:
-  struct Slot {
-    uint32_t offset;
-    uint32_t len;
-    uint32_t rank;  // kNoRank marks an empty slot
-    uint32_t tag;   // high 32 bits of the hash, checked before comparing bytes
-  };
+  // Probing touches only tags_ (4 bytes a slot, 2 MiB for o200k), which stays mostly in cache;
+  // the key bytes are compared only on a tag match. A tag is the hash's high 32 bits with the low
+  // bit set, so 0 marks an empty slot.
   void grow();
+  uint32_t find_hashed(std::string_view bytes) const;
   std::string arena_;
-  std::vector<Slot> slots_;
+  std::vector<uint32_t> tags_;
+  std::vector<uint32_t> slot_ranks_;
+  // Key of each rank: bytes at arena_[key_offset_[rank], + key_len_[rank]).
+  std::vector<uint32_t> key_offset_, key_len_;
+  // Direct tables for 1- and 2-byte keys (every BPE starts with these lookups): no hashing, no
+  // compare, and the 256 KiB pair table stays in cache.
+  std::vector<uint32_t> byte_rank_ = std::vector<uint32_t>(256, kNoRank);
+  std::vector<uint32_t> pair_rank_ = std::vector<uint32_t>(65536, kNoRank);
+  // Bloom filter over the keys of 3+ bytes (2 bits a key from the same hash, 2^21 bits = 256 KiB):
+  // most lookups during merging are misses, and ~97% of them stop here without touching tags_.
+  std::vector<uint64_t> bloom_ = std::vector<uint64_t>((1u << 21) / 64, 0);
   size_t mask_ = 0;
   size_t size_ = 0;
 };
@@ -40,7 +48,8 @@ class RankTable {
 // Reusable scratch for byte_pair_encode, so that encoding a piece does not allocate.
 struct MergeScratch {
   std::vector<uint32_t> starts;
-  std::vector<uint32_t> ranks;
+  std::vector<uint32_t> ranks;       // rank of parts i and i+1 joined
+  std::vector<uint32_t> part_ranks;  // rank of part i itself
   std::vector<uint32_t> prev, next;
   struct HeapEntry {
     uint32_t rank;
