@@ -66,6 +66,10 @@ class Session {
   int position() const { return pos_; }
   const SessionOptions& options() const { return opts_; }
   void reset() { pos_ = 0; }
+  // Forgets the tokens after `pos` (e.g. to re-render the end of a chat). Sliding-window layers keep
+  // only a ring of recent keys, so going back more than max_batch tokens fails: then reset() and
+  // feed the context again.
+  Status truncate(int pos);
   size_t kv_bytes() const;
 
  private:

@@ -8,6 +8,7 @@
 
 #include "cli/command.h"
 #include "cli/run_options.h"
+#include "cli/text_generate.h"
 #include "core/npy.h"
 
 namespace gptoss::cli {
@@ -80,11 +81,18 @@ struct LogitsCmd {
 // ---- generate from token ids --------------------------------------------------------------------
 struct GenerateCmd {
   RunOptions o;
-  std::string tokens;
+  std::string tokens, prompt;
   int n = 32;
   SamplerOptions so;
+  TextOptions text;
   bool json = false;
   int run() {
+    if (!prompt.empty()) {
+      text.max_tokens = n;
+      text.sampler = so;
+      return run_prompt(o, text, prompt);
+    }
+    if (tokens.empty()) return fail(Error("generate: give --tokens ID,ID,... or --prompt TEXT"));
     auto ids = parse_token_list(tokens);
     if (!ids.ok()) return fail(ids.status());
     o.max_context = std::max(o.max_context, int(ids->size()) + n);
@@ -238,9 +246,17 @@ GPTOSS_REGISTER_COMMAND(40, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<GenerateCmd>();
   auto* sub = app.add_subcommand("generate", "Generate tokens: from token ids (--tokens) or a text prompt (--prompt)");
   add_run_options(sub, cmd->o);
-  sub->add_option("--tokens", cmd->tokens, "Prompt token ids, comma-separated")->required();
-  sub->add_option("-n,--max-tokens", cmd->n, "Tokens to generate")->check(CLI::PositiveNumber);
+  auto* tok_opt = sub->add_option("--tokens", cmd->tokens, "Prompt token ids, comma-separated; prints token ids");
+  sub->add_option("--prompt,-p", cmd->prompt, "Text prompt: chat-formatted (Harmony), streams the final answer")
+      ->excludes(tok_opt);
+  sub->add_option("-n,--max-tokens", cmd->n, "Most tokens to generate")->check(CLI::PositiveNumber);
   add_sampling(sub, cmd->so);
+  sub->add_option("--tokenizer", cmd->text.tokenizer, "tokenizer.json or .tiktoken (default: the model directory's)");
+  sub->add_option("--system", cmd->text.system, "Developer instructions (with --prompt)");
+  sub->add_option("--reasoning-effort", cmd->text.reasoning_effort, "low, medium or high (with --prompt)")
+      ->check(CLI::IsMember({"low", "medium", "high"}));
+  sub->add_flag("--show-reasoning", cmd->text.show_reasoning, "Print the reasoning to stderr (with --prompt)");
+  sub->add_flag("--raw", cmd->text.raw, "Plain text completion of --prompt, no chat format");
   sub->add_flag("--json", cmd->json, "Print one JSON object");
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });

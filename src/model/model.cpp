@@ -52,6 +52,15 @@ Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOpti
 
 size_t Session::kv_bytes() const { return kv_->bytes(); }
 
+Status Session::truncate(int pos) {
+  if (pos < 0 || pos > pos_) return Error("truncate: position {} is outside 0..{}", pos, pos_);
+  if (pos_ - pos > opts_.max_batch && pos > 0)
+    return Error("truncate: cannot go back {} tokens (sliding-window cache keeps {} extra)", pos_ - pos,
+                 opts_.max_batch);
+  pos_ = pos;
+  return {};
+}
+
 Result<std::span<const float>> Session::forward(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
   const ModelConfig& c = model_->config();
   if (tokens.empty()) return Error("forward: no tokens");
@@ -80,27 +89,33 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   Backend& be = model_->backend();
   const int T = int(tokens.size()), H = c.hidden_size;
   GPTOSS_TRY(be.begin_step(tokens, pos_));
-
-  be.embed(w.embed, x_);  // §4.1
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const LayerWeights& L = w.layers[size_t(l)];
-    // §4.3 attention block: x += o_proj(attn(rope(q), rope(k), v)) with sinks, window on sliding layers
-    be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
-    be.matmul(L.q, h_, T, L.q_bias, q_);
-    be.matmul(L.k, h_, T, L.k_bias, k_);
-    be.matmul(L.v, h_, T, L.v_bias, v_);
-    be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
-    be.matmul(L.o, attn_, T, L.o_bias, h_);
-    be.add(x_, h_, size_t(T) * size_t(H));
-    // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
-    be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
-    be.moe(L, h_, T, x_);
-  }
-  // §4.6 output: only the rows whose logits are wanted
   const int first = all_rows ? 0 : T - 1, rows = T - first;
   const float* xr = x_ + size_t(first) * size_t(H);
-  be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);
-  be.matmul(w.lm_head, h_, rows, nullptr, logits_);
+  // Backends that record steps (CUDA graphs) replay the ops of an identical earlier step instead of
+  // receiving them again; the key names this session's buffers and the step's shape.
+  const uint64_t key = uint64_t(reinterpret_cast<uintptr_t>(x_)) * 1000003u + uint64_t(T) * 2u + (all_rows ? 1u : 0u);
+  if (!be.replay_step(key)) {
+    be.record_step_begin(key);
+    be.embed(w.embed, x_);  // §4.1
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+      const LayerWeights& L = w.layers[size_t(l)];
+      // §4.3 attention block: x += o_proj(attn(rope(q), rope(k), v)) with sinks, window on sliding layers
+      be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
+      be.matmul(L.q, h_, T, L.q_bias, q_);
+      be.matmul(L.k, h_, T, L.k_bias, k_);
+      be.matmul(L.v, h_, T, L.v_bias, v_);
+      be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
+      be.matmul(L.o, attn_, T, L.o_bias, h_);
+      be.add(x_, h_, size_t(T) * size_t(H));
+      // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
+      be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
+      be.moe(L, h_, T, x_);
+    }
+    // §4.6 output: only the rows whose logits are wanted
+    be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);
+    be.matmul(w.lm_head, h_, rows, nullptr, logits_);
+    GPTOSS_TRY(be.record_step_end());
+  }
   const size_t V = size_t(c.vocab_size);
   if (logits_host) GPTOSS_TRY(be.to_host(logits_, size_t(rows) * V, logits_host));
   GPTOSS_TRY(be.to_host(logits_ + size_t(rows - 1) * V, V, last_logits_.data()));

@@ -1,0 +1,68 @@
+// A multi-turn Harmony chat over a Session: renders the conversation, reuses the KV cache for the
+// common prefix, samples until <|return|> or <|call|>, and streams the parsed message text as it
+// comes. Shared by `gptoss chat` and `gptoss generate --prompt`.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gptoss/gptoss.h"
+#include "tokenizer/harmony.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gptoss::cli {
+
+struct ChatSettings {
+  harmony::ReasoningEffort effort = harmony::ReasoningEffort::medium;
+  std::string developer_instructions;  // --system: rendered as the developer message's instructions
+  std::string date;                    // "Current date:" line; empty = today (UTC)
+  SamplerOptions sampler;
+  int max_tokens = 2048;  // per answer
+};
+
+struct TurnResult {
+  std::vector<harmony::Message> messages;  // what the assistant said, parsed
+  int prompt_tokens = 0;                   // tokens fed before sampling (after prefix reuse)
+  int generated = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  bool interrupted = false;  // stopped by the caller's flag (Ctrl-C)
+  bool hit_limit = false;    // max_tokens reached without a stop token
+  std::string parse_error;   // the output broke the Harmony grammar (random weights do)
+};
+
+class ChatRunner {
+ public:
+  // Checks that the tokenizer fits the model (ids, Harmony tokens) before anything runs.
+  static Result<std::unique_ptr<ChatRunner>> create(Model& model, Session& session, const Tokenizer& tokenizer,
+                                                    const ChatSettings& settings);
+
+  // on_text(channel, text): decoded content as it streams ("analysis", "final", "commentary", ...).
+  using OnText = std::function<void(const std::string& channel, const std::string& text)>;
+  Result<TurnResult> ask(const std::string& user_text, const OnText& on_text, const std::atomic<bool>* stop);
+  void reset();
+  const harmony::HarmonyEncoding& encoding() const { return enc_; }
+
+ private:
+  ChatRunner(Model& m, Session& s, harmony::HarmonyEncoding enc, const ChatSettings& st)
+      : model_(m), session_(s), enc_(std::move(enc)), settings_(st), sampler_(st.sampler) {}
+  // Brings the session to exactly `prompt`, reusing the cached common prefix; returns the last logits.
+  Result<std::span<const float>> feed(const std::vector<int32_t>& prompt);
+  void start_conversation();
+
+  Model& model_;
+  Session& session_;
+  harmony::HarmonyEncoding enc_;
+  ChatSettings settings_;
+  Sampler sampler_;
+  harmony::Conversation conv_;
+  std::vector<int32_t> fed_;  // the tokens the session holds, in order
+  int last_fed_ = 0;          // tokens the last feed() ran (the rest came from the cache)
+};
+
+// Today's date as YYYY-MM-DD (UTC).
+std::string today_utc();
+
+}  // namespace gptoss::cli
