@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: C++ unit tests (Release, and again under ASan+UBSan), the Python tests
+# that compare against the references (numpy float64, transformers goldens, tiktoken, Hugging Face
+# tokenizers, openai-harmony, Orbax), and a short libFuzzer run of every fuzz target.
+# Needs the packages of scripts/setup.sh --deps-only; Python packages go into build/venv.
+# GPU tests skip with a notice when no GPU is present; tests that need ../shared skip when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+echo "== build (Release)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS"
+
+echo "== C++ unit tests"
+ctest --test-dir build --output-on-failure -j"$JOBS"
+
+echo "== C++ unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGPTOSS_SANITIZE=ON -DGPTOSS_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$JOBS" --target gptoss_tests
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+
+echo "== Python reference tests"
+if [ ! -x build/venv/bin/python ]; then
+  python3 -m venv build/venv
+fi
+build/venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+GPTOSS_BIN="$PWD/build/gptoss" build/venv/bin/python -m pytest -q -rs tests/py
+
+echo "== fuzzing (${FUZZ_SECONDS}s per target)"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPTOSS_FUZZ=ON -DGPTOSS_CUDA=OFF \
+  -DGPTOSS_TESTS=OFF >/dev/null
+cmake --build build-fuzz -j"$JOBS" --target fuzz_targets
+for f in build-fuzz/fuzz_*; do
+  name=$(basename "$f")
+  corpus=fuzz/corpus/${name#fuzz_}
+  work=build-fuzz/corpus-$name
+  mkdir -p "$work"
+  seeds=()
+  [ -d "$corpus" ] && seeds=("$corpus")
+  echo "-- $name"
+  GPTOSS_SHARED="$PWD/../shared" "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$work" "${seeds[@]}" \
+    2>&1 | tail -n 2
+done
+echo "== all tests passed"
