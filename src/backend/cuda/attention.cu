@@ -1,0 +1,238 @@
+// Attention of one layer: YaRN RoPE, KV-cache append, and attention with sinks and an optional
+// sliding window (reference §4.3–4.4). The attention kernel serves decode and prefill alike: block
+// (query t, kv head g, key split s) computes, for the G = nh/nkv query heads sharing kv head g, an
+// online softmax over its share of t's visible keys in tiles of 32 keys per warp; a second kernel
+// merges the splits with the sink logit. Keys of position j live in cache slot j % cap (sliding
+// layers keep a ring). Positions come from device memory so a captured decode graph stays valid.
+#include <cfloat>
+
+#include "backend/cuda/common.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kMaxGroup = 8;    // query heads per kv head (gpt-oss: 64/8)
+constexpr int kMaxDim = 128;    // head_dim
+constexpr int kAttnWarps = 4;
+
+__global__ void f32_rope_yarn(float* __restrict__ q, float* __restrict__ k, const int32_t* __restrict__ pos,
+                              const float* __restrict__ inv_freq, float mscale, int T, int nh, int nkv, int d) {
+  const int half = d / 2;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t per_t = int64_t(nh + nkv) * half;
+  if (i >= per_t * T) return;
+  const int t = int(i / per_t);
+  const int head = int((i % per_t) / half), j = int(i % half);
+  // One f32 multiply for the angle, as transformers computes it (reference §4.4).
+  const float angle = float(pos[t]) * inv_freq[j];
+  const float c = cosf(angle) * mscale, s = sinf(angle) * mscale;
+  float* x = head < nh ? q + (int64_t(t) * nh + head) * d : k + (int64_t(t) * nkv + (head - nh)) * d;
+  const float a = x[j], b = x[j + half];
+  x[j] = a * c - b * s;
+  x[j + half] = b * c + a * s;
+}
+
+template <typename KT>
+__global__ void kv_append(KT* __restrict__ kc, KT* __restrict__ vc, const float* __restrict__ k,
+                          const float* __restrict__ v, const int32_t* __restrict__ pos, int cap, int T, int row) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(T) * row) return;
+  const int t = int(i / row), e = int(i % row);
+  const int64_t dst = int64_t(pos[t] % cap) * row + e;
+  if constexpr (sizeof(KT) == 2) {
+    kc[dst] = __float2bfloat16(k[i]);
+    vc[dst] = __float2bfloat16(v[i]);
+  } else {
+    kc[dst] = k[i];
+    vc[dst] = v[i];
+  }
+}
+
+// 8 consecutive cache values as f32 (16-byte loads for bf16, two for f32).
+template <typename KT>
+__device__ __forceinline__ void load8_kv(const KT* p, float v[8]) {
+  if constexpr (sizeof(KT) == 2) {
+    const uint4 q = *reinterpret_cast<const uint4*>(p);
+    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  } else {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  }
+}
+
+template <typename KT>
+__device__ __forceinline__ float kv_f32(KT x) {
+  if constexpr (sizeof(KT) == 2)
+    return __bfloat162float(x);
+  else
+    return x;
+}
+
+// part[((t*nh + h)*nsplit + s)*(d+2) + ...] = {acc[d] (unnormalised sum of p*v), m (max score), l (sum p)}.
+template <typename KT>
+__global__ void __launch_bounds__(kAttnWarps * kWarp)
+    f32_attention_split(const float* __restrict__ q, const KT* __restrict__ kc, const KT* __restrict__ vc,
+                        const int32_t* __restrict__ pos, int cap, int window, int nh, int nkv, int d, int nsplit,
+                        float* __restrict__ part) {
+  __shared__ float q_s[kMaxGroup][kMaxDim];
+  __shared__ float p_s[kAttnWarps][kMaxGroup][kWarp];
+  __shared__ float m_s[kAttnWarps][kMaxGroup], l_s[kAttnWarps][kMaxGroup];
+  __shared__ float acc_s[kAttnWarps][kMaxGroup][kMaxDim];
+  const int t = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
+  const int G = nh / nkv, lane = threadIdx.x % kWarp, w = threadIdx.x / kWarp;
+  const float scale = rsqrtf(float(d));
+  for (int i = threadIdx.x; i < G * d; i += blockDim.x)
+    q_s[i / d][i % d] = q[(int64_t(t) * nh + g * G + i / d) * d + i % d] * scale;
+  __syncthreads();
+
+  const int p = pos[t];
+  const int lo = window > 0 ? max(0, p - window + 1) : 0;
+  const int n = p - lo + 1, chunk = (n + nsplit - 1) / nsplit;
+  const int k0 = lo + sp * chunk, k1 = min(p + 1, k0 + chunk);
+  const int64_t row = int64_t(nkv) * d;
+
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][kMaxDim / kWarp];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    m[h] = -FLT_MAX, l[h] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] = 0.0f;
+  }
+  for (int tile = k0 + w * kWarp; tile < k1; tile += kAttnWarps * kWarp) {
+    const int j = tile + lane;
+    const bool valid = j < k1;
+    float s[kMaxGroup] = {};
+    if (valid) {
+      const KT* kr = kc + int64_t(j % cap) * row + int64_t(g) * d;
+      for (int c = 0; c < d; c += 8) {
+        float kv[8];
+        load8_kv(kr + c, kv);
+#pragma unroll
+        for (int h = 0; h < kMaxGroup; ++h) {
+          if (h < G) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s[h] += q_s[h][c + e] * kv[e];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) {
+      if (h < G) {
+        const float mt = warp_max(valid ? s[h] : -FLT_MAX);
+        const float mn = fmaxf(m[h], mt);
+        const float corr = expf(m[h] - mn);
+        const float pv = valid ? expf(s[h] - mn) : 0.0f;
+        l[h] = l[h] * corr + warp_sum(pv);
+        m[h] = mn;
+#pragma unroll
+        for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] *= corr;
+        p_s[w][h][lane] = pv;
+      }
+    }
+    __syncwarp();
+    const int nv = min(kWarp, k1 - tile);
+    for (int jj = 0; jj < nv; ++jj) {
+      const KT* vr = vc + int64_t((tile + jj) % cap) * row + int64_t(g) * d;
+#pragma unroll
+      for (int i = 0; i < kMaxDim / kWarp; ++i) {
+        if (lane + kWarp * i < d) {
+          const float v = kv_f32(vr[lane + kWarp * i]);
+#pragma unroll
+          for (int h = 0; h < kMaxGroup; ++h)
+            if (h < G) acc[h][i] += p_s[w][h][jj] * v;
+        }
+      }
+    }
+    __syncwarp();
+  }
+  // Merge the warps' partial softmaxes (a warp that saw no key has m = -FLT_MAX, l = 0, acc = 0).
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    if (h < G) {
+      if (lane == 0) m_s[w][h] = m[h], l_s[w][h] = l[h];
+#pragma unroll
+      for (int i = 0; i < kMaxDim / kWarp; ++i)
+        if (lane + kWarp * i < d) acc_s[w][h][lane + kWarp * i] = acc[h][i];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * (d + 2); i += blockDim.x) {
+    const int h = i / (d + 2), e = i % (d + 2);
+    float M = -FLT_MAX;
+    for (int ww = 0; ww < kAttnWarps; ++ww) M = fmaxf(M, m_s[ww][h]);
+    float r = 0.0f;
+    if (e == d) {
+      r = M;
+    } else {
+      for (int ww = 0; ww < kAttnWarps; ++ww) {
+        const float f = l_s[ww][h] > 0.0f ? expf(m_s[ww][h] - M) : 0.0f;
+        r += f * (e == d + 1 ? l_s[ww][h] : acc_s[ww][h][e]);
+      }
+    }
+    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (d + 2) + e] = r;
+  }
+}
+
+// out[t, h, :] = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s), M = max(sink, m_s).
+__global__ void f32_attention_merge(const float* __restrict__ part, const float* __restrict__ sinks, int nh, int d,
+                                    int nsplit, float* __restrict__ out) {
+  const int th = blockIdx.x;  // t * nh + h
+  const float* pp = part + int64_t(th) * nsplit * (d + 2);
+  const float sink = sinks[th % nh];
+  float M = sink;
+  for (int s = 0; s < nsplit; ++s)
+    if (pp[s * (d + 2) + d + 1] > 0.0f) M = fmaxf(M, pp[s * (d + 2) + d]);
+  float denom = expf(sink - M);
+  for (int s = 0; s < nsplit; ++s) {
+    const float l = pp[s * (d + 2) + d + 1];
+    if (l > 0.0f) denom += expf(pp[s * (d + 2) + d] - M) * l;
+  }
+  for (int e = threadIdx.x; e < d; e += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < nsplit; ++s) {
+      const float l = pp[s * (d + 2) + d + 1];
+      if (l > 0.0f) a += expf(pp[s * (d + 2) + d] - M) * pp[s * (d + 2) + e];
+    }
+    out[int64_t(th) * d + e] = a / denom;
+  }
+}
+
+}  // namespace
+
+void launch_rope(float* q, float* k, const int32_t* pos, const float* inv_freq, float mscale, int T, int nh,
+                 int nkv, int d, cudaStream_t s) {
+  const int64_t n = int64_t(T) * (nh + nkv) * (d / 2);
+  f32_rope_yarn<<<unsigned((n + 255) / 256), 256, 0, s>>>(q, k, pos, inv_freq, mscale, T, nh, nkv, d);
+}
+
+void launch_kv_append(bool kv_bf16, void* kc, void* vc, const float* k, const float* v, const int32_t* pos,
+                      int cap, int T, int nkv, int d, cudaStream_t s) {
+  const int row = nkv * d;
+  const unsigned blocks = unsigned((int64_t(T) * row + 255) / 256);
+  if (kv_bf16)
+    kv_append<__nv_bfloat16><<<blocks, 256, 0, s>>>(static_cast<__nv_bfloat16*>(kc),
+                                                   static_cast<__nv_bfloat16*>(vc), k, v, pos, cap, T, row);
+  else
+    kv_append<float><<<blocks, 256, 0, s>>>(static_cast<float*>(kc), static_cast<float*>(vc), k, v, pos, cap, T, row);
+}
+
+void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
+                      int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
+                      float* out, cudaStream_t s) {
+  const dim3 grid{unsigned(T), unsigned(nkv), unsigned(nsplit)};
+  if (kv_bf16)
+    f32_attention_split<__nv_bfloat16><<<grid, kAttnWarps * kWarp, 0, s>>>(
+        q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
+        d, nsplit, part);
+  else
+    f32_attention_split<float><<<grid, kAttnWarps * kWarp, 0, s>>>(q, static_cast<const float*>(kc),
+                                                                   static_cast<const float*>(vc), pos, cap, window,
+                                                                   nh, nkv, d, nsplit, part);
+  f32_attention_merge<<<unsigned(T * nh), 128, 0, s>>>(part, sinks, nh, d, nsplit, out);
+}
+
+}  // namespace gptoss::cuda

@@ -1,0 +1,74 @@
+// Device-side helpers shared by the CUDA kernels: weight views, 8-value loads from every stored
+// weight format (decoded to f32 in registers), bf16 helpers, warp reductions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/kernels.h"
+
+namespace gptoss::cuda {
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint32_t h) { return __uint_as_float(h << 16); }
+
+// 2^(s-127), exactly as ldexpf(1, s-127): s=0 is the subnormal 2^-127, s=255 is +inf.
+__device__ __forceinline__ float e8m0_to_f32(uint32_t s) {
+  return s == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(s << 23);
+}
+
+// E2M1 code -> value; callers keep a copy of this table in shared memory, where 16 distinct
+// entries lie in 16 distinct banks (no conflicts).
+static __device__ __constant__ float kFp4Lut[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// Values [8*c8, 8*c8+8) of row r of expert e, decoded to f32. cols % 8 == 0 (dense) or % 32 (MXFP4);
+// the loads are 16 bytes (f32: two), 16 bytes (bf16) or 4 bytes + the block's scale (MXFP4).
+template <int WT>
+__device__ __forceinline__ void load8(const WView& w, int e, int64_t r, int64_t c8, const float* lut, float v[8]) {
+  if constexpr (WT == kF32) {
+    const float4* p = reinterpret_cast<const float4*>(w.data + e * w.estride) + (r * w.cols) / 4 + 2 * c8;
+    const float4 a = __ldg(p), b = __ldg(p + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else if constexpr (WT == kBF16) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.estride) + (r * w.cols) / 8 + c8);
+    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __uint_as_float(u[i] << 16);
+      v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+  } else {
+    // 8 values = 4 bytes of a 16-byte block; block b = c8 / 4.
+    const int64_t nb = w.cols / 32;
+    const uint32_t q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.estride) + r * nb * 4 + c8);
+    const float s = e8m0_to_f32(__ldg(w.scales + e * w.sstride + r * nb + c8 / 4));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t byte = (q >> (8 * i)) & 0xffu;
+      v[2 * i] = lut[byte & 0xf] * s;
+      v[2 * i + 1] = lut[byte >> 4] * s;
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// The clamped SwiGLU of gpt-oss (reference §4.5): (clamp(up) + 1) * g * sigmoid(1.702 g), g = min(gate, limit).
+__device__ __forceinline__ float swiglu_clamped(float gate, float up, float limit) {
+  gate = fminf(gate, limit);
+  up = fminf(fmaxf(up, -limit), limit);
+  return (up + 1.0f) * (gate / (1.0f + expf(-1.702f * gate)));
+}
+
+}  // namespace gptoss::cuda

@@ -1,0 +1,79 @@
+// Launchers of the CUDA kernels, one group per .cu file; host-includable (no device code). All run
+// on `stream`; pointers are device
+// pointers; activations are f32 row-major [T, n]. Kernel names encode the activation and weight
+// types (f32_bf16w_..., f32_mxfp4w_...).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+
+namespace gptoss::cuda {
+
+inline constexpr int kWarp = 32;
+
+// A weight matrix on the device in its stored format (see core/matrix.h for layouts):
+//  kF32 / kBF16: row-major [rows, cols];  kMXFP4: blocks [rows, cols/32, 16] + scales [rows, cols/32].
+// `estride` / `sstride`: bytes from one expert's matrix to the next (0 for a single matrix).
+enum Wt : int { kF32 = 0, kBF16 = 1, kMXFP4 = 2 };
+struct WView {
+  const uint8_t* data;
+  const uint8_t* scales;
+  int64_t rows, cols;
+  int64_t estride, sstride;
+};
+
+// ---- matvec.cu: dense products for few tokens (decode), weights read once for up to 4 tokens.
+// y[t, r] = sum_c W[r, c] x[t, c] + bias[r]   (W row-major, any stored type)
+void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s);
+// Same for transposed dense storage W[c, r] (f32 or bf16 only): thread per output column.
+void launch_matvec_transposed(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y,
+                              cudaStream_t s);
+// out[r, c] = bf16(W[r, c]) for expert e, from any stored type (transposed: W stored [c, r]).
+void launch_weight_to_bf16(Wt wt, bool transposed, const WView& w, int e, __nv_bfloat16* out, cudaStream_t s);
+
+// ---- elementwise.cu
+void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);
+void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s);
+void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
+void launch_f32_to_bf16(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
+// y[t, r] += bias[r]
+void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
+// out[0] = argmax(x[0..n)) (first index on ties)
+void launch_argmax(const float* x, int n, int32_t* out, cudaStream_t s);
+
+// ---- attention.cu
+// q [T, nh, d] and k [T, nkv, d] rotated in place (half-split YaRN RoPE) at positions pos[T].
+void launch_rope(float* q, float* k, const int32_t* pos, const float* inv_freq, float mscale, int T, int nh,
+                 int nkv, int d, cudaStream_t s);
+// Cache rows [cap, nkv, d] of type bf16 (kv_bf16) or f32; token t goes to slot pos[t] % cap.
+void launch_kv_append(bool kv_bf16, void* kc, void* vc, const float* k, const float* v, const int32_t* pos,
+                      int cap, int T, int nkv, int d, cudaStream_t s);
+// Attention with sinks over each query's visible keys, split over nsplit key ranges, then merged.
+// part: scratch of T*nh*nsplit*(d+2) floats.
+void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
+                      int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
+                      float* out, cudaStream_t s);
+
+// ---- moe.cu
+// idx[t, j], wts[t, j]: top-k of logits[t, 0..E) (descending, first index on ties), softmax over them.
+void launch_router_topk(const float* logits, int T, int E, int k, int32_t* idx, float* wts, cudaStream_t s);
+// Decode: z[a, i] = swiglu(gate_i, up_i) of expert idx[a] on h[a / k] (a < T*k); rows of W interleaved.
+void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const float* h, const int32_t* idx, int T,
+                               int k, const float* bias, float limit, float* z, cudaStream_t s);
+// Decode: x[t, r] += sum_j wts[t, j] (W_d[idx[t, j]] z[t*k + j] + bias[idx[t, j], r]).
+void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float* z, const int32_t* idx,
+                             const float* wts, int T, int k, const float* bias, float* x, cudaStream_t s);
+// Prefill (grouped per expert): rows[n] gathered from h as bf16; gu [n, 2I] -> z bf16 [n, I] (+bias of e);
+// y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].
+void launch_gather_bf16(const float* h, const int32_t* slots, int n, int k, int H, __nv_bfloat16* out,
+                        cudaStream_t s);
+void launch_swiglu_bias(const float* gu, const float* bias, int n, int I, float limit, __nv_bfloat16* z,
+                        cudaStream_t s);
+void launch_scatter_bias(const float* y, const float* bias, const int32_t* slots, int n, int H, float* ybuf,
+                         cudaStream_t s);
+void launch_moe_combine(const float* ybuf, const float* wts, int T, int k, int H, float* x, cudaStream_t s);
+
+}  // namespace gptoss::cuda

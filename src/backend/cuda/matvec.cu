@@ -1,0 +1,137 @@
+// Dense matrix-vector products for decode (T <= 4 per warp pass) and weight decoding to bf16 for the
+// cuBLAS prefill path. Memory bound: each weight byte is read once per step, 16-byte loads (4 for MXFP4)
+// coalesced across the warp, f32 accumulation.
+#include "backend/cuda/common.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block, one output row each
+constexpr int kTokensPerPass = 4;
+
+// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [4*blockIdx.y, +4).
+template <int WT>
+__global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, const float* __restrict__ x, int T,
+                                                                     const float* __restrict__ bias,
+                                                                     float* __restrict__ y) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
+  __syncthreads();
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= w.rows) return;
+  const int lane = threadIdx.x % kWarp;
+  const int t0 = blockIdx.y * kTokensPerPass;
+  const int nt = min(kTokensPerPass, T - t0);
+  float acc[kTokensPerPass] = {};
+  const int64_t n8 = w.cols / 8;
+#pragma unroll 4
+  for (int64_t c = lane; c < n8; c += kWarp) {
+    float v[8];
+    load8<WT>(w, 0, r, c, lut, v);
+#pragma unroll
+    for (int t = 0; t < kTokensPerPass; ++t) {
+      if (t < nt) {
+        const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * w.cols) + 2 * c;
+        const float4 a = xp[0], b = xp[1];
+        acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
+                  v[7] * b.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokensPerPass; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0 && t < nt) y[int64_t(t0 + t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float to_f32(T v) {
+  if constexpr (sizeof(T) == 2)
+    return __bfloat162float(v);
+  else
+    return v;
+}
+
+// Transposed dense storage W[c, r] ([in, out]): thread per output r, reads coalesced along r.
+template <typename WTy>
+__global__ void f32_tw_matvec(const WTy* __restrict__ W, int64_t rows, int64_t cols, const float* __restrict__ x,
+                              const float* __restrict__ bias, float* __restrict__ y) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int t = blockIdx.y;
+  if (r >= rows) return;
+  float acc = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) acc += to_f32(W[c * rows + r]) * x[t * cols + c];
+  y[int64_t(t) * rows + r] = acc + (bias ? bias[r] : 0.0f);
+}
+
+// out[r, c] (bf16 row-major) from expert e of any stored type; thread per 8 outputs.
+template <int WT, bool kTransposed>
+__global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
+  __syncthreads();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // index of 8 outputs
+  const int64_t n8 = w.cols / 8;
+  if (i >= w.rows * n8) return;
+  const int64_t r = i / n8, c8 = i % n8;
+  float v[8];
+  if constexpr (kTransposed) {
+    // Stored [cols, rows]; element (r, c) at c * rows + r.
+    for (int j = 0; j < 8; ++j) {
+      const int64_t off = (c8 * 8 + j) * w.rows + r;
+      if constexpr (WT == kF32)
+        v[j] = reinterpret_cast<const float*>(w.data + e * w.estride)[off];
+      else
+        v[j] = bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(w.data + e * w.estride)[off]);
+    }
+  } else {
+    load8<WT>(w, e, r, c8, lut, v);
+  }
+  __align__(16) __nv_bfloat16 o[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) o[j] = __float2bfloat16(v[j]);
+  reinterpret_cast<uint4*>(out)[i] = *reinterpret_cast<const uint4*>(o);
+}
+
+}  // namespace
+
+void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s) {
+  const dim3 grid{unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock), unsigned((T + kTokensPerPass - 1) / kTokensPerPass)};
+  const int threads = kRowsPerBlock * kWarp;
+  switch (wt) {
+    case kF32: f32_xw_matvec<kF32><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+    case kBF16: f32_xw_matvec<kBF16><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+    case kMXFP4: f32_xw_matvec<kMXFP4><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+  }
+}
+
+void launch_matvec_transposed(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y,
+                              cudaStream_t s) {
+  const dim3 grid{unsigned((w.rows + 127) / 128), unsigned(T)};
+  if (wt == kF32)
+    f32_tw_matvec<float><<<grid, 128, 0, s>>>(reinterpret_cast<const float*>(w.data), w.rows, w.cols, x, bias, y);
+  else
+    f32_tw_matvec<__nv_bfloat16>
+        <<<grid, 128, 0, s>>>(reinterpret_cast<const __nv_bfloat16*>(w.data), w.rows, w.cols, x, bias, y);
+}
+
+void launch_weight_to_bf16(Wt wt, bool transposed, const WView& w, int e, __nv_bfloat16* out, cudaStream_t s) {
+  const int64_t n = w.rows * (w.cols / 8);
+  const unsigned blocks = unsigned((n + 255) / 256);
+  if (transposed) {
+    if (wt == kF32)
+      weight_to_bf16<kF32, true><<<blocks, 256, 0, s>>>(w, e, out);
+    else
+      weight_to_bf16<kBF16, true><<<blocks, 256, 0, s>>>(w, e, out);
+    return;
+  }
+  switch (wt) {
+    case kF32: weight_to_bf16<kF32, false><<<blocks, 256, 0, s>>>(w, e, out); break;
+    case kBF16: weight_to_bf16<kBF16, false><<<blocks, 256, 0, s>>>(w, e, out); break;
+    case kMXFP4: weight_to_bf16<kMXFP4, false><<<blocks, 256, 0, s>>>(w, e, out); break;
+  }
+}
+
+}  // namespace gptoss::cuda
