@@ -497,6 +497,7 @@ Result<Tokenizer> Tokenizer::from_tiktoken_text(std::string_view text, std::stri
     impl->set_token(static_cast<TokenId>(rank), *bytes, false);
     max_rank = std::max(max_rank, static_cast<uint32_t>(rank));
   }
+  if (impl->ranks.size() == 0) return Error("{}: no tokens (expected lines 'BASE64 RANK')", source);
   if (impl->ranks.size() != static_cast<size_t>(max_rank) + 1) {
     return Error("{}: ranks are not 0..{} without gaps ({} tokens)", source, max_rank, impl->ranks.size());
   }
