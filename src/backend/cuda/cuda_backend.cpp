@@ -87,6 +87,7 @@ class CudaBackend final : public Backend {
     check_launch("add");
   }
   Status to_host(const float* src, size_t n, float* dst) override;
+  double measure_bandwidth_gbs() override;
   bool replay_step(uint64_t key) override;
   void record_step_begin(uint64_t key) override;
   Status record_step_end() override;
@@ -555,6 +556,37 @@ Status CudaBackend::to_host(const float* src, size_t n, float* dst) {
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
   return sticky_;
+}
+
+// Device copy bandwidth: a 1 GiB device-to-device copy, (bytes read + bytes written) / time, median of 9.
+double CudaBackend::measure_bandwidth_gbs() {
+  const size_t n = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
+    cudaGetLastError();
+    if (a) cudaFree(a);
+    return 0.0;
+  }
+  cudaMemsetAsync(a, 1, n, stream_);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 10; ++i) {
+    cudaEventRecord(e0, stream_);
+    cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, stream_);
+    cudaEventRecord(e1, stream_);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i > 0) ms.push_back(t);  // the first copy is a warm-up
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * double(n) / (double(ms[ms.size() / 2]) * 1e-3) / 1e9;
 }
 
 // Graphs: only single-token steps are recorded (prefill steps sync with the host in moe_grouped).

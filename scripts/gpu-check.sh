@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: configure + build (Release, CUDA on), run the CUDA parity tests,
+# generate a gpt-oss-20b-shaped checkpoint with the project's tool, and benchmark it:
+# `gptoss bench --device cuda` (decode at short and 32k context, prefill of 2048 tokens, load time,
+# device copy bandwidth) and the per-op time split of one decode step (bench_cuda_ops).
+# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_*.json/txt, summary.txt.
+#
+# The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
+# missing, the Debian packages carried in .gpudeps/ are unpacked into a private prefix (not /).
+# If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
+# -DGPTOSS_CUDA=ON) are used instead; the summary says which.
+#   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
+#   usage: scripts/gpu-check.sh [--quick]   (--quick: tests + short-context bench only)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+quick=0; [[ "${1:-}" == "--quick" ]] && quick=1
+summary="$out/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; nproc; free -g | head -2
+  grep PRETTY /etc/os-release; g++ --version | head -1; nvcc --version | tail -1; cmake --version | head -1; } >"$out/env.txt" 2>&1
+note "== $(date -u +%F) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+
+# ---- dependencies
+deps=/tmp/gptoss-deps
+if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash && [ -f /usr/include/fmt/core.h ] \
+       && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ] && [ -d /usr/include/nlohmann ]; }; then
+  if ls .gpudeps/*.deb >/dev/null 2>&1; then
+    mkdir -p "$deps"; for f in .gpudeps/*.deb; do dpkg -x "$f" "$deps"; done
+    export PATH="$deps/usr/bin:$PATH"
+    export PKG_CONFIG_PATH="$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/usr/share/pkgconfig"
+    export PKG_CONFIG_SYSROOT_DIR="$deps"
+    export CMAKE_PREFIX_PATH="$deps/usr"
+    export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+    note "deps: unpacked .gpudeps into $deps"
+  else
+    note "deps: missing and no .gpudeps carried"
+  fi
+fi
+
+# ---- build
+bin=build-gpu
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+if cmake -S . -B "$bin" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON >"$out/build.log" 2>&1 &&
+   cmake --build "$bin" -j16 --target gptoss gptoss_tests gptoss-make-checkpoint bench_cuda_ops >>"$out/build.log" 2>&1; then
+  note "build: ok ($bin, built here)"
+elif [ -x .gpubin/gptoss_tests ]; then
+  note "build: FAILED here (see build.log tail below); using prebuilt .gpubin"
+  tail -15 "$out/build.log" | tee -a "$summary"
+  bin=.gpubin
+  # The test binary reads tests/data through the source path it was built with.
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+  export LD_LIBRARY_PATH="$PWD/.gpubin/lib:${LD_LIBRARY_PATH:-}"
+else
+  note "build: FAILED"; tail -30 "$out/build.log" | tee -a "$summary"; exit 1
+fi
+
+# ---- parity tests (CUDA vs CPU ops, tiny goldens on the GPU)
+"$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
+rc=$?
+note "tests: rc=$rc, $(grep -c '^\[       OK \]' "$out/tests.log") passed, $(grep -c '^\[  FAILED  \]' "$out/tests.log") failed lines"
+grep -E '^cuda |FAILED|Failure|error' "$out/tests.log" | head -40 | tee -a "$summary"
+
+# ---- 20b-shaped checkpoint (random weights, MXFP4 experts) and benchmarks
+ck=/tmp/gptoss-20b
+if [ ! -f "$ck/config.json" ]; then
+  t0=$(date +%s.%N)
+  "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >"$out/make_checkpoint.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/make_checkpoint.log" | tee -a "$summary"; exit 1; }
+  note "checkpoint: $(du -sh $ck | cut -f1) written in $(echo "$(date +%s.%N) - $t0" | bc) s"
+fi
+cat "$ck"/*.safetensors >/dev/null  # page cache warm: load time is measured from the page cache
+bench() {  # name, args...
+  local name=$1; shift
+  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+  note "bench $name ($*): rc=$? $(cat "$out/bench_$name.json" | head -c 900)"
+}
+bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
+"$bin/bench_cuda_ops" 4096 >"$out/ops_4k.txt" 2>&1; cat "$out/ops_4k.txt" | tee -a "$summary"
+if [ $quick = 0 ]; then
+  bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
+  bench short_f32kv --prompt-tokens 2048 --gen-tokens 128 --kv-precision f32
+  "$bin/bench_cuda_ops" 32768 >"$out/ops_32k.txt" 2>&1; tail -14 "$out/ops_32k.txt" | tee -a "$summary"
+fi
