@@ -59,7 +59,7 @@ else
 fi
 
 # ---- parity tests (CUDA vs CPU ops, tiny goldens on the GPU)
-"$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
+timeout 200 "$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
 rc=$?
 note "tests: rc=$rc, $(grep -c '^\[       OK \]' "$out/tests.log") passed, $(grep -c '^\[  FAILED  \]' "$out/tests.log") failed lines"
 grep -E '^cuda |FAILED|Failure|error' "$out/tests.log" | head -40 | tee -a "$summary"
@@ -74,13 +74,13 @@ fi
 cat "$ck"/*.safetensors >/dev/null  # page cache warm: load time is measured from the page cache
 bench() {  # name, args...
   local name=$1; shift
-  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
   note "bench $name ($*): rc=$? $(cat "$out/bench_$name.json" | head -c 900)"
 }
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
-"$bin/bench_cuda_ops" 4096 >"$out/ops_4k.txt" 2>&1; cat "$out/ops_4k.txt" | tee -a "$summary"
+timeout 60 "$bin/bench_cuda_ops" 4096 >"$out/ops_4k.txt" 2>&1; cat "$out/ops_4k.txt" | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
   bench short_f32kv --prompt-tokens 2048 --gen-tokens 128 --kv-precision f32
-  "$bin/bench_cuda_ops" 32768 >"$out/ops_32k.txt" 2>&1; tail -14 "$out/ops_32k.txt" | tee -a "$summary"
+  timeout 60 "$bin/bench_cuda_ops" 32768 >"$out/ops_32k.txt" 2>&1; tail -14 "$out/ops_32k.txt" | tee -a "$summary"
 fi
