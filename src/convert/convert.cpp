@@ -433,9 +433,11 @@ Result<ConvertSummary> convert_impl(const ConvertOptions& opts) {
     else if (opts.format == OutputFormat::Native && in_expert == DType::F32) dt = OutputDType::F32;
     else dt = OutputDType::BF16;
   }
-  if (dt == OutputDType::Mxfp4 && opts.format != OutputFormat::Native)
-    return Error("--dtype mxfp4 is only available with --format native (which is itself a Hugging Face MXFP4 "
-                 "checkpoint); --format {} writes bf16 or f32", format_name(opts.format));
+  // MXFP4 output keeps blocks and scales as U8 tensors: the native format, or Orbax uint8 leaves for JAX
+  // kernels that decode on the fly. An unquantized safetensors checkpoint with MXFP4 would be the native one.
+  if (dt == OutputDType::Mxfp4 && opts.format == OutputFormat::Safetensors)
+    return Error("--dtype mxfp4 is not available with --format safetensors (that would be the native format: use "
+                 "--format native); --format safetensors writes bf16 or f32");
   if (dt == OutputDType::Mxfp4 && ck.experts() == ExpertStorage::Dense)
     return Error("{}: experts are stored dense ({}); quantizing to MXFP4 is not supported, use --dtype bf16 or f32",
                  ck.dir(), dtype_name(in_expert));
