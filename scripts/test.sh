@@ -34,11 +34,15 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo 
 cmake --build build-fuzz -j"$JOBS" --target fuzz_targets
 for f in build-fuzz/fuzz_*; do
   name=$(basename "$f")
-  corpus=fuzz/corpus/${name#fuzz_}
+  # Seeds: fuzz/corpus/<dir> whose name starts the target's (fuzz_safetensors_header -> safetensors).
+  # New inputs go to a scratch corpus (first argument), never into the repository.
   work=build-fuzz/corpus-$name
   mkdir -p "$work"
   seeds=()
-  [ -d "$corpus" ] && seeds=("$corpus")
+  for d in fuzz/corpus/*/; do
+    d=${d%/}
+    case "${name#fuzz_}" in "$(basename "$d")"*) seeds+=("$d") ;; esac
+  done
   echo "-- $name"
   GPTOSS_SHARED="$PWD/../shared" "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$work" "${seeds[@]}" \
     2>&1 | tail -n 2
