@@ -44,7 +44,7 @@ for f in build-fuzz/fuzz_*; do
     case "${name#fuzz_}" in "$(basename "$d")"*) seeds+=("$d") ;; esac
   done
   echo "-- $name"
-  GPTOSS_SHARED="$PWD/../shared" "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$work" "${seeds[@]}" \
+  GPTOSS_FUZZ_TOKENIZER="$PWD/../shared/data/o200k_base.tiktoken" "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$work" "${seeds[@]}" \
     2>&1 | tail -n 2
 done
 echo "== all tests passed"
