@@ -3,7 +3,8 @@
 # generate a gpt-oss-20b-shaped checkpoint with the project's tool, and benchmark it:
 # `gptoss bench --device cuda` (decode at short and 32k context, prefill of 2048 tokens, load time,
 # device copy bandwidth) and the per-op time split of one decode step (bench_cuda_ops).
-# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_*.json/txt, summary.txt.
+# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_{short,ctx32k,short_f32kv}.json,
+# bench.err and summary.txt (at most 8 files come back from the GPU machine).
 #
 # The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
 # missing, the Debian packages carried in .gpudeps/ are unpacked into a private prefix (not /).
@@ -62,25 +63,25 @@ fi
 timeout 200 "$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
 rc=$?
 note "tests: rc=$rc, $(grep -c '^\[       OK \]' "$out/tests.log") passed, $(grep -c '^\[  FAILED  \]' "$out/tests.log") failed lines"
-grep -E '^cuda |FAILED|Failure|error' "$out/tests.log" | head -40 | tee -a "$summary"
+grep -E '^cuda |^\[  FAILED|Expected|actual|Which is' "$out/tests.log" | head -60 | tee -a "$summary"
 
 # ---- 20b-shaped checkpoint (random weights, MXFP4 experts) and benchmarks
 ck=/tmp/gptoss-20b
 if [ ! -f "$ck/config.json" ]; then
-  t0=$(date +%s.%N)
-  "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >"$out/make_checkpoint.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/make_checkpoint.log" | tee -a "$summary"; exit 1; }
-  note "checkpoint: $(du -sh $ck | cut -f1) written in $(echo "$(date +%s.%N) - $t0" | bc) s"
+  t0=$(date +%s)
+  "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >>"$out/build.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/build.log" | tee -a "$summary"; exit 1; }
+  note "checkpoint: $(du -sh $ck | cut -f1) written in $(( $(date +%s) - t0 )) s"
 fi
 cat "$ck"/*.safetensors >/dev/null  # page cache warm: load time is measured from the page cache
 bench() {  # name, args...
   local name=$1; shift
-  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
-  note "bench $name ($*): rc=$? $(cat "$out/bench_$name.json" | head -c 900)"
+  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>>"$out/bench.err"
+  note "bench $name ($*): rc=$? $(head -c 900 "$out/bench_$name.json")"
 }
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
-timeout 60 "$bin/bench_cuda_ops" 4096 >"$out/ops_4k.txt" 2>&1; cat "$out/ops_4k.txt" | tee -a "$summary"
+timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
   bench short_f32kv --prompt-tokens 2048 --gen-tokens 128 --kv-precision f32
-  timeout 60 "$bin/bench_cuda_ops" 32768 >"$out/ops_32k.txt" 2>&1; tail -14 "$out/ops_32k.txt" | tee -a "$summary"
+  timeout 60 "$bin/bench_cuda_ops" 32768 2>&1 | tail -14 | tee -a "$summary"
 fi

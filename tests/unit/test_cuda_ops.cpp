@@ -149,8 +149,8 @@ TEST_P(CudaMatmul, MatchesCpu) {
   float* dy = *b.gpu->alloc(ref.size());
   b.gpu->matmul(dw, b.dev_f(x), p.T, b.dev_f(bias), dy);
   auto out = b.get(dy, ref.size());
-  // Few tokens: f32 activations (matvec kernels); many: bf16 activations on tensor cores (f32 weights: SGEMM).
-  const double tol = (p.T <= 8 || p.type == WeightType::F32) ? 1e-4 : 1e-2;
+  // Few tokens: f32 matvec kernels; many: tensor-core GEMMs on hi/lo bf16 activation pairs (f32 weights: SGEMM).
+  const double tol = (p.T <= 8 || p.type == WeightType::F32) ? 1e-4 : 1e-3;
   EXPECT_LE(rel_err(out.data(), ref.data(), ref.size()), tol);
 }
 
@@ -282,7 +282,8 @@ TEST_P(CudaMoe, MatchesCpu) {
   b.cpu->moe(hl, h.data(), p.T, ref.data());
   float* dx = b.dev_f(x);
   b.gpu->moe(dl, b.dev_f(h), p.T, dx);
-  const double tol = p.T <= 8 ? 1e-4 : 2e-2;
+  // Grouped prefill path: f32 expert weights are rounded to bf16 there.
+  const double tol = p.T <= 8 ? 1e-4 : p.type == WeightType::F32 ? 1e-2 : 1e-3;
   EXPECT_LE(rel_err(b.get(dx, ref.size()).data(), ref.data(), ref.size()), tol);
 }
 

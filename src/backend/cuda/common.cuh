@@ -53,6 +53,14 @@ __device__ __forceinline__ void load8(const WView& w, int e, int64_t r, int64_t 
   }
 }
 
+// v = hi + lo with hi, lo bf16 (about 16 significant bits): GEMMs on both halves keep prefill
+// activations close to f32 while the tensor cores run bf16.
+__device__ __forceinline__ void split_bf16x2(float v, __nv_bfloat16* hi, __nv_bfloat16* lo) {
+  const __nv_bfloat16 h = __float2bfloat16(v);
+  *hi = h;
+  *lo = __float2bfloat16(v - __bfloat162float(h));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

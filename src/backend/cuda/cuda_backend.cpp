@@ -1,6 +1,7 @@
 // The CUDA backend: weights on the device in their checkpoint precision (MXFP4 experts stay MXFP4),
 // KV cache on the device (f32 or bf16), decode through the memory-bound kernels of matvec.cu / moe.cu /
-// attention.cu, prefill through cuBLAS bf16 GEMMs (f32 accumulation) with experts grouped per expert.
+// attention.cu, prefill through cuBLAS bf16 GEMMs (f32 accumulation; activations as hi/lo bf16 pairs,
+// so about 16 significant bits) with experts grouped per expert.
 // A batch-1 step can be recorded once as a CUDA graph and replayed (record_step / replay_step): every
 // kernel reads the token ids and positions from device memory written by begin_step.
 #include <cublas_v2.h>
@@ -428,15 +429,19 @@ void CudaBackend::embed(const MatrixRef& table, float* x) {
   check_launch("embed");
 }
 
-// y[T, rows] = xb[T, cols] W^T with W bf16 (wbf16, row-major, or W.data itself when transposed storage).
+// y[T, rows] = x[T, cols] W^T with W bf16 (wbf16, row-major, or W.data itself when transposed storage)
+// and x given as the bf16 pair xb = [hi; lo] ([2T, cols]): two GEMMs, the second accumulating (beta 1).
 void CudaBackend::gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y) {
   const float one = 1.0f, zero = 0.0f;
   const bool tr = W.transposed && W.type == WeightType::BF16 && wbf16 == W.data;
-  const cublasStatus_t st =
-      cublasGemmEx(blas_, tr ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(W.rows), T, int(W.cols), &one, wbf16,
-                   CUDA_R_16BF, tr ? int(W.rows) : int(W.cols), xb, CUDA_R_16BF, int(W.cols), &zero, y, CUDA_R_32F,
-                   int(W.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS) fail(Error("cuda: cublasGemmEx [{}x{}]x[{}] failed ({})", W.rows, W.cols, T, int(st)));
+  for (int half = 0; half < 2; ++half) {
+    const cublasStatus_t st = cublasGemmEx(
+        blas_, tr ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(W.rows), T, int(W.cols), &one, wbf16, CUDA_R_16BF,
+        tr ? int(W.rows) : int(W.cols), xb + size_t(half) * size_t(T) * size_t(W.cols), CUDA_R_16BF, int(W.cols),
+        half ? &one : &zero, y, CUDA_R_32F, int(W.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return fail(Error("cuda: cublasGemmEx [{}x{}]x[{}] failed ({})", W.rows, W.cols, T, int(st)));
+  }
 }
 
 void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) {
@@ -456,9 +461,9 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
                                           W.transposed ? int(W.rows) : int(W.cols), x, int(W.cols), &zero, y, int(W.rows));
     if (st != CUBLAS_STATUS_SUCCESS) fail(Error("cuda: cublasSgemm failed ({})", int(st)));
   } else {
-    __nv_bfloat16* xb = grow(xb_, xb_cap_, size_t(T) * size_t(W.cols), "bf16 activations");
+    __nv_bfloat16* xb = grow(xb_, xb_cap_, 2 * size_t(T) * size_t(W.cols), "bf16 activations");
     if (!sticky_.ok()) return;
-    cuda::launch_f32_to_bf16(x, size_t(T) * size_t(W.cols), xb, stream_);
+    cuda::launch_f32_to_bf16x2(x, size_t(T) * size_t(W.cols), xb, stream_);
     const __nv_bfloat16* wb = static_cast<const __nv_bfloat16*>(W.data);
     if (W.type == WeightType::MXFP4) {
       __nv_bfloat16* s = grow(wb_, wb_cap_, size_t(W.rows) * size_t(W.cols), "decoded weights");
@@ -518,9 +523,9 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
   std::vector<int> fill(count.begin(), count.end() - 1);
   for (size_t a = 0; a < A; ++a) h_slots_[size_t(fill[size_t(h_idx_[a])]++)] = int32_t(a);
   int32_t* slots = grow(slots_, slots_cap_, A, "moe slots");
-  __nv_bfloat16* xg = grow(xb_, xb_cap_, A * size_t(H), "bf16 activations");
+  __nv_bfloat16* xg = grow(xb_, xb_cap_, 2 * A * size_t(H), "bf16 activations");
   float* gu = grow(gu_, gu_cap_, size_t(T) * 2 * size_t(I), "moe gate_up");
-  __nv_bfloat16* zb = grow(zb_, zb_cap_, size_t(T) * size_t(I), "moe activations");
+  __nv_bfloat16* zb = grow(zb_, zb_cap_, 2 * size_t(T) * size_t(I), "moe activations");
   float* yd = grow(yd_, yd_cap_, size_t(T) * size_t(H), "moe down");
   float* ybuf = grow(ybuf_, ybuf_cap_, A * size_t(H), "moe outputs");
   __nv_bfloat16* wb = grow(wb_, wb_cap_, 2 * size_t(I) * size_t(H), "decoded weights");
@@ -532,7 +537,7 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
     const int n = count[size_t(e) + 1] - count[size_t(e)];
     if (n == 0) continue;
     const int32_t* sl = slots + count[size_t(e)];
-    cuda::launch_gather_bf16(h, sl, n, k, H, xg, stream_);
+    cuda::launch_gather_bf16x2(h, sl, n, k, H, xg, stream_);
     MatrixRef gup = w.expert_gate_up(e), dn = w.expert_down(e);
     const bool gup_direct = gup.type == WeightType::BF16;
     if (!gup_direct) cuda::launch_weight_to_bf16(to_wt(gup.type), gup.transposed, view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), e, wb, stream_);

@@ -49,9 +49,9 @@ __global__ void f32_add(float* __restrict__ x, const float* __restrict__ y, size
   if (i < n) x[i] += y[i];
 }
 
-__global__ void f32_to_bf16(const float* __restrict__ x, size_t n, __nv_bfloat16* __restrict__ y) {
+__global__ void f32_to_bf16x2(const float* __restrict__ x, size_t n, __nv_bfloat16* __restrict__ y) {
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) y[i] = __float2bfloat16(x[i]);
+  if (i < n) split_bf16x2(x[i], y + i, y + n + i);
 }
 
 __global__ void f32_add_bias(float* __restrict__ y, const float* __restrict__ bias, int n, size_t total) {
@@ -101,8 +101,8 @@ void launch_add(float* x, const float* y, size_t n, cudaStream_t s) {
   f32_add<<<blocks_for(n, 256), 256, 0, s>>>(x, y, n);
 }
 
-void launch_f32_to_bf16(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s) {
-  f32_to_bf16<<<blocks_for(n, 256), 256, 0, s>>>(x, n, y);
+void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s) {
+  f32_to_bf16x2<<<blocks_for(n, 256), 256, 0, s>>>(x, n, y);
 }
 
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s) {

@@ -38,7 +38,8 @@ void launch_weight_to_bf16(Wt wt, bool transposed, const WView& w, int e, __nv_b
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);
 void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s);
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
-void launch_f32_to_bf16(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
+// y[0, n) = bf16(x), y[n, 2n) = bf16(x - y[0, n)): the hi/lo pair the prefill GEMMs run on.
+void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
 // y[t, r] += bias[r]
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
 // out[0] = argmax(x[0..n)) (first index on ties)
@@ -66,10 +67,11 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
 // Decode: x[t, r] += sum_j wts[t, j] (W_d[idx[t, j]] z[t*k + j] + bias[idx[t, j], r]).
 void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float* z, const int32_t* idx,
                              const float* wts, int T, int k, const float* bias, float* x, cudaStream_t s);
-// Prefill (grouped per expert): rows[n] gathered from h as bf16; gu [n, 2I] -> z bf16 [n, I] (+bias of e);
+// Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
+// bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].
-void launch_gather_bf16(const float* h, const int32_t* slots, int n, int k, int H, __nv_bfloat16* out,
-                        cudaStream_t s);
+void launch_gather_bf16x2(const float* h, const int32_t* slots, int n, int k, int H, __nv_bfloat16* out,
+                          cudaStream_t s);
 void launch_swiglu_bias(const float* gu, const float* bias, int n, int I, float limit, __nv_bfloat16* z,
                         cudaStream_t s);
 void launch_scatter_bias(const float* y, const float* bias, const int32_t* slots, int n, int H, float* ybuf,
