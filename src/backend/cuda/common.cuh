@@ -23,35 +23,71 @@ __device__ __forceinline__ float e8m0_to_f32(uint32_t s) {
 static __device__ __constant__ float kFp4Lut[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                                     -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-// Values [8*c8, 8*c8+8) of row r of expert e, decoded to f32. cols % 8 == 0 (dense) or % 32 (MXFP4);
-// the loads are 16 bytes (f32: two), 16 bytes (bf16) or 4 bytes + the block's scale (MXFP4).
+// Values [8*c8, 8*c8+8) of row r of expert e, in two steps so that kernels can issue a batch of
+// fetches before decoding any (more loads in flight): fetch8 reads the stored bytes (16 for bf16, two
+// 16-byte loads for f32, 4 bytes + the block's scale for MXFP4), decode8 turns them into f32.
+// cols % 8 == 0 (dense) or % 32 (MXFP4).
 template <int WT>
-__device__ __forceinline__ void load8(const WView& w, int e, int64_t r, int64_t c8, const float* lut, float v[8]) {
+struct Raw8;
+template <>
+struct Raw8<kF32> {
+  float4 a, b;
+};
+template <>
+struct Raw8<kBF16> {
+  uint4 q;
+};
+template <>
+struct Raw8<kMXFP4> {
+  uint32_t q, s;
+};
+
+template <int WT>
+__device__ __forceinline__ Raw8<WT> fetch8(const WView& w, int e, int64_t r, int64_t c8) {
+  Raw8<WT> raw;
   if constexpr (WT == kF32) {
     const float4* p = reinterpret_cast<const float4*>(w.data + e * w.estride) + (r * w.cols) / 4 + 2 * c8;
-    const float4 a = __ldg(p), b = __ldg(p + 1);
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    raw.a = __ldg(p), raw.b = __ldg(p + 1);
   } else if constexpr (WT == kBF16) {
-    const uint4 q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.estride) + (r * w.cols) / 8 + c8);
-    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+    raw.q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.estride) + (r * w.cols) / 8 + c8);
+  } else {
+    const int64_t nb = w.cols / 32;  // 8 values = 4 bytes of a 16-byte block; block b = c8 / 4
+    raw.q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.estride) + r * nb * 4 + c8);
+    raw.s = __ldg(w.scales + e * w.sstride + r * nb + c8 / 4);
+  }
+  return raw;
+}
+
+template <int WT>
+__device__ __forceinline__ void decode8(const Raw8<WT>& raw, const float* lut, float v[8]) {
+  if constexpr (WT == kF32) {
+    v[0] = raw.a.x, v[1] = raw.a.y, v[2] = raw.a.z, v[3] = raw.a.w;
+    v[4] = raw.b.x, v[5] = raw.b.y, v[6] = raw.b.z, v[7] = raw.b.w;
+  } else if constexpr (WT == kBF16) {
+    const uint32_t u[4] = {raw.q.x, raw.q.y, raw.q.z, raw.q.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       v[2 * i] = __uint_as_float(u[i] << 16);
       v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
     }
   } else {
-    // 8 values = 4 bytes of a 16-byte block; block b = c8 / 4.
-    const int64_t nb = w.cols / 32;
-    const uint32_t q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.estride) + r * nb * 4 + c8);
-    const float s = e8m0_to_f32(__ldg(w.scales + e * w.sstride + r * nb + c8 / 4));
+    const float s = e8m0_to_f32(raw.s);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t byte = (q >> (8 * i)) & 0xffu;
+      const uint32_t byte = (raw.q >> (8 * i)) & 0xffu;
       v[2 * i] = lut[byte & 0xf] * s;
       v[2 * i + 1] = lut[byte >> 4] * s;
     }
   }
 }
+
+template <int WT>
+__device__ __forceinline__ void load8(const WView& w, int e, int64_t r, int64_t c8, const float* lut, float v[8]) {
+  decode8<WT>(fetch8<WT>(w, e, r, c8), lut, v);
+}
+
+// Chunks per batch: a warp issues kFetchBatch fetches per row before decoding (memory parallelism).
+inline constexpr int kFetchBatch = 8;
 
 // v = hi + lo with hi, lo bf16 (about 16 significant bits): GEMMs on both halves keep prefill
 // activations close to f32 while the tensor cores run bf16.

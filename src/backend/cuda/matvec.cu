@@ -7,60 +7,51 @@ namespace gptoss::cuda {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
+constexpr int kRowsPerBlock = 8;  // warps per block, one output row each
 constexpr int kTokensPerPass = 4;
-// Tall matrices (the lm_head) give each warp 4 rows, so one x chunk in registers serves 4 weight rows;
-// shorter ones keep a row per warp so that enough blocks fill the chip.
-constexpr int64_t kTallRows = 16384;
 
-// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per kRowsPerWarp rows, tokens [4*blockIdx.y, +4).
-template <int WT, int kRowsPerWarp>
-__global__ void __launch_bounds__(kWarpsPerBlock * kWarp) f32_xw_matvec(WView w, const float* __restrict__ x, int T,
-                                                                      const float* __restrict__ bias,
-                                                                      float* __restrict__ y) {
+// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [4*blockIdx.y, +4).
+template <int WT>
+__global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, const float* __restrict__ x, int T,
+                                                                     const float* __restrict__ bias,
+                                                                     float* __restrict__ y) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
   __syncthreads();
-  const int64_t r0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * kRowsPerWarp;
-  if (r0 >= w.rows) return;
-  const int nr = int(min(int64_t(kRowsPerWarp), w.rows - r0));
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= w.rows) return;
   const int lane = threadIdx.x % kWarp;
   const int t0 = blockIdx.y * kTokensPerPass;
   const int nt = min(kTokensPerPass, T - t0);
-  float acc[kRowsPerWarp][kTokensPerPass] = {};
+  float acc[kTokensPerPass] = {};
   const int64_t n8 = w.cols / 8;
-#pragma unroll 2
-  for (int64_t c = lane; c < n8; c += kWarp) {
-    float xv[kTokensPerPass][8];
+  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+    Raw8<WT> raw[kFetchBatch] = {};
 #pragma unroll
-    for (int t = 0; t < kTokensPerPass; ++t) {
-      if (t < nt) {
-        const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * w.cols) + 2 * c;
-        const float4 a = xp[0], b = xp[1];
-        xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
-        xv[t][4] = b.x, xv[t][5] = b.y, xv[t][6] = b.z, xv[t][7] = b.w;
-      }
-    }
+    for (int u = 0; u < kFetchBatch; ++u)
+      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-      if (rr < nr) {
-        float v[8];
-        load8<WT>(w, 0, r0 + rr, c, lut, v);
+    for (int u = 0; u < kFetchBatch; ++u) {
+      const int64_t c = c0 + u * kWarp;
+      if (c >= n8) break;
+      float v[8];
+      decode8<WT>(raw[u], lut, v);
 #pragma unroll
-        for (int t = 0; t < kTokensPerPass; ++t)
-          if (t < nt)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) acc[rr][t] += v[j] * xv[t][j];
+      for (int t = 0; t < kTokensPerPass; ++t) {
+        if (t < nt) {
+          const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * w.cols) + 2 * c;
+          const float4 a = xp[0], b = xp[1];
+          acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
+                    v[7] * b.w;
+        }
       }
     }
   }
 #pragma unroll
-  for (int rr = 0; rr < kRowsPerWarp; ++rr)
-#pragma unroll
-    for (int t = 0; t < kTokensPerPass; ++t) {
-      const float s = warp_sum(acc[rr][t]);
-      if (lane == 0 && t < nt && rr < nr) y[int64_t(t0 + t) * w.rows + r0 + rr] = s + (bias ? bias[r0 + rr] : 0.0f);
-    }
+  for (int t = 0; t < kTokensPerPass; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0 && t < nt) y[int64_t(t0 + t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
+  }
 }
 
 template <typename T>
@@ -114,23 +105,14 @@ __global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) 
 
 }  // namespace
 
-template <int R>
-void launch_matvec_rows(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s) {
-  const int64_t per_block = kWarpsPerBlock * R;
-  const dim3 grid{unsigned((w.rows + per_block - 1) / per_block), unsigned((T + kTokensPerPass - 1) / kTokensPerPass)};
-  const int threads = kWarpsPerBlock * kWarp;
-  switch (wt) {
-    case kF32: f32_xw_matvec<kF32, R><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
-    case kBF16: f32_xw_matvec<kBF16, R><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
-    case kMXFP4: f32_xw_matvec<kMXFP4, R><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
-  }
-}
-
 void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s) {
-  if (w.rows >= kTallRows)
-    launch_matvec_rows<4>(wt, w, x, T, bias, y, s);
-  else
-    launch_matvec_rows<1>(wt, w, x, T, bias, y, s);
+  const dim3 grid{unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock), unsigned((T + kTokensPerPass - 1) / kTokensPerPass)};
+  const int threads = kRowsPerBlock * kWarp;
+  switch (wt) {
+    case kF32: f32_xw_matvec<kF32><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+    case kBF16: f32_xw_matvec<kBF16><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+    case kMXFP4: f32_xw_matvec<kMXFP4><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+  }
 }
 
 void launch_matvec_transposed(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y,

@@ -58,11 +58,7 @@ __global__ void f32_router_topk_softmax(const float* __restrict__ logits, int T,
   }
 }
 
-constexpr int kPairsPerWarp = 4;  // gate_up: 4 outputs (8 rows) per warp share each x chunk
-constexpr int kDownRowsPerWarp = 2;  // down: 2 rows per warp, 4 warps per block (H/8 blocks per token)
-constexpr int kDownWarps = 4;
-
-// z[a, i] for assignment a = t*k + j (expert idx[a]); warp per 4 outputs i. W: [2I, H] per expert.
+// z[a, i] for assignment a = t*k + j (expert idx[a]); warp per i. W: [2I, H] per expert.
 template <int WT>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
     f32_xw_moe_gate_up_swiglu(WView w, const float* __restrict__ h, const int32_t* __restrict__ idx, int k,
@@ -71,42 +67,45 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
   __syncthreads();
   const int64_t I = w.rows / 2, H = w.cols;
-  const int64_t i0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * kPairsPerWarp;
-  if (i0 >= I) return;
-  const int np = int(min(int64_t(kPairsPerWarp), I - i0));
+  const int64_t i = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (i >= I) return;
   const int a = blockIdx.y, lane = threadIdx.x % kWarp;
   const int e = idx[a];
   const float* x = h + int64_t(a / k) * H;
-  float g[kPairsPerWarp] = {}, u[kPairsPerWarp] = {};
-#pragma unroll 2
-  for (int64_t c = lane; c < H / 8; c += kWarp) {
-    const float4 xa = reinterpret_cast<const float4*>(x)[2 * c], xb = reinterpret_cast<const float4*>(x)[2 * c + 1];
-    const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+  float g = 0.0f, u = 0.0f;
+  const int64_t n8 = H / 8;
+  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+    Raw8<WT> rg[kFetchBatch] = {}, ru[kFetchBatch] = {};
 #pragma unroll
-    for (int p = 0; p < kPairsPerWarp; ++p) {
-      if (p < np) {
-        float wg[8], wu[8];
-        load8<WT>(w, e, 2 * (i0 + p), c, lut, wg);
-        load8<WT>(w, e, 2 * (i0 + p) + 1, c, lut, wu);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) g[p] += wg[j] * xv[j], u[p] += wu[j] * xv[j];
+    for (int q = 0; q < kFetchBatch; ++q) {
+      if (c0 + q * kWarp < n8) {
+        rg[q] = fetch8<WT>(w, e, 2 * i, c0 + q * kWarp);
+        ru[q] = fetch8<WT>(w, e, 2 * i + 1, c0 + q * kWarp);
       }
     }
-  }
 #pragma unroll
-  for (int p = 0; p < kPairsPerWarp; ++p) {
-    const float gs = warp_sum(g[p]), us = warp_sum(u[p]);
-    if (lane == 0 && p < np) {
-      const int64_t i = i0 + p;
-      const float* b = bias + int64_t(e) * 2 * I;
-      z[int64_t(a) * I + i] = swiglu_clamped(gs + b[2 * i], us + b[2 * i + 1], limit);
+    for (int q = 0; q < kFetchBatch; ++q) {
+      const int64_t c = c0 + q * kWarp;
+      if (c >= n8) break;
+      float wg[8], wu[8];
+      decode8<WT>(rg[q], lut, wg);
+      decode8<WT>(ru[q], lut, wu);
+      const float4 xa = reinterpret_cast<const float4*>(x)[2 * c], xb = reinterpret_cast<const float4*>(x)[2 * c + 1];
+      const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+      for (int j = 0; j < 8; ++j) g += wg[j] * xv[j], u += wu[j] * xv[j];
     }
+  }
+  g = warp_sum(g), u = warp_sum(u);
+  if (lane == 0) {
+    const float* b = bias + int64_t(e) * 2 * I;
+    z[int64_t(a) * I + i] = swiglu_clamped(g + b[2 * i], u + b[2 * i + 1], limit);
   }
 }
 
-// x[t, r] += sum_j wts[t, j] (W_d[e_j][r] . z[t*k + j] + bias[e_j, r]); warp per 4 rows. W: [H, I].
+// x[t, r] += sum_j wts[t, j] (W_d[e_j][r] . z[t*k + j] + bias[e_j, r]); warp per row r. W: [H, I].
 template <int WT>
-__global__ void __launch_bounds__(kDownWarps * kWarp)
+__global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
     f32_xw_moe_down_combine(WView w, const float* __restrict__ z, const int32_t* __restrict__ idx,
                             const float* __restrict__ wts, int k, const float* __restrict__ bias,
                             float* __restrict__ x) {
@@ -114,40 +113,35 @@ __global__ void __launch_bounds__(kDownWarps * kWarp)
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
   __syncthreads();
   const int64_t H = w.rows, I = w.cols;
-  const int64_t r0 = (int64_t(blockIdx.x) * kDownWarps + threadIdx.x / kWarp) * kDownRowsPerWarp;
-  if (r0 >= H) return;
-  const int nr = int(min(int64_t(kDownRowsPerWarp), H - r0));
+  const int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (r >= H) return;
   const int t = blockIdx.y, lane = threadIdx.x % kWarp;
-  float total[kDownRowsPerWarp] = {};
+  float total = 0.0f;
   for (int j = 0; j < k; ++j) {
     const int a = t * k + j, e = idx[a];
     const float* zr = z + int64_t(a) * I;
-    float acc[kDownRowsPerWarp] = {};
-#pragma unroll 2
-    for (int64_t c = lane; c < I / 8; c += kWarp) {
-      const float4 za = reinterpret_cast<const float4*>(zr)[2 * c], zb = reinterpret_cast<const float4*>(zr)[2 * c + 1];
-      const float zv[8] = {za.x, za.y, za.z, za.w, zb.x, zb.y, zb.z, zb.w};
+    float acc = 0.0f;
+    const int64_t n8 = I / 8;
+    for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+      Raw8<WT> raw[kFetchBatch] = {};
 #pragma unroll
-      for (int rr = 0; rr < kDownRowsPerWarp; ++rr) {
-        if (rr < nr) {
-          float wv[8];
-          load8<WT>(w, e, r0 + rr, c, lut, wv);
+      for (int q = 0; q < kFetchBatch; ++q)
+        if (c0 + q * kWarp < n8) raw[q] = fetch8<WT>(w, e, r, c0 + q * kWarp);
 #pragma unroll
-          for (int q = 0; q < 8; ++q) acc[rr] += wv[q] * zv[q];
-        }
+      for (int q = 0; q < kFetchBatch; ++q) {
+        const int64_t c = c0 + q * kWarp;
+        if (c >= n8) break;
+        float wv[8];
+        decode8<WT>(raw[q], lut, wv);
+        const float4 za = reinterpret_cast<const float4*>(zr)[2 * c], zb = reinterpret_cast<const float4*>(zr)[2 * c + 1];
+        acc += wv[0] * za.x + wv[1] * za.y + wv[2] * za.z + wv[3] * za.w + wv[4] * zb.x + wv[5] * zb.y +
+               wv[6] * zb.z + wv[7] * zb.w;
       }
     }
-    const float wt = wts[a];
-#pragma unroll
-    for (int rr = 0; rr < kDownRowsPerWarp; ++rr) {
-      const float s = warp_sum(acc[rr]);
-      if (rr < nr) total[rr] += wt * (s + bias[int64_t(e) * H + r0 + rr]);
-    }
+    acc = warp_sum(acc);
+    total += wts[a] * (acc + bias[int64_t(e) * H + r]);
   }
-  if (lane == 0)
-#pragma unroll
-    for (int rr = 0; rr < kDownRowsPerWarp; ++rr)
-      if (rr < nr) x[int64_t(t) * H + r0 + rr] += total[rr];
+  if (lane == 0) x[int64_t(t) * H + r] += total;
 }
 
 template <typename WTy>
@@ -247,8 +241,7 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
           <<<grid, 128, 0, s>>>(w.data, w.estride, w.cols, I, h, idx, k, bias, limit, z);
     return;
   }
-  const int64_t per_block = kWarpsPerBlock * kPairsPerWarp;
-  const dim3 grid{unsigned((I + per_block - 1) / per_block), unsigned(T * k)};
+  const dim3 grid{unsigned((I + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(T * k)};
   const int threads = kWarpsPerBlock * kWarp;
   switch (wt) {
     case kF32: f32_xw_moe_gate_up_swiglu<kF32><<<grid, threads, 0, s>>>(w, h, idx, k, bias, limit, z); break;
@@ -268,9 +261,8 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
           <<<grid, 128, 0, s>>>(w.data, w.estride, w.rows, w.cols, z, idx, wts, k, bias, x);
     return;
   }
-  const int64_t per_block = kDownWarps * kDownRowsPerWarp;
-  const dim3 grid{unsigned((w.rows + per_block - 1) / per_block), unsigned(T)};
-  const int threads = kDownWarps * kWarp;
+  const dim3 grid{unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(T)};
+  const int threads = kWarpsPerBlock * kWarp;
   switch (wt) {
     case kF32: f32_xw_moe_down_combine<kF32><<<grid, threads, 0, s>>>(w, z, idx, wts, k, bias, x); break;
     case kBF16: f32_xw_moe_down_combine<kBF16><<<grid, threads, 0, s>>>(w, z, idx, wts, k, bias, x); break;
