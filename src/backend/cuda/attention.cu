@@ -106,15 +106,23 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
     const bool valid = j < k1;
     float s[kMaxGroup] = {};
     if (valid) {
+      // The key row, 4 chunks of 8 values fetched before they are used (loads in flight).
       const KT* kr = kc + int64_t(j % cap) * row + int64_t(g) * d;
-      for (int c = 0; c < d; c += 8) {
-        float kv[8];
-        load8_kv(kr + c, kv);
+      for (int c0 = 0; c0 < d; c0 += 32) {
+        float kv[4][8];
 #pragma unroll
-        for (int h = 0; h < kMaxGroup; ++h) {
-          if (h < G) {
+        for (int q = 0; q < 4; ++q)
+          if (c0 + 8 * q < d) load8_kv(kr + c0 + 8 * q, kv[q]);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) s[h] += q_s[h][c + e] * kv[e];
+        for (int q = 0; q < 4; ++q) {
+          if (c0 + 8 * q < d) {
+#pragma unroll
+            for (int h = 0; h < kMaxGroup; ++h) {
+              if (h < G) {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) s[h] += q_s[h][c0 + 8 * q + e] * kv[q][e];
+              }
+            }
           }
         }
       }
@@ -135,15 +143,27 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
     }
     __syncwarp();
     const int nv = min(kWarp, k1 - tile);
-    for (int jj = 0; jj < nv; ++jj) {
-      const KT* vr = vc + int64_t((tile + jj) % cap) * row + int64_t(g) * d;
+    // P.V in groups of 8 keys whose value rows are all fetched first (loads in flight, not one
+    // dependent load per key).
+    for (int j0 = 0; j0 < nv; j0 += 8) {
+      float vv[8][kMaxDim / kWarp];
 #pragma unroll
-      for (int i = 0; i < kMaxDim / kWarp; ++i) {
-        if (lane + kWarp * i < d) {
-          const float v = kv_f32(vr[lane + kWarp * i]);
+      for (int q = 0; q < 8; ++q) {
+        const KT* vr = vc + int64_t((tile + min(j0 + q, nv - 1)) % cap) * row + int64_t(g) * d;
 #pragma unroll
-          for (int h = 0; h < kMaxGroup; ++h)
-            if (h < G) acc[h][i] += p_s[w][h][jj] * v;
+        for (int i = 0; i < kMaxDim / kWarp; ++i) vv[q][i] = lane + kWarp * i < d ? kv_f32(vr[lane + kWarp * i]) : 0.0f;
+      }
+#pragma unroll
+      for (int q = 0; q < 8; ++q) {
+        if (j0 + q < nv) {
+#pragma unroll
+          for (int h = 0; h < kMaxGroup; ++h) {
+            if (h < G) {
+              const float p = p_s[w][h][j0 + q];
+#pragma unroll
+              for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] += p * vv[q][i];
+            }
+          }
         }
       }
     }
