@@ -14,6 +14,10 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
 
 echo "== C++ unit tests"
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "NOTICE: no NVIDIA GPU here: the CUDA tests (Cuda*) are compiled but skipped;"
+  echo "        run scripts/gpu-check.sh on a GPU machine for them."
+fi
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
 echo "== C++ unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
