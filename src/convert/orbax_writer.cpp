@@ -1,5 +1,7 @@
 #include "convert/orbax_writer.h"
 
+#include "core/file_io.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,18 +39,6 @@ const char* zarr_dtype(DType t) {
   }
 }
 
-Status write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Error("{}: write failed: {}", path, std::strerror(errno));
-    }
-    p += w;
-    n -= size_t(w);
-  }
-  return {};
-}
 
 // Creates `path` (which must not exist), writes `text` and closes it; finish() fsyncs it.
 Status write_small_file(const std::string& path, const std::string& text) {

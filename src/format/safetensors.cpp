@@ -1,5 +1,7 @@
 #include "format/safetensors.h"
 
+#include "core/file_io.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -132,18 +134,6 @@ std::string safetensors_header_json(const std::vector<TensorInfo>& tensors,
 namespace {
 constexpr size_t kWriteBuffer = 8u << 20;
 
-Status write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Error("{}: write failed: {}", path, std::strerror(errno));
-    }
-    p += w;
-    n -= size_t(w);
-  }
-  return {};
-}
 }  // namespace
 
 Result<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::create(const std::string& path,

@@ -52,21 +52,10 @@ bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.
 // (maximal subpart), or 0 when s[i..] is a valid sequence cut short by the end of s.
 size_t invalid_sequence_length(std::string_view s, size_t i) {
   const uint8_t c = static_cast<uint8_t>(s[i]);
-  size_t len;
-  uint8_t lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 1;
-  }
+  const utf8::LeadByte lb = utf8::lead_byte(c);
+  if (lb.len == 0) return 1;
+  const size_t len = lb.len;
+  const uint8_t lo = lb.lo, hi = lb.hi;
   for (size_t k = 1; k < len; ++k) {
     if (i + k >= s.size()) return 0;
     const uint8_t b = static_cast<uint8_t>(s[i + k]);

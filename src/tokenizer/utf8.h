@@ -59,27 +59,29 @@ inline size_t valid_prefix_length(std::string_view s) {
 
 inline bool is_valid(std::string_view s) { return valid_prefix_length(s) == s.size(); }
 
+// What a lead byte promises: the sequence length (0: not a lead byte) and the valid range of the
+// second byte (narrower than 80..BF after E0, ED, F0, F4: no overlongs, surrogates or > U+10FFFF).
+struct LeadByte {
+  size_t len;
+  uint8_t lo, hi;
+};
+inline LeadByte lead_byte(uint8_t c) {
+  if (c >= 0xC2 && c <= 0xDF) return {2, 0x80, 0xBF};
+  if (c >= 0xE0 && c <= 0xEF) return {3, uint8_t(c == 0xE0 ? 0xA0 : 0x80), uint8_t(c == 0xED ? 0x9F : 0xBF)};
+  if (c >= 0xF0 && c <= 0xF4) return {4, uint8_t(c == 0xF0 ? 0x90 : 0x80), uint8_t(c == 0xF4 ? 0x8F : 0xBF)};
+  return {0, 0, 0};
+}
+
 // True when s[i..] is a proper prefix of some valid sequence (it could still become valid once more
 // bytes arrive), e.g. "\xE4\xB8" but not "\xE4\x41" or "\xC0".
 inline bool is_incomplete_prefix(std::string_view s, size_t i) {
   const size_t avail = s.size() - i;
   if (avail == 0 || avail >= 4) return false;
   const uint8_t c = static_cast<uint8_t>(s[i]);
-  size_t len;
-  uint8_t lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return false;
-  }
+  const LeadByte lb = lead_byte(c);
+  if (lb.len == 0) return false;
+  const size_t len = lb.len;
+  const uint8_t lo = lb.lo, hi = lb.hi;
   if (avail >= len) return false;
   if (avail >= 2) {
     const uint8_t c1 = static_cast<uint8_t>(s[i + 1]);
