@@ -95,9 +95,9 @@ struct ChatCmd {
         continue;
       }
       std::string note;
-      if (r->interrupted) note = ", stopped";
-      if (r->hit_limit) note = ", token limit reached";
-      if (!r->parse_error.empty()) note = ", output is not valid Harmony (" + r->parse_error + ")";
+      if (r->interrupted) note += ", stopped";
+      if (r->hit_limit) note += ", token limit reached";
+      if (!r->parse_error.empty()) note += ", output is not valid Harmony (" + r->parse_error + ")";
       std::fprintf(stderr, "%s[%d tokens, %.1f tokens/s, prompt %d tokens in %.2f s%s]%s\n", tty_out ? kDim : "",
                    r->generated, r->decode_seconds > 0 ? r->generated / r->decode_seconds : 0.0, r->prompt_tokens,
                    r->prefill_seconds, note.c_str(), tty_out ? kReset : "");

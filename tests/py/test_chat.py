@@ -60,3 +60,21 @@ def test_tokenizer_must_fit_model(tmp_path, tiny_model, tokenizer_json, gptoss_b
     assert r.returncode != 0 and "vocabulary" in r.stderr
     r = run_cli(gptoss_bin, "generate", "--model", tiny_model, "--prompt", "hi", check=False)
     assert r.returncode != 0 and "tokenizer" in r.stderr
+
+
+def test_chat_ctrl_c_stops_answer_not_chat(real_vocab_model, tokenizer_json, gptoss_bin):
+    import signal
+    import time
+    p = subprocess.Popen([str(gptoss_bin), "chat", "--model", str(real_vocab_model), "--tokenizer", str(tokenizer_json),
+                          "--device", "cpu", "--max-tokens", "3000", "--max-context", "4096"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write("tell me a long story\n")
+    p.stdin.flush()
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    p.stdin.write("/exit\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "stopped" in err
