@@ -105,11 +105,13 @@ int main(int argc, char** argv) {
          2.0 * 128 * c.kv_dim() * kvb, 12},
         {"attention full (context keys)", time_us([&] { be.attention(**kv, 1, q, k, v, sinks, 0, att); }),
          2.0 * ctx * c.kv_dim() * kvb, 12},
-        {"matmul o (bf16 2880x4096)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), 2.0 * c.q_dim() * H, 24},
-        {"add", time_us([&] { be.add(x, h, size_t(H)); }), 3.0 * H * 4, 24},
+        {"matmul o + residual (fused)", time_us([&] { be.matmul_add(L.o, att, 1, nullptr, x); }), 2.0 * c.q_dim() * H, 24},
+        {"(unfused: matmul o)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), 2.0 * c.q_dim() * H, 0},
+        {"(unfused: add)", time_us([&] { be.add(x, h, size_t(H)); }), 3.0 * H * 4, 0},
         {"moe (router+top4+mxfp4 experts)", time_us([&] { be.moe(L, h, 1, x); }), 4 * mxfp4_expert + 2.0 * E * H, 24},
         {"lm_head (bf16 201088x2880)", time_us([&] { be.matmul(head, h, 1, nullptr, logits); }),
          2.0 * c.vocab_size * H, 1},
+        {"argmax (greedy, on the device)", time_us([&] { (void)be.argmax(logits, c.vocab_size); }), 4.0 * c.vocab_size, 1},
     };
     double total = 0, total_bytes = 0;
     std::printf("\n%s, KV %s, context %d: one op at a time (launch gaps included)\n", be.name().c_str(),

@@ -82,6 +82,5 @@ bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf1
 timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
-  bench short_f32kv --prompt-tokens 2048 --gen-tokens 128 --kv-precision f32
   timeout 60 "$bin/bench_cuda_ops" 32768 2>&1 | tail -14 | tee -a "$summary"
 fi

@@ -62,6 +62,10 @@ class Session {
   // Appends `tokens` to the context and runs them through the model. Returns the logits of the last
   // token ([vocab], valid until the next call). With all_logits, also fills it with [tokens, vocab].
   Result<std::span<const float>> forward(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+  // Greedy decoding: like forward(tokens) but returns the argmax of the last token's logits (first id on
+  // ties, as Sampler with temperature 0). Backends with a device argmax copy 4 bytes instead of the
+  // logits; the span of an earlier forward() is then not refreshed.
+  Result<int32_t> forward_greedy(std::span<const int32_t> tokens);
 
   int position() const { return pos_; }
   const SessionOptions& options() const { return opts_; }
@@ -74,7 +78,8 @@ class Session {
 
  private:
   Session() = default;
-  Status step(std::span<const int32_t> tokens, bool all_rows, float* logits_host);
+  Status run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last);
+  Status step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last);
   Model* model_ = nullptr;
   SessionOptions opts_;
   std::unique_ptr<KvCache> kv_;

@@ -63,6 +63,15 @@ class Backend {
   virtual void moe(const LayerWeights& w, const float* h, int T, float* x) = 0;
   // x[i] += y[i]
   virtual void add(float* x, const float* y, size_t n) = 0;
+  // Optional fused residual product: y[T, W.rows] += x W^T + bias. Returns false, having done
+  // nothing, where the backend has no fused op for this shape (the caller then runs matmul + add).
+  virtual bool matmul_add(const MatrixRef& /*W*/, const float* /*x*/, int /*T*/, const float* /*bias*/,
+                          float* /*y*/) {
+    return false;
+  }
+  // Optional: index of the largest of x[0, n) (first index on ties), computed where x lives so that
+  // greedy decoding copies 4 bytes instead of n floats. Returns -1 where the backend has no such op.
+  virtual Result<int32_t> argmax(const float* /*x*/, int /*n*/) { return -1; }
   // Copies n floats from backend memory to host memory (synchronising as needed).
   virtual Status to_host(const float* src, size_t n, float* dst) = 0;
 

@@ -62,6 +62,21 @@ Status Session::truncate(int pos) {
 }
 
 Result<std::span<const float>> Session::forward(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
+  GPTOSS_TRY(run(tokens, all_logits, true));
+  return std::span<const float>(last_logits_);
+}
+
+Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
+  GPTOSS_TRY(run(tokens, nullptr, false));
+  const int V = model_->config().vocab_size;
+  // The last step ran with all_rows false: its only logits row is logits_[0, V).
+  GPTOSS_ASSIGN(int32_t id, model_->backend().argmax(logits_, V));
+  if (id >= 0) return id;
+  GPTOSS_TRY(model_->backend().to_host(logits_, size_t(V), last_logits_.data()));
+  return int32_t(std::max_element(last_logits_.begin(), last_logits_.end()) - last_logits_.begin());
+}
+
+Status Session::run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last) {
   const ModelConfig& c = model_->config();
   if (tokens.empty()) return Error("forward: no tokens");
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -74,16 +89,17 @@ Result<std::span<const float>> Session::forward(std::span<const int32_t> tokens,
   for (size_t i = 0; i < tokens.size(); i += size_t(opts_.max_batch)) {
     const size_t n = std::min(tokens.size() - i, size_t(opts_.max_batch));
     float* dst = all_logits ? all_logits->data() + i * size_t(c.vocab_size) : nullptr;
-    GPTOSS_TRY(step(tokens.subspan(i, n), all_logits != nullptr, dst));
+    // Only the last chunk's last row is wanted in last_logits_.
+    GPTOSS_TRY(step(tokens.subspan(i, n), all_logits != nullptr, dst, copy_last && !all_logits && i + n == tokens.size()));
   }
   if (all_logits) {
     std::copy_n(all_logits->end() - c.vocab_size, c.vocab_size, last_logits_.begin());
   }
-  return std::span<const float>(last_logits_);
+  return {};
 }
 
 // One forward step over T <= max_batch tokens at positions pos_ .. pos_+T-1.
-Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logits_host) {
+Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last) {
   const ModelConfig& c = model_->config();
   const ModelWeights& w = model_->weights();
   Backend& be = model_->backend();
@@ -105,8 +121,10 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
       be.matmul(L.k, h_, T, L.k_bias, k_);
       be.matmul(L.v, h_, T, L.v_bias, v_);
       be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
-      be.matmul(L.o, attn_, T, L.o_bias, h_);
-      be.add(x_, h_, size_t(T) * size_t(H));
+      if (!be.matmul_add(L.o, attn_, T, L.o_bias, x_)) {  // fused where the backend has it
+        be.matmul(L.o, attn_, T, L.o_bias, h_);
+        be.add(x_, h_, size_t(T) * size_t(H));
+      }
       // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
       be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
       be.moe(L, h_, T, x_);
@@ -118,7 +136,7 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   }
   const size_t V = size_t(c.vocab_size);
   if (logits_host) GPTOSS_TRY(be.to_host(logits_, size_t(rows) * V, logits_host));
-  GPTOSS_TRY(be.to_host(logits_ + size_t(rows - 1) * V, V, last_logits_.data()));
+  if (copy_last) GPTOSS_TRY(be.to_host(logits_ + size_t(rows - 1) * V, V, last_logits_.data()));
   pos_ += T;
   return {};
 }

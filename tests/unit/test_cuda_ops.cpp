@@ -199,6 +199,35 @@ TEST(CudaOps, RmsnormAddEmbed) {
   }
 }
 
+// The fused residual product (decode) and the device argmax.
+TEST(CudaOps, MatmulAddAndArgmax) {
+  REQUIRE_CUDA();
+  Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
+  ASSERT_TRUE(b.gpu);
+  for (WeightType t : {WeightType::BF16, WeightType::MXFP4}) {
+    for (int T : {1, 4}) {
+      size_t s0, s1;
+      auto [hw, dw] = b.matrix(t, 2880, 4096, false, 1, &s0, &s1);
+      auto x = b.randn(size_t(T) * 4096), bias = b.randn(2880), y = b.randn(size_t(T) * 2880);
+      std::vector<float> ref(y.size());
+      b.cpu->matmul(hw, x.data(), T, bias.data(), ref.data());
+      b.cpu->add(ref.data(), y.data(), ref.size());
+      float* dy = b.dev_f(y);
+      ASSERT_TRUE(b.gpu->matmul_add(dw, b.dev_f(x), T, b.dev_f(bias), dy));
+      EXPECT_LE(rel_err(b.get(dy, ref.size()).data(), ref.data(), ref.size()), 1e-4) << "T=" << T;
+    }
+  }
+  for (int n : {1, 300, 201088}) {
+    auto x = b.randn(size_t(n));
+    const int want = int(std::max_element(x.begin(), x.end()) - x.begin());
+    auto got = b.gpu->argmax(b.dev_f(x), n);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_EQ(*got, want) << "n=" << n;
+    std::vector<float> ties(size_t(n), 1.0f);  // first index on ties
+    EXPECT_EQ(*b.gpu->argmax(b.dev_f(ties), n), 0);
+  }
+}
+
 struct AttnCase {
   int nh, nkv, d, window;
   KvPrecision kv;
@@ -295,6 +324,11 @@ std::vector<MoeCase> moe_cases() {
       v.push_back({t, tr, 64, 64, 4, 2, T});
       v.push_back({t, tr, 128, 96, 32, 4, T});
     }
+  // gpt-oss-20b expert shapes through the MXFP4 decode kernels (two passes of blocks per row at H = 4096).
+  for (int T : {1, 3}) {
+    v.push_back({WeightType::MXFP4, false, 2880, 2880, 32, 4, T});
+    v.push_back({WeightType::MXFP4, false, 4096, 160, 8, 8, T});
+  }
   return v;
 }
 INSTANTIATE_TEST_SUITE_P(Sweep, CudaMoe, ::testing::ValuesIn(moe_cases()));
@@ -351,6 +385,17 @@ TEST_P(CudaGolden, MatchesTransformersFloat32) {
     agree += std::max_element(a, a + V) - a == std::max_element(g, g + V) - g;
   }
   EXPECT_GE(agree, int(std::ceil(0.99 * counted))) << agree << " of " << counted;
+  if (max_batch == 1) {
+    // Greedy decoding with the device argmax picks the argmax of the same logits.
+    auto s2 = Session::create(**model, {.max_context = 256, .max_batch = 1, .kv_precision = kvp});
+    ASSERT_TRUE(s2.ok());
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      auto id = (*s2)->forward_greedy(std::span<const int32_t>(&tokens[t], 1));
+      ASSERT_TRUE(id.ok()) << id.status().message();
+      const float* a = logits.data() + t * V;
+      EXPECT_EQ(a[*id], *std::max_element(a, a + V)) << "token " << t;
+    }
+  }
   std::printf("cuda %s max_batch %d kv %s: worst relative error vs transformers f32 = %.3g, top-1 %d/%d\n",
               name.c_str(), max_batch, kvp == KvPrecision::F32 ? "f32" : "bf16", worst, agree, counted);
 }

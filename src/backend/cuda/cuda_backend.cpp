@@ -83,6 +83,8 @@ class CudaBackend final : public Backend {
   void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
                  float* out) override;
   void moe(const LayerWeights& w, const float* h, int T, float* x) override;
+  bool matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
+  Result<int32_t> argmax(const float* x, int n) override;
   void add(float* x, const float* y, size_t n) override {
     cuda::launch_add(x, y, n, stream_);
     check_launch("add");
@@ -151,6 +153,8 @@ class CudaBackend final : public Backend {
   int32_t* slots_ = nullptr; size_t slots_cap_ = 0;
   std::vector<int32_t> h_idx_, h_slots_;
   int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
+  int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
+  int32_t* h_argmax_ = nullptr;  // pinned result
 
   // Graph of one recorded step, keyed by the caller.
   bool recording_ = false;
@@ -165,6 +169,7 @@ CudaBackend::~CudaBackend() {
   for (void* p : allocs_) cudaFree(p);
   if (h_step_) cudaFreeHost(h_step_);
   if (h_pinned_) cudaFreeHost(h_pinned_);
+  if (h_argmax_) cudaFreeHost(h_argmax_);
   if (blas_) cublasDestroy(blas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -182,6 +187,10 @@ Status CudaBackend::init() {
   cublasSetStream(blas_, stream_);
   GPTOSS_ASSIGN(const float* f, upload_floats(rope_.inv_freq.data(), rope_.inv_freq.size(), "rope inv_freq"));
   d_inv_freq_ = const_cast<float*>(f);
+  GPTOSS_CUDA_TRY(cuda::init_moe_decode_kernels());
+  GPTOSS_ASSIGN(void* am, dev_alloc((2 * cuda::kArgmaxBlocks + 1) * sizeof(int32_t), "argmax scratch"));
+  d_argmax_ = static_cast<int32_t*>(am);
+  GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
   return {};
 }
 
@@ -499,12 +508,37 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   check_launch("router_topk");
   if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
   const float limit = float(c_.swiglu_limit);
+  if (w.gate_up.type == WeightType::MXFP4 && w.down.type == WeightType::MXFP4 && !w.gate_up.transposed &&
+      !w.down.transposed &&
+      cuda::launch_moe_mxfp4_decode(view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride),
+                                    view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_, moe_wts_, T, k,
+                                    w.gate_up_bias, w.down_bias, limit, moe_z_, x, stream_))
+    return check_launch("moe mxfp4 decode");
   cuda::launch_moe_gate_up_swiglu(to_wt(w.gate_up.type), w.gate_up.transposed,
                                   view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_, T, k,
                                   w.gate_up_bias, limit, moe_z_, stream_);
   cuda::launch_moe_down_combine(to_wt(w.down.type), w.down.transposed, view(w.down, w.down_stride, w.down_scales_stride),
                                 moe_z_, moe_idx_, moe_wts_, T, k, w.down_bias, x, stream_);
   check_launch("moe");
+}
+
+// Decode only (few tokens, row-major weights): the matvec kernel adds into y.
+bool CudaBackend::matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) {
+  if (T > kDecodeMaxT || W.transposed) return false;
+  cuda::launch_matvec(to_wt(W.type), view(W), x, T, bias, y, stream_, /*accumulate=*/true);
+  check_launch("matvec add");
+  return true;
+}
+
+Result<int32_t> CudaBackend::argmax(const float* x, int n) {
+  GPTOSS_TRY(sticky_);
+  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
+  check_launch("argmax");
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  GPTOSS_TRY(sticky_);
+  return *h_argmax_;
 }
 
 // Prefill: assignments (t, j) grouped by expert on the host (one sync per layer), then per expert a

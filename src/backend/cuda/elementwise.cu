@@ -59,27 +59,40 @@ __global__ void f32_add_bias(float* __restrict__ y, const float* __restrict__ bi
   if (i < total) y[i] += bias[i % n];
 }
 
-// One block of 1024 threads; (value, index) reduction keeping the first index on ties.
-__global__ void f32_argmax(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
-  __shared__ float sv[32];
-  __shared__ int si[32];
-  float best = -FLT_MAX;
-  int bi = 0x7fffffff;
-  for (int i = threadIdx.x; i < n; i += blockDim.x)
-    if (x[i] > best) best = x[i], bi = i;
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v = __shfl_xor_sync(0xffffffffu, best, o);
-    const int j = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (v > best || (v == best && j < bi)) best = v, bi = j;
-  }
+// Two passes: block b reduces a strided share of x to (value, index) in part[2b], part[2b+1]; one
+// block then reduces the kArgmaxBlocks partials. Ties keep the first index.
+__device__ __forceinline__ void argmax_pair(float& best, int& bi, float v, int j) {
+  if (v > best || (v == best && j < bi)) best = v, bi = j;
+}
+__device__ void block_argmax(float best, int bi, float* sv, int* si) {
+  for (int o = 16; o > 0; o >>= 1)
+    argmax_pair(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
   if (threadIdx.x % kWarp == 0) sv[threadIdx.x / kWarp] = best, si[threadIdx.x / kWarp] = bi;
   __syncthreads();
   if (threadIdx.x == 0) {
     best = sv[0], bi = si[0];
-    for (int w = 1; w < int(blockDim.x / kWarp); ++w)
-      if (sv[w] > best || (sv[w] == best && si[w] < bi)) best = sv[w], bi = si[w];
-    out[0] = bi;
+    for (int w = 1; w < int(blockDim.x / kWarp); ++w) argmax_pair(best, bi, sv[w], si[w]);
+    sv[0] = best, si[0] = bi;
   }
+  __syncthreads();
+}
+__global__ void f32_argmax_partial(const float* __restrict__ x, int n, int32_t* __restrict__ part) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) argmax_pair(best, bi, x[i], i);
+  block_argmax(best, bi, sv, si);
+  if (threadIdx.x == 0) part[2 * blockIdx.x] = __float_as_int(sv[0]), part[2 * blockIdx.x + 1] = si[0];
+}
+__global__ void f32_argmax_final(const int32_t* __restrict__ part, int nparts, int32_t* __restrict__ out) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int i = threadIdx.x; i < nparts; i += blockDim.x) argmax_pair(best, bi, __int_as_float(part[2 * i]), part[2 * i + 1]);
+  block_argmax(best, bi, sv, si);
+  if (threadIdx.x == 0) out[0] = si[0] == 0x7fffffff ? 0 : si[0];
 }
 
 unsigned blocks_for(size_t n, int threads) { return unsigned((n + size_t(threads) - 1) / size_t(threads)); }
@@ -110,6 +123,9 @@ void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s) 
   f32_add_bias<<<blocks_for(total, 256), 256, 0, s>>>(y, bias, n, total);
 }
 
-void launch_argmax(const float* x, int n, int32_t* out, cudaStream_t s) { f32_argmax<<<1, 1024, 0, s>>>(x, n, out); }
+void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s) {
+  f32_argmax_partial<<<kArgmaxBlocks, 256, 0, s>>>(x, n, part);
+  f32_argmax_final<<<1, kArgmaxBlocks, 0, s>>>(part, kArgmaxBlocks, out);
+}
 
 }  // namespace gptoss::cuda

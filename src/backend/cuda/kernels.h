@@ -27,7 +27,9 @@ struct WView {
 
 // ---- matvec.cu: dense products for few tokens (decode), weights read once for up to 4 tokens.
 // y[t, r] = sum_c W[r, c] x[t, c] + bias[r]   (W row-major, any stored type)
-void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s);
+// accumulate: y[t, r] += (the same) instead (residual add fused into the product).
+void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s,
+                   bool accumulate = false);
 // Same for transposed dense storage W[c, r] (f32 or bf16 only): thread per output column.
 void launch_matvec_transposed(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y,
                               cudaStream_t s);
@@ -42,8 +44,9 @@ void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
 void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
 // y[t, r] += bias[r]
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
-// out[0] = argmax(x[0..n)) (first index on ties)
-void launch_argmax(const float* x, int n, int32_t* out, cudaStream_t s);
+// out[0] = argmax(x[0..n)) (first index on ties). part: scratch of 2 * kArgmaxBlocks words.
+inline constexpr int kArgmaxBlocks = 128;
+void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s);
 
 // ---- attention.cu
 // q [T, nh, d] and k [T, nkv, d] rotated in place (half-split YaRN RoPE) at positions pos[T].
@@ -67,6 +70,13 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
 // Decode: x[t, r] += sum_j wts[t, j] (W_d[idx[t, j]] z[t*k + j] + bias[idx[t, j], r]).
 void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float* z, const int32_t* idx,
                              const float* wts, int T, int k, const float* bias, float* x, cudaStream_t s);
+// ---- moe_decode.cu: MXFP4 experts at decode (16-byte block loads, x staged in shared memory, integer
+// E2M1 decode). Same results as launch_moe_gate_up_swiglu + launch_moe_down_combine; returns false
+// (nothing launched) for shapes it does not take (H or I not a multiple of 32, too much shared memory).
+cudaError_t init_moe_decode_kernels();
+bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
+                             const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
+                             float limit, float* z, float* x, cudaStream_t s);
 // Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
 // bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].

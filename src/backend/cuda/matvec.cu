@@ -14,7 +14,7 @@ constexpr int kTokensPerPass = 4;
 template <int WT>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, const float* __restrict__ x, int T,
                                                                      const float* __restrict__ bias,
-                                                                     float* __restrict__ y) {
+                                                                     float* __restrict__ y, bool accumulate) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
   __syncthreads();
@@ -50,7 +50,10 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, 
 #pragma unroll
   for (int t = 0; t < kTokensPerPass; ++t) {
     const float s = warp_sum(acc[t]);
-    if (lane == 0 && t < nt) y[int64_t(t0 + t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
+    if (lane == 0 && t < nt) {
+      float* yp = y + int64_t(t0 + t) * w.rows + r;
+      *yp = s + (bias ? bias[r] : 0.0f) + (accumulate ? *yp : 0.0f);
+    }
   }
 }
 
@@ -105,13 +108,14 @@ __global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) 
 
 }  // namespace
 
-void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s) {
+void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s,
+                   bool accumulate) {
   const dim3 grid{unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock), unsigned((T + kTokensPerPass - 1) / kTokensPerPass)};
   const int threads = kRowsPerBlock * kWarp;
   switch (wt) {
-    case kF32: f32_xw_matvec<kF32><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
-    case kBF16: f32_xw_matvec<kBF16><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
-    case kMXFP4: f32_xw_matvec<kMXFP4><<<grid, threads, 0, s>>>(w, x, T, bias, y); break;
+    case kF32: f32_xw_matvec<kF32><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
+    case kBF16: f32_xw_matvec<kBF16><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
+    case kMXFP4: f32_xw_matvec<kMXFP4><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
   }
 }
 
