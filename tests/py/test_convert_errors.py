@@ -181,3 +181,23 @@ def test_wrong_dtype_for_quantized(gptoss_bin, model):
         pytest.skip("no scales tensor in the first shard")
     rewrite_header(s, edit)
     expect_failure(gptoss_bin, model, "_scales", "dtype I8, expected U8")
+
+
+def test_disk_full_leaves_nothing(gptoss_bin, tiny_model, tmp_path):
+    """A write that fails mid-conversion (here: the file-size limit, EFBIG, as a stand-in for a full
+    disk) gives a clear error and leaves neither the output nor its temporary sibling."""
+    import resource
+    import signal
+    import subprocess
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+    out = tmp_path / "out"
+    r = subprocess.run([str(gptoss_bin), "convert", "--model-path", str(tiny_model), "--format", "safetensors",
+                        "--dtype", "f32", "-o", str(out), "-q"], capture_output=True, text=True, preexec_fn=limit)
+    assert r.returncode != 0
+    assert "write failed" in r.stderr or "File too large" in r.stderr, r.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
