@@ -4,6 +4,7 @@
 // include launch gaps that the recorded step graph removes. Prints µs and GB/s per op and the
 // step total assembled from them (24 layers: 12 sliding, 12 full at --context).
 //   bench_cuda_ops [context=4096]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -81,11 +82,13 @@ int main(int argc, char** argv) {
     const int32_t tok = 1;
     if (!be.begin_step(std::span<const int32_t>(&tok, 1), ctx - 1).ok()) return 1;
     float sink = 0;
+    // BENCH_ITERS (e.g. 3 under a kernel profiler): launches per op after 2 warm-ups; default 300 after 20.
+    const char* iters_env = std::getenv("BENCH_ITERS");
+    const int n = iters_env ? std::max(1, std::atoi(iters_env)) : 300;
     auto time_us = [&](const std::function<void()>& f) {
-      for (int i = 0; i < 20; ++i) f();
+      for (int i = 0; i < (iters_env ? 2 : 20); ++i) f();
       (void)be.to_host(x, 1, &sink);
       const auto t0 = std::chrono::steady_clock::now();
-      const int n = 300;
       for (int i = 0; i < n; ++i) f();
       (void)be.to_host(x, 1, &sink);
       return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / n;
@@ -108,6 +111,8 @@ int main(int argc, char** argv) {
         {"matmul o + residual (fused)", time_us([&] { be.matmul_add(L.o, att, 1, nullptr, x); }), 2.0 * c.q_dim() * H, 24},
         {"(unfused: matmul o)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), 2.0 * c.q_dim() * H, 0},
         {"(unfused: add)", time_us([&] { be.add(x, h, size_t(H)); }), 3.0 * H * 4, 0},
+        {"(router alone: bf16 32x2880)", time_us([&] { be.matmul(L.router, h, 1, L.router_bias, logits); }),
+         2.0 * E * H, 0},
         {"moe (router+top4+mxfp4 experts)", time_us([&] { be.moe(L, h, 1, x); }), 4 * mxfp4_expert + 2.0 * E * H, 24},
         {"lm_head (bf16 201088x2880)", time_us([&] { be.matmul(head, h, 1, nullptr, logits); }),
          2.0 * c.vocab_size * H, 1},

@@ -11,12 +11,14 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick]   (--quick: tests + short-context bench only)
+#   usage: scripts/gpu-check.sh [--quick] [--profile]   (--quick: tests + short-context bench only;
+#          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; [[ "${1:-}" == "--quick" ]] && quick=1
+quick=0; profile=0
+for a in "$@"; do [[ $a == --quick ]] && quick=1; [[ $a == --profile ]] && profile=1; done
 summary="$out/summary.txt"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -78,9 +80,47 @@ bench() {  # name, args...
   timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda "$@" --json >"$out/bench_$name.json" 2>>"$out/bench.err"
   note "bench $name ($*): rc=$? $(head -c 900 "$out/bench_$name.json")"
 }
+# ---- end to end on the 20b-shaped checkpoint (PASS/FAIL lines)
+check() {  # name, command...
+  local name=$1; shift
+  if timeout 180 "$@" >>"$out/e2e.log" 2>&1; then note "PASS $name"; else note "FAIL $name (rc=$?, see e2e.log)"; fi
+}
+check "verify --device cuda" "$bin/gptoss" verify -m "$ck" --device cuda
+check "generate --device cuda --tokens -n 32" "$bin/gptoss" generate -m "$ck" --device cuda --tokens 1,2,3,4,5 -n 32 -t 0
+toks=101,2002,30003,4004,555,66,7,88888,999,1234
+if "$bin/gptoss" logits -m "$ck" --device cuda --tokens $toks -o /tmp/l_cuda.npy >>"$out/e2e.log" 2>&1 &&
+   timeout 300 "$bin/gptoss" logits -m "$ck" --device cpu --tokens $toks -o /tmp/l_cpu.npy >>"$out/e2e.log" 2>&1; then
+  python3 - <<'PY' 2>&1 | tee -a "$summary"
+import numpy as np
+a, b = np.load('/tmp/l_cuda.npy').reshape(-1, 201088), np.load('/tmp/l_cpu.npy').reshape(-1, 201088)
+rel = max(np.abs(x - y).max() / np.abs(y).max() for x, y in zip(a, b))
+agree = int((a.argmax(1) == b.argmax(1)).sum())
+ok = rel <= 1e-2 and agree >= int(np.ceil(0.99 * len(b)))
+print(f"{'PASS' if ok else 'FAIL'} 20b logits cuda vs cpu ({len(b)} tokens): worst relative error {rel:.3g} (<= 1e-2), top-1 {agree}/{len(b)}")
+PY
+else
+  note "FAIL 20b logits cuda vs cpu (a logits run failed, see e2e.log)"
+fi
+
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
 timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
   timeout 60 "$bin/bench_cuda_ops" 32768 2>&1 | tail -14 | tee -a "$summary"
+fi
+if [ $profile = 1 ]; then  # device time per kernel (no launch gaps), one decode step's ops at context 4096
+  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-systems*/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do
+    [ -d "$d" ] && PATH="$PATH:$d"
+  done
+  if command -v nsys >/dev/null; then
+    timeout 240 nsys profile -o /tmp/gptoss-prof --force-overwrite true "$bin/bench_cuda_ops" 4096 >/dev/null 2>&1
+    timeout 120 nsys stats -r cuda_gpu_kern_sum -f csv /tmp/gptoss-prof.nsys-rep >"$out/profile.txt" 2>&1
+    note "profile (nsys): $(wc -l <"$out/profile.txt") lines in profile.txt"
+  elif command -v ncu >/dev/null; then
+    BENCH_ITERS=3 timeout 300 ncu --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
+      "$bin/bench_cuda_ops" 4096 >"$out/profile.txt" 2>&1
+    note "profile (ncu): $(wc -l <"$out/profile.txt") lines in profile.txt"
+  else
+    note "profile: neither nsys nor ncu found"
+  fi
 fi

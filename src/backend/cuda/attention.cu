@@ -16,36 +16,44 @@ constexpr int kMaxGroup = 8;    // query heads per kv head (gpt-oss: 64/8)
 constexpr int kMaxDim = 128;    // head_dim
 constexpr int kAttnWarps = 4;
 
-__global__ void f32_rope_yarn(float* __restrict__ q, float* __restrict__ k, const int32_t* __restrict__ pos,
-                              const float* __restrict__ inv_freq, float mscale, int T, int nh, int nkv, int d) {
+// RoPE of q and k and the cache append in one launch: per token, threads [0, nh*half) rotate q pairs,
+// [nh*half, (nh+nkv)*half) rotate k pairs and store them in the cache, the rest store v pairs.
+template <typename KT>
+__global__ void f32_rope_kv_append(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v,
+                                   KT* __restrict__ kc, KT* __restrict__ vc, const int32_t* __restrict__ pos,
+                                   const float* __restrict__ inv_freq, float mscale, int cap, int T, int nh, int nkv,
+                                   int d) {
   const int half = d / 2;
+  const int64_t per_t = int64_t(nh + 2 * nkv) * half;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t per_t = int64_t(nh + nkv) * half;
   if (i >= per_t * T) return;
   const int t = int(i / per_t);
   const int head = int((i % per_t) / half), j = int(i % half);
-  // One f32 multiply for the angle, as transformers computes it (reference §4.4).
-  const float angle = float(pos[t]) * inv_freq[j];
-  const float c = cosf(angle) * mscale, s = sinf(angle) * mscale;
+  const int64_t slot = int64_t(pos[t] % cap) * nkv * d;
+  auto store = [&](KT* c, int64_t off, float val) {
+    if constexpr (sizeof(KT) == 2)
+      c[off] = __float2bfloat16(val);
+    else
+      c[off] = val;
+  };
+  if (head >= nh + nkv) {  // v pair (j, j + half) of kv head h
+    const int h = head - nh - nkv;
+    const float* vr = v + (int64_t(t) * nkv + h) * d;
+    store(vc, slot + int64_t(h) * d + j, vr[j]);
+    store(vc, slot + int64_t(h) * d + j + half, vr[j + half]);
+    return;
+  }
+  const float angle = float(pos[t]) * inv_freq[j];  // one f32 multiply, as transformers (reference §4.4)
+  const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
   float* x = head < nh ? q + (int64_t(t) * nh + head) * d : k + (int64_t(t) * nkv + (head - nh)) * d;
   const float a = x[j], b = x[j + half];
-  x[j] = a * c - b * s;
-  x[j + half] = b * c + a * s;
-}
-
-template <typename KT>
-__global__ void kv_append(KT* __restrict__ kc, KT* __restrict__ vc, const float* __restrict__ k,
-                          const float* __restrict__ v, const int32_t* __restrict__ pos, int cap, int T, int row) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(T) * row) return;
-  const int t = int(i / row), e = int(i % row);
-  const int64_t dst = int64_t(pos[t] % cap) * row + e;
-  if constexpr (sizeof(KT) == 2) {
-    kc[dst] = __float2bfloat16(k[i]);
-    vc[dst] = __float2bfloat16(v[i]);
-  } else {
-    kc[dst] = k[i];
-    vc[dst] = v[i];
+  const float ra = a * c - b * sn, rb = b * c + a * sn;
+  x[j] = ra;
+  x[j + half] = rb;
+  if (head >= nh) {
+    const int h = head - nh;
+    store(kc, slot + int64_t(h) * d + j, ra);
+    store(kc, slot + int64_t(h) * d + j + half, rb);
   }
 }
 
@@ -72,11 +80,11 @@ __device__ __forceinline__ float kv_f32(KT x) {
 }
 
 // part[((t*nh + h)*nsplit + s)*(d+2) + ...] = {acc[d] (unnormalised sum of p*v), m (max score), l (sum p)}.
-template <typename KT>
+template <typename KT, int DPL>  // DPL: value dims per lane (d <= 32 * DPL)
 __global__ void __launch_bounds__(kAttnWarps * kWarp)
     f32_attention_split(const float* __restrict__ q, const KT* __restrict__ kc, const KT* __restrict__ vc,
                         const int32_t* __restrict__ pos, int cap, int window, int nh, int nkv, int d, int nsplit,
-                        float* __restrict__ part) {
+                        float* __restrict__ part, const float* __restrict__ sinks, float* __restrict__ out) {
   __shared__ float q_s[kMaxGroup][kMaxDim];
   __shared__ float p_s[kAttnWarps][kMaxGroup][kWarp];
   __shared__ float m_s[kAttnWarps][kMaxGroup], l_s[kAttnWarps][kMaxGroup];
@@ -94,25 +102,38 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
   const int k0 = lo + sp * chunk, k1 = min(p + 1, k0 + chunk);
   const int64_t row = int64_t(nkv) * d;
 
-  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][kMaxDim / kWarp];
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][DPL];
 #pragma unroll
   for (int h = 0; h < kMaxGroup; ++h) {
     m[h] = -FLT_MAX, l[h] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] = 0.0f;
+    for (int i = 0; i < DPL; ++i) acc[h][i] = 0.0f;
   }
   for (int tile = k0 + w * kWarp; tile < k1; tile += kAttnWarps * kWarp) {
     const int j = tile + lane;
     const bool valid = j < k1;
+    const int nv = min(kWarp, k1 - tile);
+    // Value rows in groups of 8 keys, double-buffered: group 0 is requested with the keys, group g+1
+    // while group g is used (one round trip of latency per tile instead of one per group).
+    float vv[2][8][DPL];
+    auto fetch_v = [&](float (&dst)[8][DPL], int j0) {
+#pragma unroll
+      for (int qq = 0; qq < 8; ++qq) {
+        const KT* vr = vc + int64_t((tile + min(j0 + qq, nv - 1)) % cap) * row + int64_t(g) * d;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) dst[qq][i] = lane + kWarp * i < d ? kv_f32(vr[lane + kWarp * i]) : 0.0f;
+      }
+    };
     float s[kMaxGroup] = {};
     if (valid) {
-      // The key row, 4 chunks of 8 values fetched before they are used (loads in flight).
+      // The key row, 4 chunks of 8 values fetched before they are used.
       const KT* kr = kc + int64_t(j % cap) * row + int64_t(g) * d;
       for (int c0 = 0; c0 < d; c0 += 32) {
         float kv[4][8];
 #pragma unroll
         for (int q = 0; q < 4; ++q)
           if (c0 + 8 * q < d) load8_kv(kr + c0 + 8 * q, kv[q]);
+        if (c0 == 0) fetch_v(vv[0], 0);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           if (c0 + 8 * q < d) {
@@ -126,6 +147,8 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
           }
         }
       }
+    } else {
+      fetch_v(vv[0], 0);
     }
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) {
@@ -137,22 +160,16 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
         l[h] = l[h] * corr + warp_sum(pv);
         m[h] = mn;
 #pragma unroll
-        for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] *= corr;
+        for (int i = 0; i < DPL; ++i) acc[h][i] *= corr;
         p_s[w][h][lane] = pv;
       }
     }
     __syncwarp();
-    const int nv = min(kWarp, k1 - tile);
-    // P.V in groups of 8 keys whose value rows are all fetched first (loads in flight, not one
-    // dependent load per key).
-    for (int j0 = 0; j0 < nv; j0 += 8) {
-      float vv[8][kMaxDim / kWarp];
 #pragma unroll
-      for (int q = 0; q < 8; ++q) {
-        const KT* vr = vc + int64_t((tile + min(j0 + q, nv - 1)) % cap) * row + int64_t(g) * d;
-#pragma unroll
-        for (int i = 0; i < kMaxDim / kWarp; ++i) vv[q][i] = lane + kWarp * i < d ? kv_f32(vr[lane + kWarp * i]) : 0.0f;
-      }
+    for (int grp = 0; grp < kWarp / 8; ++grp) {
+      const int j0 = 8 * grp;
+      if (j0 >= nv) break;
+      if (grp + 1 < kWarp / 8 && j0 + 8 < nv) fetch_v(vv[(grp + 1) & 1], j0 + 8);
 #pragma unroll
       for (int q = 0; q < 8; ++q) {
         if (j0 + q < nv) {
@@ -161,7 +178,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
             if (h < G) {
               const float p = p_s[w][h][j0 + q];
 #pragma unroll
-              for (int i = 0; i < kMaxDim / kWarp; ++i) acc[h][i] += p * vv[q][i];
+              for (int i = 0; i < DPL; ++i) acc[h][i] += p * vv[grp & 1][q][i];
             }
           }
         }
@@ -175,11 +192,30 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
     if (h < G) {
       if (lane == 0) m_s[w][h] = m[h], l_s[w][h] = l[h];
 #pragma unroll
-      for (int i = 0; i < kMaxDim / kWarp; ++i)
+      for (int i = 0; i < DPL; ++i)
         if (lane + kWarp * i < d) acc_s[w][h][lane + kWarp * i] = acc[h][i];
     }
   }
   __syncthreads();
+  if (nsplit == 1) {  // no merge kernel: apply the sink here (same formula as f32_attention_merge)
+    for (int i = threadIdx.x; i < G * d; i += blockDim.x) {
+      const int h = i / d, e = i % d;
+      const float sink = sinks[g * G + h];
+      float M = sink;
+      for (int ww = 0; ww < kAttnWarps; ++ww)
+        if (l_s[ww][h] > 0.0f) M = fmaxf(M, m_s[ww][h]);
+      float den = expf(sink - M), num = 0.0f;
+      for (int ww = 0; ww < kAttnWarps; ++ww) {
+        if (l_s[ww][h] > 0.0f) {
+          const float f = expf(m_s[ww][h] - M);
+          den += f * l_s[ww][h];
+          num += f * acc_s[ww][h][e];
+        }
+      }
+      out[(int64_t(t) * nh + g * G + h) * d + e] = num / den;
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < G * (d + 2); i += blockDim.x) {
     const int h = i / (d + 2), e = i % (d + 2);
     float M = -FLT_MAX;
@@ -198,61 +234,87 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
 }
 
 // out[t, h, :] = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s), M = max(sink, m_s).
+// Block per (t, h): the split weights e^(m_s - M) are computed once, in parallel, into shared memory
+// (f_s, nsplit floats); then thread per output dim sums over the splits.
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
+  v = is_max ? warp_max(v) : warp_sum(v);
+  __syncthreads();  // red may still be read by an earlier call
+  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int w = 1; w < int(blockDim.x / kWarp); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+
 __global__ void f32_attention_merge(const float* __restrict__ part, const float* __restrict__ sinks, int nh, int d,
                                     int nsplit, float* __restrict__ out) {
+  extern __shared__ float f_s[];
+  __shared__ float red[32];
   const int th = blockIdx.x;  // t * nh + h
   const float* pp = part + int64_t(th) * nsplit * (d + 2);
   const float sink = sinks[th % nh];
-  float M = sink;
-  for (int s = 0; s < nsplit; ++s)
-    if (pp[s * (d + 2) + d + 1] > 0.0f) M = fmaxf(M, pp[s * (d + 2) + d]);
-  float denom = expf(sink - M);
-  for (int s = 0; s < nsplit; ++s) {
+  float m = -FLT_MAX;
+  for (int s = threadIdx.x; s < nsplit; s += blockDim.x)
+    if (pp[s * (d + 2) + d + 1] > 0.0f) m = fmaxf(m, pp[s * (d + 2) + d]);
+  const float M = fmaxf(sink, block_reduce(m, true, red));
+  float den = 0.0f;
+  for (int s = threadIdx.x; s < nsplit; s += blockDim.x) {
     const float l = pp[s * (d + 2) + d + 1];
-    if (l > 0.0f) denom += expf(pp[s * (d + 2) + d] - M) * l;
+    const float f = l > 0.0f ? expf(pp[s * (d + 2) + d] - M) : 0.0f;
+    f_s[s] = f;
+    den += f * l;
   }
+  den = block_reduce(den, false, red) + expf(sink - M);  // also orders the f_s writes before the reads
   for (int e = threadIdx.x; e < d; e += blockDim.x) {
     float a = 0.0f;
-    for (int s = 0; s < nsplit; ++s) {
-      const float l = pp[s * (d + 2) + d + 1];
-      if (l > 0.0f) a += expf(pp[s * (d + 2) + d] - M) * pp[s * (d + 2) + e];
-    }
-    out[int64_t(th) * d + e] = a / denom;
+#pragma unroll 8
+    for (int s = 0; s < nsplit; ++s) a += f_s[s] * pp[s * (d + 2) + e];
+    out[int64_t(th) * d + e] = a / den;
   }
 }
 
 }  // namespace
 
-void launch_rope(float* q, float* k, const int32_t* pos, const float* inv_freq, float mscale, int T, int nh,
-                 int nkv, int d, cudaStream_t s) {
-  const int64_t n = int64_t(T) * (nh + nkv) * (d / 2);
-  f32_rope_yarn<<<unsigned((n + 255) / 256), 256, 0, s>>>(q, k, pos, inv_freq, mscale, T, nh, nkv, d);
-}
-
-void launch_kv_append(bool kv_bf16, void* kc, void* vc, const float* k, const float* v, const int32_t* pos,
-                      int cap, int T, int nkv, int d, cudaStream_t s) {
-  const int row = nkv * d;
-  const unsigned blocks = unsigned((int64_t(T) * row + 255) / 256);
+void launch_rope_kv_append(bool kv_bf16, float* q, float* k, const float* v, void* kc, void* vc, const int32_t* pos,
+                           const float* inv_freq, float mscale, int cap, int T, int nh, int nkv, int d,
+                           cudaStream_t s) {
+  const int64_t n = int64_t(T) * (nh + 2 * nkv) * (d / 2);
+  const unsigned blocks = unsigned((n + 255) / 256);
   if (kv_bf16)
-    kv_append<__nv_bfloat16><<<blocks, 256, 0, s>>>(static_cast<__nv_bfloat16*>(kc),
-                                                   static_cast<__nv_bfloat16*>(vc), k, v, pos, cap, T, row);
+    f32_rope_kv_append<__nv_bfloat16><<<blocks, 256, 0, s>>>(q, k, v, static_cast<__nv_bfloat16*>(kc),
+                                                             static_cast<__nv_bfloat16*>(vc), pos, inv_freq, mscale,
+                                                             cap, T, nh, nkv, d);
   else
-    kv_append<float><<<blocks, 256, 0, s>>>(static_cast<float*>(kc), static_cast<float*>(vc), k, v, pos, cap, T, row);
+    f32_rope_kv_append<float><<<blocks, 256, 0, s>>>(q, k, v, static_cast<float*>(kc), static_cast<float*>(vc), pos,
+                                                     inv_freq, mscale, cap, T, nh, nkv, d);
 }
 
 void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
                       int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
                       float* out, cudaStream_t s) {
   const dim3 grid{unsigned(T), unsigned(nkv), unsigned(nsplit)};
-  if (kv_bf16)
-    f32_attention_split<__nv_bfloat16><<<grid, kAttnWarps * kWarp, 0, s>>>(
-        q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
-        d, nsplit, part);
-  else
-    f32_attention_split<float><<<grid, kAttnWarps * kWarp, 0, s>>>(q, static_cast<const float*>(kc),
-                                                                   static_cast<const float*>(vc), pos, cap, window,
-                                                                   nh, nkv, d, nsplit, part);
-  f32_attention_merge<<<unsigned(T * nh), 128, 0, s>>>(part, sinks, nh, d, nsplit, out);
+  const int threads = kAttnWarps * kWarp;
+  if (kv_bf16) {
+    const auto* kb = static_cast<const __nv_bfloat16*>(kc);
+    const auto* vb = static_cast<const __nv_bfloat16*>(vc);
+    if (d <= 64)
+      f32_attention_split<__nv_bfloat16, 2><<<grid, threads, 0, s>>>(q, kb, vb, pos, cap, window, nh, nkv, d, nsplit,
+                                                                    part, sinks, out);
+    else
+      f32_attention_split<__nv_bfloat16, 4><<<grid, threads, 0, s>>>(q, kb, vb, pos, cap, window, nh, nkv, d, nsplit,
+                                                                    part, sinks, out);
+  } else {
+    const auto* kf = static_cast<const float*>(kc);
+    const auto* vf = static_cast<const float*>(vc);
+    if (d <= 64)
+      f32_attention_split<float, 2><<<grid, threads, 0, s>>>(q, kf, vf, pos, cap, window, nh, nkv, d, nsplit, part,
+                                                            sinks, out);
+    else
+      f32_attention_split<float, 4><<<grid, threads, 0, s>>>(q, kf, vf, pos, cap, window, nh, nkv, d, nsplit, part,
+                                                            sinks, out);
+  }
+  if (nsplit > 1)
+    f32_attention_merge<<<unsigned(T * nh), 128, size_t(nsplit) * sizeof(float), s>>>(part, sinks, nh, d, nsplit, out);
 }
 
 }  // namespace gptoss::cuda

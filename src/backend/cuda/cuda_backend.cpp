@@ -394,9 +394,10 @@ Result<std::unique_ptr<KvCache>> CudaBackend::create_kv_cache(const ModelConfig&
   return std::unique_ptr<KvCache>(std::move(kv));
 }
 
-// Attention splits: enough blocks to fill the chip at decode, at least 256 keys per split.
+// Attention splits: enough blocks to fill the chip at decode, at least 128 keys per split (one tile
+// of 32 keys for each of the block's 4 warps).
 int attention_splits(int T, int nkv, int max_keys, int sms) {
-  const int by_work = std::max(1, (max_keys + 255) / 256);
+  const int by_work = std::max(1, (max_keys + 127) / 128);
   const int by_chip = std::max(1, (8 * sms + T * nkv - 1) / (T * nkv));
   return std::min(by_work, by_chip);
 }
@@ -491,9 +492,8 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   auto& kv = static_cast<CudaKvCache&>(kvb);
   const int nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
   const int cap = kv.capacity[size_t(layer)];
-  cuda::launch_rope(q, k, d_step_ + T_, d_inv_freq_, rope_.mscale, T_, nh, nkv, d, stream_);
-  cuda::launch_kv_append(kv.bf16, kv.k[size_t(layer)], kv.v[size_t(layer)], k, v, d_step_ + T_, cap, T_, nkv, d,
-                         stream_);
+  cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, d_inv_freq_,
+                              rope_.mscale, cap, T_, nh, nkv, d, stream_);
   const int max_keys = window > 0 ? std::min(window, cap) : cap;
   const int nsplit = attention_splits(T_, nkv, max_keys, num_sms_);
   cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap, window, sinks, T_,

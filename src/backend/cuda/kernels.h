@@ -49,14 +49,14 @@ inline constexpr int kArgmaxBlocks = 128;
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s);
 
 // ---- attention.cu
-// q [T, nh, d] and k [T, nkv, d] rotated in place (half-split YaRN RoPE) at positions pos[T].
-void launch_rope(float* q, float* k, const int32_t* pos, const float* inv_freq, float mscale, int T, int nh,
-                 int nkv, int d, cudaStream_t s);
-// Cache rows [cap, nkv, d] of type bf16 (kv_bf16) or f32; token t goes to slot pos[t] % cap.
-void launch_kv_append(bool kv_bf16, void* kc, void* vc, const float* k, const float* v, const int32_t* pos,
-                      int cap, int T, int nkv, int d, cudaStream_t s);
+// q [T, nh, d] and k [T, nkv, d] rotated in place (half-split YaRN RoPE) at positions pos[T], and the
+// rotated k and v appended to cache rows [cap, nkv, d] of type bf16 (kv_bf16) or f32: token t goes to
+// slot pos[t] % cap. One launch.
+void launch_rope_kv_append(bool kv_bf16, float* q, float* k, const float* v, void* kc, void* vc, const int32_t* pos,
+                           const float* inv_freq, float mscale, int cap, int T, int nh, int nkv, int d,
+                           cudaStream_t s);
 // Attention with sinks over each query's visible keys, split over nsplit key ranges, then merged.
-// part: scratch of T*nh*nsplit*(d+2) floats.
+// part: scratch of T*nh*nsplit*(d+2) floats (unused when nsplit == 1: the split kernel writes out).
 void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
                       int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
                       float* out, cudaStream_t s);
@@ -70,9 +70,10 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
 // Decode: x[t, r] += sum_j wts[t, j] (W_d[idx[t, j]] z[t*k + j] + bias[idx[t, j], r]).
 void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float* z, const int32_t* idx,
                              const float* wts, int T, int k, const float* bias, float* x, cudaStream_t s);
-// ---- moe_decode.cu: MXFP4 experts at decode (16-byte block loads, x staged in shared memory, integer
-// E2M1 decode). Same results as launch_moe_gate_up_swiglu + launch_moe_down_combine; returns false
-// (nothing launched) for shapes it does not take (H or I not a multiple of 32, too much shared memory).
+// ---- moe_decode.cu: MXFP4 experts at decode (16-byte block loads, x / z staged in shared memory,
+// E2M1 decoded with integer ops, f32 products). Same results as launch_moe_gate_up_swiglu +
+// launch_moe_down_combine; returns false (nothing launched) for shapes it does not take (H or I not a
+// multiple of 32, too much shared memory).
 cudaError_t init_moe_decode_kernels();
 bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
                              const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,

@@ -51,12 +51,23 @@ __device__ __forceinline__ float dot_block(const uint4& q, const float4* __restr
   return acc;
 }
 
-// n floats (n % 32 == 0) from global to shared, swizzled as described at the top.
+// n floats (n % 32 == 0) from global to shared, swizzled as described at the top; 8 loads per thread
+// are issued before their stores (the loop would otherwise wait one L2 round trip per float4).
 __device__ __forceinline__ void stage_swizzled(const float* __restrict__ src, int n, float4* __restrict__ dst) {
   const float4* s4 = reinterpret_cast<const float4*>(src);
-  for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
-    const int b = i / 8, j = i % 8;
-    dst[b * 8 + (j ^ (b & 7))] = s4[i];
+  constexpr int kBatch = 8;
+  for (int i0 = threadIdx.x; i0 < n / 4; i0 += kBatch * blockDim.x) {
+    float4 v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < n / 4) v[u] = s4[i];
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < n / 4) dst[(i / 8) * 8 + ((i % 8) ^ ((i / 8) & 7))] = v[u];
+    }
   }
 }
 
@@ -70,19 +81,15 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const int H = int(w.cols), nb = H / 32;
   const int64_t I = w.rows / 2;
   const int e = idx[a];
-  stage_swizzled(h + int64_t(a / k) * H, H, xs);
-  __syncthreads();
-  const int64_t p0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp) * kPairsPerWarp;
-  if (p0 >= I) return;
   constexpr int R = 2 * kPairsPerWarp;
+  const int64_t p0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp) * kPairsPerWarp;
   const int64_t r0 = 2 * p0;
+  const int nrows = p0 >= I ? 0 : int(2 * I - r0 < R ? 2 * I - r0 : R);
   const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.estride) + r0 * nb;
   const uint8_t* ws = w.scales + e * w.sstride + r0 * nb;
-  const int nrows = int(2 * I - r0 < R ? 2 * I - r0 : R);
-  float acc[R] = {};
-  for (int b0 = 0; b0 < nb; b0 += kBlocksPerLane * kWarp) {
-    uint4 q[R][kBlocksPerLane];
-    uint32_t s[R][kBlocksPerLane];
+  uint4 q[R][kBlocksPerLane];
+  uint32_t s[R][kBlocksPerLane];
+  auto fetch = [&](int b0) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -95,6 +102,15 @@ __global__ void __launch_bounds__(kWarps * kWarp)
           q[r][i] = make_uint4(0, 0, 0, 0), s[r][i] = 127;
         }
       }
+  };
+  // The first pass's weights are requested before x is staged: the two latencies overlap.
+  fetch(0);
+  stage_swizzled(h + int64_t(a / k) * H, H, xs);
+  __syncthreads();
+  if (nrows == 0) return;
+  float acc[R] = {};
+  for (int b0 = 0; b0 < nb; b0 += kBlocksPerLane * kWarp) {
+    if (b0 > 0) fetch(b0);
 #pragma unroll
     for (int i = 0; i < kBlocksPerLane; ++i) {
       const int b = b0 + lane + kWarp * i;
@@ -140,33 +156,39 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const int t = blockIdx.y, lane = threadIdx.x % kWarp;
   const int64_t H = w.rows;
   const int I = int(w.cols), nb = I / 32;
+  const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp;
+  const bool active = r < H;
+  uint4 q[kExpertsInFlight][kBlocksPerLane];
+  uint32_t s[kExpertsInFlight][kBlocksPerLane];
+  auto fetch = [&](int j0, int b0) {
+#pragma unroll
+    for (int jj = 0; jj < kExpertsInFlight; ++jj) {
+      const int j = j0 + jj;
+      const int e = j < k ? idx[t * k + j] : 0;
+      const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.estride) + r * nb;
+      const uint8_t* ws = w.scales + e * w.sstride + r * nb;
+#pragma unroll
+      for (int i = 0; i < kBlocksPerLane; ++i) {
+        const int b = b0 + lane + kWarp * i;
+        if (active && b < nb && j < k) {
+          q[jj][i] = __ldg(wq + b);
+          s[jj][i] = __ldg(ws + b);
+        } else {
+          q[jj][i] = make_uint4(0, 0, 0, 0), s[jj][i] = 127;
+        }
+      }
+    }
+  };
+  // The first experts' weights are requested before z is staged: the two latencies overlap.
+  fetch(0, 0);
   for (int j = 0; j < k; ++j) stage_swizzled(z + (int64_t(t) * k + j) * I, I, zs + int64_t(j) * (I / 4));
   __syncthreads();
-  const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp;
-  if (r >= H) return;
+  if (!active) return;
   float total = 0.0f;
   for (int j0 = 0; j0 < k; j0 += kExpertsInFlight) {
     float acc[kExpertsInFlight] = {};
     for (int b0 = 0; b0 < nb; b0 += kBlocksPerLane * kWarp) {
-      uint4 q[kExpertsInFlight][kBlocksPerLane];
-      uint32_t s[kExpertsInFlight][kBlocksPerLane];
-#pragma unroll
-      for (int jj = 0; jj < kExpertsInFlight; ++jj) {
-        const int j = j0 + jj;
-        const int e = j < k ? idx[t * k + j] : 0;
-        const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.estride) + r * nb;
-        const uint8_t* ws = w.scales + e * w.sstride + r * nb;
-#pragma unroll
-        for (int i = 0; i < kBlocksPerLane; ++i) {
-          const int b = b0 + lane + kWarp * i;
-          if (b < nb && j < k) {
-            q[jj][i] = __ldg(wq + b);
-            s[jj][i] = __ldg(ws + b);
-          } else {
-            q[jj][i] = make_uint4(0, 0, 0, 0), s[jj][i] = 127;
-          }
-        }
-      }
+      if (j0 > 0 || b0 > 0) fetch(j0, b0);
 #pragma unroll
       for (int jj = 0; jj < kExpertsInFlight; ++jj) {
         if (j0 + jj >= k) break;
@@ -211,8 +233,8 @@ bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const floa
   if (H % 32 != 0 || I % 32 != 0 || gu_smem > size_t(kMoeMaxSmem) || dn_smem > size_t(kMoeMaxSmem)) return false;
   const int pairs_per_block = kWarps * kPairsPerWarp;
   const dim3 g1{unsigned((I + pairs_per_block - 1) / pairs_per_block), unsigned(T * k)};
-  f32_mxfp4w_moe_gate_up_swiglu<<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
   const dim3 g2{unsigned((H + kWarps - 1) / kWarps), unsigned(T)};
+  f32_mxfp4w_moe_gate_up_swiglu<<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
   f32_mxfp4w_moe_down_combine<<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
   return true;
 }
