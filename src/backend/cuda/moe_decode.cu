@@ -1,12 +1,14 @@
-// MXFP4 expert kernels for decode (T <= 8 tokens): the selected experts' weights are streamed once
-// at close to copy bandwidth. Each lane owns whole 32-value blocks (one 16-byte load of codes plus
-// one scale byte per block and row), several rows' blocks are fetched before any is decoded (about
-// 200 bytes in flight per lane), the activation vector sits in shared memory in a swizzled layout
+// MXFP4 expert kernels for decode (T <= 8 tokens): only the selected experts' weights are read, once
+// (about 1.1 TB/s on an H100 so far: latency/occupancy bound, see bench/cuda_notes.md). Each lane owns
+// whole 32-value blocks (one 16-byte load of codes plus one scale byte per block and row), several
+// rows' blocks are fetched before any is decoded (96-192 bytes in flight per lane), the activation vector sits in shared memory in a swizzled layout
 // (float4 j of block b at b*8 + (j ^ (b & 7)): the 8 lanes of a quarter-warp, which own consecutive
 // blocks, hit 8 different bank groups), and the E2M1 codes are decoded with integer ops instead of
 // a table lookup: code s.e1.e0.m placed at bits 15 / 11..9 of an fp16 is exactly value * 2^-14
 // (subnormal for e = 0 included), so the 2^14 is folded into the block's scale.
 #include <cuda_fp16.h>
+
+#include <cstdlib>
 
 #include "backend/cuda/common.cuh"
 
@@ -16,8 +18,8 @@ namespace {
 
 constexpr int kWarps = 8;          // warps per block
 constexpr int kBlocksPerLane = 3;  // 32-value blocks per lane per pass: 3 * 32 lanes * 32 = 3072 >= 2880
-constexpr int kPairsPerWarp = 2;   // gate_up: (gate, up) row pairs per warp, sharing each x load
-constexpr int kExpertsInFlight = 4;  // down: experts whose rows a warp fetches together
+// Variants (template arguments): gate_up (gate, up) row pairs per warp sharing each x load; down experts
+// whose rows a warp fetches together; minimum resident blocks per SM (register cap).
 constexpr int kMoeMaxSmem = 160 * 1024;  // x (H floats) or z (k*I floats) per block
 
 // 8 E2M1 codes of one 32-bit word (nibble k = value k) -> v[k] = value * 2^-14.
@@ -73,7 +75,8 @@ __device__ __forceinline__ void stage_swizzled(const float* __restrict__ src, in
 
 // z[a, i] = swiglu(gate_i + bg, up_i + bu) for assignment a (token a / k, expert idx[a]).
 // W: [2I, H] per expert, rows 2i / 2i+1 = gate_i / up_i; warp per kPairsPerWarp consecutive pairs.
-__global__ void __launch_bounds__(kWarps * kWarp)
+template <int kPairsPerWarp, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     f32_mxfp4w_moe_gate_up_swiglu(WView w, const float* __restrict__ h, const int32_t* __restrict__ idx, int k,
                                   const float* __restrict__ bias, float limit, float* __restrict__ z) {
   extern __shared__ float4 xs[];
@@ -148,7 +151,8 @@ __global__ void __launch_bounds__(kWarps * kWarp)
 // x[t, r] += sum_j wts[t, j] (W_d[e_j][r] . z[t*k + j] + bias[e_j, r]); warp per row r, the rows of up
 // to kExpertsInFlight experts fetched together. W: [H, I] per expert; z of token t staged in shared
 // memory ([k, I], each expert's I floats swizzled).
-__global__ void __launch_bounds__(kWarps * kWarp)
+template <int kExpertsInFlight, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     f32_mxfp4w_moe_down_combine(WView w, const float* __restrict__ z, const int32_t* __restrict__ idx,
                                 const float* __restrict__ wts, int k, const float* __restrict__ bias,
                                 float* __restrict__ x) {
@@ -217,25 +221,45 @@ __global__ void __launch_bounds__(kWarps * kWarp)
 }  // namespace
 
 // Shared memory above 48 KB per block needs an opt-in; done once at backend start (not during a capture).
-cudaError_t init_moe_decode_kernels() {
-  cudaError_t e = cudaFuncSetAttribute(f32_mxfp4w_moe_gate_up_swiglu, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       kMoeMaxSmem);
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(f32_mxfp4w_moe_down_combine, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeMaxSmem);
-  return e;
+// Kernel shape (GPTOSS_MOE_VARIANT, for experiments): 1 (default) = 1 row pair per warp in gate_up, 2
+// experts in flight in down, at most 80 registers so 3 blocks of 8 warps fit per SM; 0 = 2 pairs / 4
+// experts / 128 registers (2 blocks per SM). H100, bench_cuda_ops: moe 55 / 45 us (variant 1) against
+// 64 / 49 us (variant 0) in the two passes, decode 308 against 298 tok/s.
+int moe_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("GPTOSS_MOE_VARIANT");
+    return e ? std::atoi(e) : 1;
+  }();
+  return v;
 }
 
+cudaError_t init_moe_decode_kernels() {
+  for (const void* f : {reinterpret_cast<const void*>(f32_mxfp4w_moe_gate_up_swiglu<2, 2>),
+                        reinterpret_cast<const void*>(f32_mxfp4w_moe_gate_up_swiglu<1, 3>),
+                        reinterpret_cast<const void*>(f32_mxfp4w_moe_down_combine<4, 2>),
+                        reinterpret_cast<const void*>(f32_mxfp4w_moe_down_combine<2, 3>)}) {
+    const cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeMaxSmem);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
 bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
                              const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
                              float limit, float* z, float* x, cudaStream_t s) {
   const int64_t I = gate_up.rows / 2, H = gate_up.cols;
   const size_t gu_smem = size_t(H) * sizeof(float), dn_smem = size_t(k) * size_t(I) * sizeof(float);
   if (H % 32 != 0 || I % 32 != 0 || gu_smem > size_t(kMoeMaxSmem) || dn_smem > size_t(kMoeMaxSmem)) return false;
-  const int pairs_per_block = kWarps * kPairsPerWarp;
+  const int pairs = moe_variant() == 0 ? 2 : 1;
+  const int pairs_per_block = kWarps * pairs;
   const dim3 g1{unsigned((I + pairs_per_block - 1) / pairs_per_block), unsigned(T * k)};
   const dim3 g2{unsigned((H + kWarps - 1) / kWarps), unsigned(T)};
-  f32_mxfp4w_moe_gate_up_swiglu<<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
-  f32_mxfp4w_moe_down_combine<<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
+  if (moe_variant() != 0) {
+    f32_mxfp4w_moe_gate_up_swiglu<1, 3><<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
+    f32_mxfp4w_moe_down_combine<2, 3><<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
+  } else {
+    f32_mxfp4w_moe_gate_up_swiglu<2, 2><<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
+    f32_mxfp4w_moe_down_combine<4, 2><<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
+  }
   return true;
 }
 
