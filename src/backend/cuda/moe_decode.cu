@@ -8,8 +8,6 @@
 // (subnormal for e = 0 included), so the 2^14 is folded into the block's scale.
 #include <cuda_fp16.h>
 
-#include <cstdlib>
-
 #include "backend/cuda/common.cuh"
 
 namespace gptoss::cuda {
@@ -18,7 +16,7 @@ namespace {
 
 constexpr int kWarps = 8;          // warps per block
 constexpr int kBlocksPerLane = 3;  // 32-value blocks per lane per pass: 3 * 32 lanes * 32 = 3072 >= 2880
-// Variants (template arguments): gate_up (gate, up) row pairs per warp sharing each x load; down experts
+// Template arguments: gate_up (gate, up) row pairs per warp sharing each x load; down experts
 // whose rows a warp fetches together; minimum resident blocks per SM (register cap).
 constexpr int kMoeMaxSmem = 160 * 1024;  // x (H floats) or z (k*I floats) per block
 
@@ -220,24 +218,17 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
 
 }  // namespace
 
-// Shared memory above 48 KB per block needs an opt-in; done once at backend start (not during a capture).
-// Kernel shape (GPTOSS_MOE_VARIANT, for experiments): 1 (default) = 1 row pair per warp in gate_up, 2
-// experts in flight in down, at most 80 registers so 3 blocks of 8 warps fit per SM; 0 = 2 pairs / 4
-// experts / 128 registers (2 blocks per SM). H100, bench_cuda_ops: moe 55 / 45 us (variant 1) against
-// 64 / 49 us (variant 0) in the two passes, decode 308 against 298 tok/s.
-int moe_variant() {
-  static const int v = [] {
-    const char* e = std::getenv("GPTOSS_MOE_VARIANT");
-    return e ? std::atoi(e) : 1;
-  }();
-  return v;
-}
+// Kernel shape, fixed at compile time: 1 (gate, up) row pair per warp in gate_up, 2 experts in flight in
+// down, at most 80 registers so 3 blocks of 8 warps fit per SM. The former shape (2 pairs / 4 experts / 128
+// registers, 2 blocks per SM) measured on an H100 with bench_cuda_ops: moe 64 / 49 us against 55 / 45 us for
+// this one in the two passes, decode 298 against 308 tok/s (bench/cuda_notes.md, round 2, item 11).
+constexpr int kGateUpPairs = 1, kDownExperts = 2, kMinBlocksPerSm = 3;
 
+// Shared memory above 48 KB per block needs an opt-in; done once at backend start (not during a capture).
 cudaError_t init_moe_decode_kernels() {
-  for (const void* f : {reinterpret_cast<const void*>(f32_mxfp4w_moe_gate_up_swiglu<2, 2>),
-                        reinterpret_cast<const void*>(f32_mxfp4w_moe_gate_up_swiglu<1, 3>),
-                        reinterpret_cast<const void*>(f32_mxfp4w_moe_down_combine<4, 2>),
-                        reinterpret_cast<const void*>(f32_mxfp4w_moe_down_combine<2, 3>)}) {
+  for (const void* f :
+       {reinterpret_cast<const void*>(f32_mxfp4w_moe_gate_up_swiglu<kGateUpPairs, kMinBlocksPerSm>),
+        reinterpret_cast<const void*>(f32_mxfp4w_moe_down_combine<kDownExperts, kMinBlocksPerSm>)}) {
     const cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeMaxSmem);
     if (e != cudaSuccess) return e;
   }
@@ -249,17 +240,13 @@ bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const floa
   const int64_t I = gate_up.rows / 2, H = gate_up.cols;
   const size_t gu_smem = size_t(H) * sizeof(float), dn_smem = size_t(k) * size_t(I) * sizeof(float);
   if (H % 32 != 0 || I % 32 != 0 || gu_smem > size_t(kMoeMaxSmem) || dn_smem > size_t(kMoeMaxSmem)) return false;
-  const int pairs = moe_variant() == 0 ? 2 : 1;
-  const int pairs_per_block = kWarps * pairs;
+  const int pairs_per_block = kWarps * kGateUpPairs;
   const dim3 g1{unsigned((I + pairs_per_block - 1) / pairs_per_block), unsigned(T * k)};
   const dim3 g2{unsigned((H + kWarps - 1) / kWarps), unsigned(T)};
-  if (moe_variant() != 0) {
-    f32_mxfp4w_moe_gate_up_swiglu<1, 3><<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
-    f32_mxfp4w_moe_down_combine<2, 3><<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
-  } else {
-    f32_mxfp4w_moe_gate_up_swiglu<2, 2><<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
-    f32_mxfp4w_moe_down_combine<4, 2><<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
-  }
+  f32_mxfp4w_moe_gate_up_swiglu<kGateUpPairs, kMinBlocksPerSm>
+      <<<g1, kWarps * kWarp, gu_smem, s>>>(gate_up, h, idx, k, gate_up_bias, limit, z);
+  f32_mxfp4w_moe_down_combine<kDownExperts, kMinBlocksPerSm>
+      <<<g2, kWarps * kWarp, dn_smem, s>>>(down, z, idx, wts, k, down_bias, x);
   return true;
 }
 
