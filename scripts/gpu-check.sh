@@ -3,7 +3,10 @@
 # generate a gpt-oss-20b-shaped checkpoint with the project's tool, and benchmark it:
 # `gptoss bench --device cuda` (decode at short and 32k context, prefill of 2048 tokens, load time,
 # device copy bandwidth) and the per-op time split of one decode step (bench_cuda_ops).
-# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_{short,ctx32k,short_f32kv}.json,
+# End to end (PASS/FAIL lines in summary.txt): verify / generate --tokens / logits cuda vs cpu on the 20b-shaped
+# checkpoint; generate --prompt and chat from a pipe on a small real-vocabulary checkpoint with the real
+# tokenizer (carried as .gpudeps/tokenizer.json, a copy of ../shared/data/gpt-oss-tokenizer/tokenizer.json).
+# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_*.json, e2e.log,
 # bench.err and summary.txt (at most 8 files come back from the GPU machine).
 #
 # The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
@@ -11,14 +14,21 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick] [--profile]   (--quick: tests + short-context bench only;
-#          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt)
+#   usage: scripts/gpu-check.sh [--quick] [--profile] [--120b | --120b-only]
+#          --quick: tests + short-context bench only;
+#          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
+#          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
+#          bench --prompt-tokens 512 --gen-tokens 64 on the card, peak GPU memory from nvidia-smi (-> bench_120b.json);
+#          --120b-only: build (reused when the build folder is still there) and the 120b part alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0
-for a in "$@"; do [[ $a == --quick ]] && quick=1; [[ $a == --profile ]] && profile=1; done
+quick=0; profile=0; big=0; only_big=0
+for a in "$@"; do
+  case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+    *) echo "unknown argument $a" >&2; exit 2 ;; esac
+done
 summary="$out/summary.txt"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -61,6 +71,54 @@ else
   note "build: FAILED"; tail -30 "$out/build.log" | tee -a "$summary"; exit 1
 fi
 
+# check NAME COMMAND...: a PASS/FAIL line (exit status), output appended to e2e.log
+check() {
+  local name=$1; shift
+  if timeout 180 "$@" >>"$out/e2e.log" 2>&1; then note "PASS $name"; else note "FAIL $name (rc=$?, see e2e.log)"; fi
+}
+# check_stats NAME STATS_LINES COMMAND...: PASS when it exits 0 and prints at least STATS_LINES lines with
+# "tokens/s" (the stats line after each answer of generate --prompt and chat); stdin comes from the caller.
+check_stats() {
+  local name=$1 want=$2; shift 2
+  local log=/tmp/gptoss-e2e-one.log
+  timeout 180 "$@" >"$log" 2>&1
+  local rc=$? got
+  got=$(grep -c 'tokens/s' "$log")
+  { echo "== $name (rc=$rc)"; cat "$log"; } >>"$out/e2e.log"
+  if [ $rc = 0 ] && [ "$got" -ge "$want" ]; then note "PASS $name: $(grep 'tokens/s' "$log" | tr '\n' ' ')"
+  else note "FAIL $name (rc=$rc, $got of $want stats lines, see e2e.log)"; fi
+}
+
+big_model() {  # the gpt-oss-120b-shaped checkpoint: 36 layers x 128 experts, 65 GB; tmpfs because the disk is 64 GB
+  note "== 120b"
+  rm -rf /tmp/gptoss-20b /tmp/gptoss-realvocab  # disk and page cache back
+  local dir=/dev/shm need=72 avail
+  avail=$(df --output=avail -BG "$dir" | tail -1 | tr -dc 0-9)
+  if [ "$avail" -lt $need ]; then
+    mount -o remount,size=110G /dev/shm >>"$out/e2e.log" 2>&1 ||
+      { mkdir -p /mnt/gptoss-big && mount -t tmpfs -o size=110G tmpfs /mnt/gptoss-big >>"$out/e2e.log" 2>&1 && dir=/mnt/gptoss-big; }
+    avail=$(df --output=avail -BG "$dir" | tail -1 | tr -dc 0-9)
+  fi
+  note "120b: tmpfs $dir has ${avail}G free; $(free -g | awk '/Mem:/ {print "RAM " $2 "G total, " $7 "G available"}')"
+  [ "$avail" -ge $need ] || { note "FAIL 120b: no tmpfs with ${need}G free (remount and mount both refused, see e2e.log)"; return; }
+  local ck=$dir/gptoss-120b t0
+  t0=$(date +%s)
+  "$bin/gptoss-make-checkpoint" "$ck" --preset 120b >>"$out/e2e.log" 2>&1 || { note "FAIL 120b make-checkpoint (see e2e.log)"; return; }
+  note "120b checkpoint: $(du -sh "$ck" | cut -f1) written in $(( $(date +%s) - t0 )) s"
+  local smi=/tmp/gptoss-smi.log
+  nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits -lms 250 >"$smi" 2>/dev/null &
+  local smi_pid=$!
+  check "120b verify --device cuda" "$bin/gptoss" verify -m "$ck" --device cuda
+  grep -E '^loaded|^forward|logits' "$out/e2e.log" | tail -3 | tee -a "$summary"
+  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 512 --gen-tokens 64 --json >"$out/bench_120b.json" 2>>"$out/bench.err"
+  note "bench 120b (--prompt-tokens 512 --gen-tokens 64): rc=$? $(head -c 900 "$out/bench_120b.json")"
+  kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
+  note "120b GPU memory used, peak over verify + bench: $(awk -F', ' 'BEGIN {m = 0} $1 > m {m = $1; t = $2} END {print m " of " t " MiB"}' "$smi")"
+  tail -5 "$out/bench.err" | tee -a "$summary"
+  rm -rf "$ck"
+}
+if [ $only_big = 1 ]; then big_model; exit 0; fi
+
 # ---- parity tests (CUDA vs CPU ops, tiny goldens on the GPU)
 timeout 200 "$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
 rc=$?
@@ -81,10 +139,6 @@ bench() {  # name, args...
   note "bench $name ($*): rc=$? $(head -c 900 "$out/bench_$name.json")"
 }
 # ---- end to end on the 20b-shaped checkpoint (PASS/FAIL lines)
-check() {  # name, command...
-  local name=$1; shift
-  if timeout 180 "$@" >>"$out/e2e.log" 2>&1; then note "PASS $name"; else note "FAIL $name (rc=$?, see e2e.log)"; fi
-}
 check "verify --device cuda" "$bin/gptoss" verify -m "$ck" --device cuda
 check "generate --device cuda --tokens -n 32" "$bin/gptoss" generate -m "$ck" --device cuda --tokens 1,2,3,4,5 -n 32 -t 0
 toks=101,2002,30003,4004,555,66,7,88888,999,1234
@@ -100,6 +154,22 @@ print(f"{'PASS' if ok else 'FAIL'} 20b logits cuda vs cpu ({len(b)} tokens): wor
 PY
 else
   note "FAIL 20b logits cuda vs cpu (a logits run failed, see e2e.log)"
+fi
+
+# ---- end to end with text: real vocabulary (201088) and the real tokenizer, tiny layers
+tokj=.gpudeps/tokenizer.json
+if [ -f "$tokj" ]; then
+  rv=/tmp/gptoss-realvocab
+  if [ -f "$rv/config.json" ] || "$bin/gptoss-make-checkpoint" "$rv" --vocab 201088 --layers 2 --hidden 64 --inter 64 --seed 4 >>"$out/e2e.log" 2>&1; then
+    check_stats "generate --device cuda --prompt Hello --tokenizer -n 16" 1 \
+      "$bin/gptoss" generate -m "$rv" --device cuda --prompt "Hello" --tokenizer "$tokj" -n 16 </dev/null
+    printf 'hi\n/reset\nbye\n' | check_stats "chat --device cuda --tokenizer --max-tokens 8 (hi, /reset, bye from a pipe)" 2 \
+      "$bin/gptoss" chat -m "$rv" --device cuda --tokenizer "$tokj" --max-tokens 8
+  else
+    note "FAIL real-vocab checkpoint (make-checkpoint failed, see e2e.log)"
+  fi
+else
+  note "FAIL generate/chat with text: .gpudeps/tokenizer.json not carried"
 fi
 
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
@@ -124,3 +194,5 @@ if [ $profile = 1 ]; then  # device time per kernel (no launch gaps), one decode
     note "profile: neither nsys nor ncu found"
   fi
 fi
+[ $big = 1 ] && big_model
+exit 0
