@@ -19,14 +19,17 @@
 #          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
 #          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
 #          bench --prompt-tokens 512 --gen-tokens 64 on the card, peak GPU memory from nvidia-smi (-> bench_120b.json);
-#          --120b-only: build (reused when the build folder is still there) and the 120b part alone.
+#          --120b-only: build (reused when the build folder is still there) and the 120b part alone;
+#          --prefill-profile: per-kernel device time of one 512-token prefill chunk on the 20b checkpoint under ncu
+#          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0
+quick=0; profile=0; big=0; only_big=0; pprof=0
 for a in "$@"; do
   case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+    --prefill-profile) pprof=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
 summary="$out/summary.txt"
@@ -110,14 +113,49 @@ big_model() {  # the gpt-oss-120b-shaped checkpoint: 36 layers x 128 experts, 65
   local smi_pid=$!
   check "120b verify --device cuda" "$bin/gptoss" verify -m "$ck" --device cuda
   grep -E '^loaded|^forward|logits' "$out/e2e.log" | tail -3 | tee -a "$summary"
-  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 512 --gen-tokens 64 --json >"$out/bench_120b.json" 2>>"$out/bench.err"
-  note "bench 120b (--prompt-tokens 512 --gen-tokens 64): rc=$? $(head -c 900 "$out/bench_120b.json")"
+  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 512 --gen-tokens 64 --repeats 3 --json >"$out/bench_120b.json" 2>>"$out/bench.err"
+  note "bench 120b (--prompt-tokens 512 --gen-tokens 64 --repeats 3): rc=$? $(head -c 900 "$out/bench_120b.json")"
   kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
   note "120b GPU memory used, peak over verify + bench: $(awk -F', ' 'BEGIN {m = 0} $1 > m {m = $1; t = $2} END {print m " of " t " MiB"}' "$smi")"
   tail -5 "$out/bench.err" | tee -a "$summary"
   rm -rf "$ck"
 }
-if [ $only_big = 1 ]; then big_model; exit 0; fi
+ck=/tmp/gptoss-20b
+make_20b() {
+  [ -f "$ck/config.json" ] && return 0
+  local t0
+  t0=$(date +%s)
+  "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >>"$out/build.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/build.log" | tee -a "$summary"; exit 1; }
+  note "checkpoint: $(du -sh $ck | cut -f1) written in $(( $(date +%s) - t0 )) s"
+}
+prefill_profile() {  # ncu: gpu__time_duration of every kernel of `bench --prompt-tokens 512` (one chunk) + 1 decode step
+  make_20b
+  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
+  command -v ncu >/dev/null || { note "prefill profile: ncu not found"; return; }
+  local t0
+  t0=$(date +%s)
+  timeout 240 ncu --metrics gpu__time_duration.sum --csv --log-file /tmp/gptoss-ncu.csv \
+    "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16 >>"$out/e2e.log" 2>&1
+  note "prefill profile: ncu rc=$? in $(( $(date +%s) - t0 )) s"
+  python3 - /tmp/gptoss-ncu.csv "$out/prefill_profile.txt" <<'PY' 2>&1 | tee -a "$summary"
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head, rows = rows[0], rows[1:]
+ki, ui, vi = head.index('Kernel Name'), head.index('Metric Unit'), head.index('Metric Value')
+scale = {'nsecond': 1e-3, 'usecond': 1.0, 'msecond': 1e3, 'second': 1e6}
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows:
+    name = r[ki].split('(')[0][:90]
+    tot[name] += float(r[vi].replace(',', '')) * scale.get(r[ui], 1.0); cnt[name] += 1
+all_us = sum(tot.values())
+with open(sys.argv[2], 'w') as f:
+    f.write(f"{len(rows)} kernels, {all_us/1e3:.2f} ms device time in all (prefill of 512 tokens + 1 decode step)\n")
+    for n, us in tot.most_common():
+        f.write(f"{us/1e3:9.3f} ms {100*us/all_us:5.1f}% {cnt[n]:6d}x  {n}\n")
+print(''.join(open(sys.argv[2]).readlines()[:16]), end='')
+PY
+}
+if [ $only_big = 1 ]; then [ $pprof = 1 ] && prefill_profile; big_model; exit 0; fi
 
 # ---- parity tests (CUDA vs CPU ops, tiny goldens on the GPU)
 timeout 200 "$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
@@ -126,12 +164,7 @@ note "tests: rc=$rc, $(grep -c '^\[       OK \]' "$out/tests.log") passed, $(gre
 grep -E '^cuda |^\[  FAILED|Expected|actual|Which is' "$out/tests.log" | head -60 | tee -a "$summary"
 
 # ---- 20b-shaped checkpoint (random weights, MXFP4 experts) and benchmarks
-ck=/tmp/gptoss-20b
-if [ ! -f "$ck/config.json" ]; then
-  t0=$(date +%s)
-  "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >>"$out/build.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/build.log" | tee -a "$summary"; exit 1; }
-  note "checkpoint: $(du -sh $ck | cut -f1) written in $(( $(date +%s) - t0 )) s"
-fi
+make_20b
 cat "$ck"/*.safetensors >/dev/null  # page cache warm: load time is measured from the page cache
 bench() {  # name, args...
   local name=$1; shift
@@ -194,5 +227,6 @@ if [ $profile = 1 ]; then  # device time per kernel (no launch gaps), one decode
     note "profile: neither nsys nor ncu found"
   fi
 fi
+[ $pprof = 1 ] && prefill_profile
 [ $big = 1 ] && big_model
 exit 0
