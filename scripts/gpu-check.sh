@@ -142,11 +142,11 @@ import csv, sys, collections
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, rows = rows[0], rows[1:]
 ki, ui, vi = head.index('Kernel Name'), head.index('Metric Unit'), head.index('Metric Value')
-scale = {'nsecond': 1e-3, 'usecond': 1.0, 'msecond': 1e3, 'second': 1e6}
+scale = {'nsecond': 1e-3, 'ns': 1e-3, 'usecond': 1.0, 'us': 1.0, 'msecond': 1e3, 'ms': 1e3, 'second': 1e6, 's': 1e6}
 tot, cnt = collections.Counter(), collections.Counter()
 for r in rows:
     name = r[ki].split('(')[0][:90]
-    tot[name] += float(r[vi].replace(',', '')) * scale.get(r[ui], 1.0); cnt[name] += 1
+    tot[name] += float(r[vi].replace(',', '')) * scale[r[ui]]; cnt[name] += 1  # unknown unit: fail loudly
 all_us = sum(tot.values())
 with open(sys.argv[2], 'w') as f:
     f.write(f"{len(rows)} kernels, {all_us/1e3:.2f} ms device time in all (prefill of 512 tokens + 1 decode step)\n")

@@ -150,6 +150,7 @@ class CudaBackend final : public Backend {
   float* gu_ = nullptr; size_t gu_cap_ = 0;
   float* yd_ = nullptr; size_t yd_cap_ = 0;
   float* ybuf_ = nullptr; size_t ybuf_cap_ = 0;
+  float* gemm2_ = nullptr; size_t gemm2_cap_ = 0;        // [2T, rows] output of one GEMM over [hi; lo]
   int32_t* slots_ = nullptr; size_t slots_cap_ = 0;
   std::vector<int32_t> h_idx_, h_slots_;
   int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
@@ -440,10 +441,27 @@ void CudaBackend::embed(const MatrixRef& table, float* x) {
 }
 
 // y[T, rows] = x[T, cols] W^T with W bf16 (wbf16, row-major, or W.data itself when transposed storage)
-// and x given as the bf16 pair xb = [hi; lo] ([2T, cols]): two GEMMs, the second accumulating (beta 1).
+// and x given as the bf16 pair xb = [hi; lo] ([2T, cols]). Up to kGemm2MaxFloats of output: ONE GEMM over
+// all 2T columns into scratch [2T, rows] and a sum of its halves, so W is read once (prefill's expert and
+// projection GEMMs have 2T = 2..1024 columns and are bound by reading W); larger outputs (the lm_head of a
+// long chunk): two GEMMs, the second accumulating (beta 1).
 void CudaBackend::gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y) {
+  constexpr size_t kGemm2MaxFloats = size_t(32) << 20;  // 128 MB of scratch at most
   const float one = 1.0f, zero = 0.0f;
   const bool tr = W.transposed && W.type == WeightType::BF16 && wbf16 == W.data;
+  const size_t n = size_t(T) * size_t(W.rows);
+  if (2 * n <= kGemm2MaxFloats) {
+    float* s2 = grow(gemm2_, gemm2_cap_, 2 * n, "gemm scratch");
+    if (!sticky_.ok()) return;
+    const cublasStatus_t st = cublasGemmEx(
+        blas_, tr ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(W.rows), 2 * T, int(W.cols), &one, wbf16, CUDA_R_16BF,
+        tr ? int(W.rows) : int(W.cols), xb, CUDA_R_16BF, int(W.cols), &zero, s2, CUDA_R_32F, int(W.rows),
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return fail(Error("cuda: cublasGemmEx [{}x{}]x[{}] failed ({})", W.rows, W.cols, 2 * T, int(st)));
+    cuda::launch_sum_halves(s2, n, y, stream_);
+    return;
+  }
   for (int half = 0; half < 2; ++half) {
     const cublasStatus_t st = cublasGemmEx(
         blas_, tr ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(W.rows), T, int(W.cols), &one, wbf16, CUDA_R_16BF,

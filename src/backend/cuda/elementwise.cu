@@ -1,5 +1,6 @@
 // Small memory-bound kernels: embedding lookup, RMSNorm, residual add, dtype conversion, bias, argmax.
 #include <cfloat>
+#include <cstdint>
 
 #include "backend/cuda/common.cuh"
 
@@ -74,6 +75,18 @@ __global__ void f32_add(float* __restrict__ x, const float* __restrict__ y, size
   if (i < n) x[i] += y[i];
 }
 
+// y[i] = s[i] + s[n + i]: the hi and lo halves of a GEMM over the bf16 pair [hi; lo], n divisible by 4.
+__global__ void f32_sum_halves4(const float4* __restrict__ s, size_t n4, float4* __restrict__ y) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n4) return;
+  const float4 a = s[i], b = s[n4 + i];
+  y[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+__global__ void f32_sum_halves(const float* __restrict__ s, size_t n, float* __restrict__ y) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = s[i] + s[n + i];
+}
+
 __global__ void f32_to_bf16x2(const float* __restrict__ x, size_t n, __nv_bfloat16* __restrict__ y) {
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) split_bf16x2(x[i], y + i, y + n + i);
@@ -142,6 +155,14 @@ void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, flo
 
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s) {
   f32_add<<<blocks_for(n, 256), 256, 0, s>>>(x, y, n);
+}
+
+void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st) {
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(s) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0)
+    f32_sum_halves4<<<blocks_for(n / 4, 256), 256, 0, st>>>(reinterpret_cast<const float4*>(s), n / 4,
+                                                            reinterpret_cast<float4*>(y));
+  else
+    f32_sum_halves<<<blocks_for(n, 256), 256, 0, st>>>(s, n, y);
 }
 
 void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s) {

@@ -40,6 +40,8 @@ void launch_weight_to_bf16(Wt wt, bool transposed, const WView& w, int e, __nv_b
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);
 void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s);
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
+// y[i] = s[i] + s[n + i] (i < n): sums the hi and lo halves of one GEMM over a bf16 pair [hi; lo].
+void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st);
 // y[0, n) = bf16(x), y[n, 2n) = bf16(x - y[0, n)): the hi/lo pair the prefill GEMMs run on.
 void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
 // y[t, r] += bias[r]
