@@ -1,9 +1,7 @@
 // Arbitrary bytes through the real o200k_harmony tokenizer: decode(encode_ordinary(x)) == x for every
 // input (valid UTF-8 or not; see tokenizer.h); with specials allowed, encode(decode(ids)) == ids.
 //
-// The tokenizer is loaded once from the file named by the environment variable
-// GPTOSS_FUZZ_TOKENIZER if set, else from ../shared/data/o200k_base.tiktoken relative to the
-// repository, found from the executable's location (BUILD_DIR/fuzz_encode → BUILD_DIR/../../shared).
+// The tokenizer is loaded once (fuzz_tokenizer_file.h: GPTOSS_FUZZ_TOKENIZER, else ../shared).
 #include <unistd.h>
 
 #include <cstdint>
@@ -12,26 +10,12 @@
 #include <filesystem>
 #include <string>
 
+#include "fuzz_tokenizer_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
 const gptoss::Tokenizer& tokenizer() {
-  static const gptoss::Tokenizer tok = [] {
-    std::string path;
-    if (const char* env = std::getenv("GPTOSS_FUZZ_TOKENIZER")) {
-      path = env;
-    } else {
-      std::error_code ec;
-      const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-      path = (exe.parent_path() / ".." / ".." / "shared" / "data" / "o200k_base.tiktoken").string();
-    }
-    auto t = gptoss::Tokenizer::from_file(path);
-    if (!t.ok()) {
-      std::fprintf(stderr, "fuzz_encode: %s (set GPTOSS_FUZZ_TOKENIZER)\n", t.status().message().c_str());
-      std::exit(1);
-    }
-    return *t;
-  }();
+  static const gptoss::Tokenizer tok = fuzz_load_tokenizer("fuzz_encode");
   return tok;
 }
 }  // namespace

@@ -1,32 +1,21 @@
 // Arbitrary token streams into the Harmony StreamableParser: errors are fine, crashes are not.
 // Each 3 input bytes make one id, biased towards the Harmony specials (200000..200019) so the
-// grammar gets exercised; the first byte picks the starting state. Tokenizer loading as in
-// fuzz_encode.cpp (GPTOSS_FUZZ_TOKENIZER, else ../shared relative to the executable).
+// grammar gets exercised; the first byte picks the starting state. Tokenizer loading:
+// fuzz_tokenizer_file.h (GPTOSS_FUZZ_TOKENIZER, else ../shared relative to the executable).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include "fuzz_tokenizer_file.h"
 #include "tokenizer/harmony.h"
 
 namespace {
 const gptoss::harmony::HarmonyEncoding& encoding() {
   static const gptoss::harmony::HarmonyEncoding enc = [] {
-    std::string path;
-    if (const char* env = std::getenv("GPTOSS_FUZZ_TOKENIZER")) {
-      path = env;
-    } else {
-      std::error_code ec;
-      const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-      path = (exe.parent_path() / ".." / ".." / "shared" / "data" / "o200k_base.tiktoken").string();
-    }
-    auto t = gptoss::Tokenizer::from_file(path);
-    if (!t.ok()) {
-      std::fprintf(stderr, "fuzz_harmony_parse: %s (set GPTOSS_FUZZ_TOKENIZER)\n", t.status().message().c_str());
-      std::exit(1);
-    }
-    auto e = gptoss::harmony::HarmonyEncoding::create(*t);
+    const gptoss::Tokenizer t = fuzz_load_tokenizer("fuzz_harmony_parse");
+    auto e = gptoss::harmony::HarmonyEncoding::create(t);
     if (!e.ok()) std::exit(1);
     return *e;
   }();
