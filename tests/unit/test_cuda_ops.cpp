@@ -16,6 +16,7 @@
 #include "core/dtype.h"
 #include "core/npy.h"
 #include "gptoss/gptoss.h"
+#include "test_util.h"
 
 using namespace gptoss;
 
@@ -26,16 +27,9 @@ namespace {
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device: CUDA test skipped"; \
   } while (0)
 
-// max |a - b| / max |b|
-double rel_err(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return den > 0 ? num / den : num;
-}
+using gptoss::test::golden_dir;
+using gptoss::test::read_tokens;
+using gptoss::test::rel_err;
 
 ModelConfig small_config(int H, int nh, int nkv, int d, int E, int k, int I, int window) {
   ModelConfig c;
@@ -334,14 +328,6 @@ std::vector<MoeCase> moe_cases() {
 INSTANTIATE_TEST_SUITE_P(Sweep, CudaMoe, ::testing::ValuesIn(moe_cases()));
 
 // End to end: the tiny golden checkpoints on the CUDA backend against transformers float32.
-std::string golden_dir(const std::string& name) { return std::string(GPTOSS_SOURCE_DIR) + "/tests/data/golden/" + name; }
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream f(path);
-  std::vector<int32_t> out;
-  std::string tok;
-  while (std::getline(f, tok, ',')) out.push_back(std::stoi(tok));
-  return out;
-}
 
 class CudaGolden : public ::testing::TestWithParam<std::tuple<std::string, int, KvPrecision>> {};
 

@@ -8,30 +8,14 @@
 
 #include "core/npy.h"
 #include "gptoss/gptoss.h"
+#include "test_util.h"
 
 using namespace gptoss;
+using gptoss::test::golden_dir;
+using gptoss::test::read_tokens;
+using gptoss::test::rel_err;
 
 namespace {
-
-std::string golden_dir(const std::string& name) { return std::string(GPTOSS_SOURCE_DIR) + "/tests/data/golden/" + name; }
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream f(path);
-  std::vector<int32_t> out;
-  std::string tok;
-  while (std::getline(f, tok, ',')) out.push_back(std::stoi(tok));
-  return out;
-}
-
-// max |a - b| / max |b|: the relative error measure used throughout (scale-free, robust to near-zero logits).
-double rel_err(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / den;
-}
 
 size_t argmax(const float* p, size_t n) { return size_t(std::max_element(p, p + n) - p); }
 
