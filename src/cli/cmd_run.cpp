@@ -65,7 +65,6 @@ struct LogitsCmd {
     auto ids = parse_token_list(tokens);
     if (!ids.ok()) return fail(ids.status());
     o.max_context = std::max(o.max_context, int(ids->size()));
-    o.max_batch = 64;  // the logits buffer is [max_batch, vocab]
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
     std::vector<float> logits;
@@ -141,7 +140,7 @@ struct BenchCmd {
   bool json = false;
   int run() {
     o.max_context = std::max(o.max_context, std::max(context, prompt_tokens) + gen_tokens + 1);
-    o.max_batch = std::max(o.max_batch, 512);
+    o.max_batch = std::max(o.max_batch, std::min(prompt_tokens, 2048));  // prefill in as few chunks as fit
     auto t0 = Clock::now();
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());

@@ -16,6 +16,8 @@ void add_run_options(CLI::App* app, RunOptions& o) {
       ->check(CLI::PositiveNumber);
   app->add_option("--kv-precision", o.kv_precision, "KV cache precision: f32 (exact) or bf16 (half the memory)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  app->add_option("--max-batch", o.max_batch, "Tokens per forward step: prompts are prefilled in chunks of this size")
+      ->check(CLI::Range(1, 8192));
   app->add_flag("--test-only", o.test_only, "Use only the first 2 layers (quick checks on a full checkpoint)");
 }
 

@@ -114,3 +114,13 @@ def test_bench_json(tiny_model, gptoss_bin):
     j = json.loads(r.stdout)
     for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "achieved_gb_per_s", "roofline_fraction"]:
         assert j[k] > 0, k
+
+
+def test_prefill_chunk_size_does_not_change_logits(tmp_path, tiny_model, gptoss_bin):
+    ids = ",".join(str(i) for i in range(3, 60))
+    for mb in ["1", "7", "4096"]:
+        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--tokens", ids, "--max-batch", mb,
+                "--out", tmp_path / f"l{mb}.npy")
+    ref = np.load(tmp_path / "l4096.npy")
+    for mb in ["1", "7"]:
+        assert rel_err(np.load(tmp_path / f"l{mb}.npy"), ref) <= 1e-5
