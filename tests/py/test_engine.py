@@ -18,6 +18,11 @@ SHAPES = [
     (["--seed", "23", "--layers", "3", "--hidden", "64", "--experts", "4", "--topk", "4", "--heads", "2",
       "--kv-heads", "2", "--head-dim", "32", "--inter", "32", "--vocab", "700", "--window", "16", "--orig-ctx", "8",
       "--shard-mb", "1"], 36),
+    # The 20b attention geometry (64/8 heads, d = 64, window 128, YaRN over 4096) at long range: 600 positions,
+    # several windows, chunked prefill (max_batch 128 by default).
+    (["--seed", "5", "--layers", "2", "--hidden", "256", "--experts", "4", "--topk", "4", "--heads", "64",
+      "--kv-heads", "8", "--head-dim", "64", "--inter", "128", "--vocab", "1000", "--window", "128",
+      "--orig-ctx", "4096"], 600),
 ]
 
 
