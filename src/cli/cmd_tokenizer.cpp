@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "core/file_io.h"
 #include "tokenizer/harmony.h"
 #include "tokenizer/tokenizer.h"
 
@@ -35,14 +36,6 @@ struct TokenizerSource {
 int fail(const Status& s) {
   std::fprintf(stderr, "gptoss: %s\n", s.message().c_str());
   return 1;
-}
-
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Error("{}: cannot open file", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 void print_ids(const std::vector<TokenId>& ids, std::string& out) {

@@ -1,5 +1,7 @@
 #include "convert/convert.h"
 
+#include "core/file_io.h"
+
 #include <signal.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -370,10 +372,10 @@ class TempDir {
   }
   // fsyncs the tree, renames it onto `output` (replacing an old one if `force`), fsyncs the parent.
   Status commit(const fs::path& output, bool force) {
-    GPTOSS_TRY(fsync_directory(path_.string()));
+    GPTOSS_TRY(fsync_path(path_.string(), true));
     std::error_code ec;
     for (const auto& e : fs::recursive_directory_iterator(path_, ec))
-      if (e.is_directory()) GPTOSS_TRY(fsync_directory(e.path().string()));
+      if (e.is_directory()) GPTOSS_TRY(fsync_path(e.path().string(), true));
     fs::path old;
     if (fs::exists(output, ec)) {
       if (!force) return Error("{}: already exists (use --force to replace it)", output.string());
@@ -385,7 +387,7 @@ class TempDir {
     if (ec) return Error("{}: rename from {} failed: {}", output.string(), path_.string(), ec.message());
     committed_ = true;
     if (!old.empty()) fs::remove_all(old, ec);
-    return fsync_directory(output.has_parent_path() ? output.parent_path().string() : ".");
+    return fsync_path(output.has_parent_path() ? output.parent_path().string() : ".", true);
   }
   const fs::path& path() const { return path_; }
 

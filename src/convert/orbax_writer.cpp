@@ -49,18 +49,6 @@ Status write_small_file(const std::string& path, const std::string& text) {
   return s;
 }
 
-// fsync through a fresh descriptor: on Linux it flushes the file's (or folder's) dirty pages no
-// matter which descriptor wrote them.
-Status fsync_path(const std::string& path, bool is_dir) {
-  int fd = ::open(path.c_str(), (is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return Error("{}: cannot open for fsync: {}", path, std::strerror(errno));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Error("{}: fsync failed: {}", path, std::strerror(err));
-  return {};
-}
-
 // Splits "a.b.c" into {"a", "b", "c"}; fails on empty parts and on characters outside
 // [A-Za-z0-9_-], which keeps folder names portable and the Python tuple repr in _METADATA trivial.
 Result<std::vector<std::string>> split_key_path(const std::string& name, const char* what) {

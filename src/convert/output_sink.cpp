@@ -39,16 +39,6 @@ Status write_file_synced(const std::string& path, const std::string& text) {
   return {};
 }
 
-Status fsync_directory(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error("{}: cannot open directory: {}", path, std::strerror(errno));
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (rc != 0) return Error("{}: fsync failed: {}", path, std::strerror(e));
-  return {};
-}
-
 namespace {
 
 std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }

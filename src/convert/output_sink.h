@@ -42,6 +42,5 @@ std::unique_ptr<OutputSink> make_orbax_sink(std::string dir);
 
 // Writes a small file and fsyncs it (configs, index, manifest).
 Status write_file_synced(const std::string& path, const std::string& text);
-Status fsync_directory(const std::string& path);
 
 }  // namespace gptoss

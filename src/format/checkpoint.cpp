@@ -1,5 +1,7 @@
 #include "format/checkpoint.h"
 
+#include "core/file_io.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -25,11 +27,8 @@ const char* layout_name(CheckpointLayout l) {
 namespace {
 
 Result<json> read_json(const fs::path& p) {
-  std::ifstream f(p);
-  if (!f) return Error("{}: cannot open", p.string());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
+  GPTOSS_ASSIGN(std::string text, read_file(p.string()));
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return Error("{}: not valid JSON", p.string());
   return j;
 }

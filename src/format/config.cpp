@@ -1,5 +1,7 @@
 #include "format/config.h"
 
+#include "core/file_io.h"
+
 #include <fstream>
 #include <sstream>
 
@@ -136,11 +138,8 @@ Result<ModelConfig> parse_config(const json& j, const std::string& what) {
 }  // namespace
 
 Result<ModelConfig> ModelConfig::load(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return Error("{}: cannot open config", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
+  GPTOSS_ASSIGN(std::string text, read_file(path));
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return Error("{}: config is not valid JSON", path);
   return from_json(j, path);
 }

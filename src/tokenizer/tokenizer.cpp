@@ -1,5 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
+#include "core/file_io.h"
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -72,15 +74,6 @@ Result<std::string> rewrite_whitespace_escapes(std::string_view pattern) {
     out += c;
   }
   return out;
-}
-
-Result<std::string> read_whole_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Error("{}: cannot open file", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return Error("{}: read error", path);
-  return ss.str();
 }
 
 // GPT-2's byte-level alphabet: printable Latin-1 bytes map to themselves, the other 68 bytes to
@@ -453,7 +446,7 @@ Result<Tokenizer> Tokenizer::from_hf_json_text(std::string_view json_text, std::
 }
 
 Result<Tokenizer> Tokenizer::from_hf_json_file(const std::string& path) {
-  GPTOSS_ASSIGN(std::string text, read_whole_file(path));
+  GPTOSS_ASSIGN(std::string text, read_file(path));
   return from_hf_json_text(text, path);
 }
 
@@ -510,7 +503,7 @@ Result<Tokenizer> Tokenizer::from_tiktoken_text(std::string_view text, std::stri
 }
 
 Result<Tokenizer> Tokenizer::from_tiktoken_file(const std::string& path) {
-  GPTOSS_ASSIGN(std::string text, read_whole_file(path));
+  GPTOSS_ASSIGN(std::string text, read_file(path));
   return from_tiktoken_text(text, path);
 }
 
