@@ -38,6 +38,14 @@ int fail(const Status& s) {
   return 1;
 }
 
+// A file's bytes, or standard input for "-" or no file.
+Result<std::string> read_input(const std::string& path) {
+  if (!path.empty() && path != "-") return read_file(path);
+  std::ostringstream ss;
+  ss << std::cin.rdbuf();
+  return ss.str();
+}
+
 void print_ids(const std::vector<TokenId>& ids, std::string& out) {
   out += '[';
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -111,14 +119,10 @@ void register_tokenize(CLI::App& app, CommandContext& ctx) {
       std::string input;
       if (opts->has_text) {
         input = opts->text;
-      } else if (!opts->file.empty() && opts->file != "-") {
-        auto r = read_file(opts->file);
+      } else {
+        auto r = read_input(opts->file);
         if (!r.ok()) return fail(r.status());
         input = std::move(*r);
-      } else {
-        std::ostringstream ss;
-        ss << std::cin.rdbuf();
-        input = ss.str();
       }
       const AllowedSpecial allowed = opts->allow_special ? AllowedSpecial::every() : AllowedSpecial::none();
       std::string out;
@@ -189,16 +193,9 @@ void register_render(CLI::App& app, CommandContext& ctx) {
     ctx.run = [opts] {
       auto tok = opts->src.load();
       if (!tok.ok()) return fail(tok.status());
-      std::string text;
-      if (opts->conversation == "-") {
-        std::ostringstream ss;
-        ss << std::cin.rdbuf();
-        text = ss.str();
-      } else {
-        auto r = read_file(opts->conversation);
-        if (!r.ok()) return fail(r.status());
-        text = std::move(*r);
-      }
+      auto r = read_input(opts->conversation);
+      if (!r.ok()) return fail(r.status());
+      const std::string text = std::move(*r);
       auto conv = harmony::Conversation::from_json_text(text);
       if (!conv.ok()) return fail(conv.status().with_context(opts->conversation));
       auto enc = harmony::HarmonyEncoding::create(*tok);
