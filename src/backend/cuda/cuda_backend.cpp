@@ -512,6 +512,12 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   const int cap = kv.capacity[size_t(layer)];
   cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, d_inv_freq_,
                               rope_.mscale, cap, T_, nh, nkv, d, stream_);
+  if (T_ > kDecodeMaxT && cuda::attention_prefill_supported(nh, nkv, d)) {
+    const cudaError_t e = cuda::launch_attention_prefill(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)],
+                                                         d_step_ + T_, cap, window, sinks, T_, nh, nkv, d, out, stream_);
+    if (e != cudaSuccess) return fail(Error("cuda: attention prefill: {}", cudaGetErrorString(e)));
+    return check_launch("attention prefill");
+  }
   const int max_keys = window > 0 ? std::min(window, cap) : cap;
   const int nsplit = attention_splits(T_, nkv, max_keys, num_sms_);
   cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap, window, sinks, T_,

@@ -63,6 +63,13 @@ void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* 
                       int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
                       float* out, cudaStream_t s);
 
+// ---- attention_prefill.cu: the same attention for a prefill chunk on the tensor cores (mma.sync,
+// operands as bf16 hi/lo pairs). Supported: nh/nkv <= 8 and d in {16, 32, 64, 128}.
+bool attention_prefill_supported(int nh, int nkv, int d);
+cudaError_t launch_attention_prefill(bool kv_bf16, const float* q, const void* kc, const void* vc, const int32_t* pos,
+                                     int cap, int window, const float* sinks, int T, int nh, int nkv, int d, float* out,
+                                     cudaStream_t s);
+
 // ---- moe.cu
 // idx[t, j], wts[t, j]: top-k of logits[t, 0..E) (descending, first index on ties), softmax over them.
 void launch_router_topk(const float* logits, int T, int E, int k, int32_t* idx, float* wts, cudaStream_t s);
