@@ -69,6 +69,17 @@ class Backend {
                           float* /*y*/) {
     return false;
   }
+  // Optional fusions of the input RMSNorm with its consumers (decode steps). Each returns false, having
+  // done nothing, where the backend has none for this step; the caller then runs rmsnorm + the ops.
+  // q[T, q_dim], k, v[T, kv_dim] = rmsnorm(x; L.attn_norm) W^T + b for L.q, L.k, L.v.
+  virtual bool norm_qkv(const LayerWeights& /*L*/, const float* /*x*/, int /*T*/, double /*eps*/, float* /*q*/,
+                        float* /*k*/, float* /*v*/) {
+    return false;
+  }
+  // x[T, H] += MoE(rmsnorm(x; L.mlp_norm)); h [T, H] is scratch (receives the normalised x).
+  virtual bool norm_moe(const LayerWeights& /*L*/, float* /*x*/, int /*T*/, double /*eps*/, float* /*h*/) {
+    return false;
+  }
   // Optional: index of the largest of x[0, n) (first index on ties), computed where x lives so that
   // greedy decoding copies 4 bytes instead of n floats. Returns -1 where the backend has no such op.
   virtual Result<int32_t> argmax(const float* /*x*/, int /*n*/) { return -1; }

@@ -116,18 +116,22 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       const LayerWeights& L = w.layers[size_t(l)];
       // §4.3 attention block: x += o_proj(attn(rope(q), rope(k), v)) with sinks, window on sliding layers
-      be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
-      be.matmul(L.q, h_, T, L.q_bias, q_);
-      be.matmul(L.k, h_, T, L.k_bias, k_);
-      be.matmul(L.v, h_, T, L.v_bias, v_);
+      if (!be.norm_qkv(L, x_, T, c.rms_norm_eps, q_, k_, v_)) {  // fused where the backend has it
+        be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
+        be.matmul(L.q, h_, T, L.q_bias, q_);
+        be.matmul(L.k, h_, T, L.k_bias, k_);
+        be.matmul(L.v, h_, T, L.v_bias, v_);
+      }
       be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
       if (!be.matmul_add(L.o, attn_, T, L.o_bias, x_)) {  // fused where the backend has it
         be.matmul(L.o, attn_, T, L.o_bias, h_);
         be.add(x_, h_, size_t(T) * size_t(H));
       }
       // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
-      be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
-      be.moe(L, h_, T, x_);
+      if (!be.norm_moe(L, x_, T, c.rms_norm_eps, h_)) {
+        be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
+        be.moe(L, h_, T, x_);
+      }
     }
     // §4.6 output: only the rows whose logits are wanted
     be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/dtype.h"
@@ -219,6 +220,77 @@ TEST(CudaOps, MatmulAddAndArgmax) {
     EXPECT_EQ(*got, want) << "n=" << n;
     std::vector<float> ties(size_t(n), 1.0f);  // first index on ties
     EXPECT_EQ(*b.gpu->argmax(b.dev_f(ties), n), 0);
+  }
+}
+
+// Decode fusions: RMSNorm + q/k/v in one launch, RMSNorm + router + top-k (then the experts) in one;
+// against the CPU's rmsnorm + matmul / rmsnorm + moe.
+TEST(CudaOps, FusedNormQkv) {
+  REQUIRE_CUDA();
+  for (auto [H, nh, nkv, d] : {std::tuple{64, 4, 2, 16}, std::tuple{2880, 64, 8, 64}}) {
+    Pair b(small_config(H, nh, nkv, d, 4, 2, 64, 8));
+    ASSERT_TRUE(b.gpu);
+    for (WeightType t : {WeightType::F32, WeightType::BF16}) {
+      LayerWeights hl, dl;
+      size_t s0, s1;
+      std::tie(hl.q, dl.q) = b.matrix(t, nh * d, H, false, 1, &s0, &s1);
+      std::tie(hl.k, dl.k) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
+      std::tie(hl.v, dl.v) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
+      auto qb = b.randn(size_t(nh * d)), kb = b.randn(size_t(nkv * d)), vb = b.randn(size_t(nkv * d));
+      auto nw = b.randn(size_t(H));
+      hl.q_bias = qb.data(), hl.k_bias = kb.data(), hl.v_bias = vb.data(), hl.attn_norm = nw.data();
+      dl.q_bias = b.dev_f(qb), dl.k_bias = b.dev_f(kb), dl.v_bias = b.dev_f(vb), dl.attn_norm = b.dev_f(nw);
+      for (int T : {1, 3, 4, 5}) {
+        auto x = b.randn(size_t(T * H), 3.0f);
+        std::vector<float> h(x.size()), q(size_t(T * nh * d)), k(size_t(T * nkv * d)), v(k.size());
+        b.cpu->rmsnorm(x.data(), nw.data(), T, H, 1e-5, h.data());
+        b.cpu->matmul(hl.q, h.data(), T, hl.q_bias, q.data());
+        b.cpu->matmul(hl.k, h.data(), T, hl.k_bias, k.data());
+        b.cpu->matmul(hl.v, h.data(), T, hl.v_bias, v.data());
+        float *dq = *b.gpu->alloc(q.size()), *dk = *b.gpu->alloc(k.size()), *dv = *b.gpu->alloc(v.size());
+        const bool fused = b.gpu->norm_qkv(dl, b.dev_f(x), T, 1e-5, dq, dk, dv);
+        EXPECT_EQ(fused, T <= 4) << "T=" << T;  // larger steps go the unfused way
+        if (!fused) continue;
+        EXPECT_LE(rel_err(b.get(dq, q.size()).data(), q.data(), q.size()), 1e-4) << "q H=" << H << " T=" << T;
+        EXPECT_LE(rel_err(b.get(dk, k.size()).data(), k.data(), k.size()), 1e-4) << "k H=" << H << " T=" << T;
+        EXPECT_LE(rel_err(b.get(dv, v.size()).data(), v.data(), v.size()), 1e-4) << "v H=" << H << " T=" << T;
+      }
+    }
+  }
+}
+
+TEST(CudaOps, FusedNormMoe) {
+  REQUIRE_CUDA();
+  for (auto [H, I, E, k] : {std::tuple{64, 64, 4, 2}, std::tuple{2880, 2880, 32, 4}, std::tuple{256, 64, 128, 4}}) {
+    Pair b(small_config(H, 4, 2, 16, E, k, I, 8));
+    ASSERT_TRUE(b.gpu);
+    LayerWeights hl, dl;
+    size_t s0, s1;
+    std::tie(hl.router, dl.router) = b.matrix(WeightType::BF16, E, H, false, 1, &s0, &s1);
+    std::tie(hl.gate_up, dl.gate_up) =
+        b.matrix(WeightType::MXFP4, 2 * I, H, false, E, &hl.gate_up_stride, &hl.gate_up_scales_stride);
+    std::tie(hl.down, dl.down) = b.matrix(WeightType::MXFP4, H, I, false, E, &hl.down_stride, &hl.down_scales_stride);
+    dl.gate_up_stride = hl.gate_up_stride, dl.gate_up_scales_stride = hl.gate_up_scales_stride;
+    dl.down_stride = hl.down_stride, dl.down_scales_stride = hl.down_scales_stride;
+    auto rb = b.randn(size_t(E)), gb = b.randn(size_t(E * 2 * I)), db = b.randn(size_t(E * H)), nw = b.randn(size_t(H));
+    hl.router_bias = rb.data(), dl.router_bias = b.dev_f(rb);
+    hl.gate_up_bias = gb.data(), dl.gate_up_bias = b.dev_f(gb);
+    hl.down_bias = db.data(), dl.down_bias = b.dev_f(db);
+    hl.mlp_norm = nw.data(), dl.mlp_norm = b.dev_f(nw);
+    for (int T : {1, 4, 1, 2}) {  // repeated launches: the kernel's last-block counter must reset itself
+      std::vector<int32_t> toks(size_t(T), 0);
+      ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
+      ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+      auto x = b.randn(size_t(T * H), 3.0f);
+      std::vector<float> h(x.size()), ref = x;
+      b.cpu->rmsnorm(x.data(), nw.data(), T, H, 1e-5, h.data());
+      b.cpu->moe(hl, h.data(), T, ref.data());
+      float* dx = b.dev_f(x);
+      float* dh = *b.gpu->alloc(x.size());
+      ASSERT_TRUE(b.gpu->norm_moe(dl, dx, T, 1e-5, dh)) << "T=" << T;
+      EXPECT_LE(rel_err(b.get(dh, h.size()).data(), h.data(), h.size()), 1e-5) << "h E=" << E << " T=" << T;
+      EXPECT_LE(rel_err(b.get(dx, ref.size()).data(), ref.data(), ref.size()), 1e-4) << "x E=" << E << " T=" << T;
+    }
   }
 }
 

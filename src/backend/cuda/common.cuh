@@ -108,6 +108,51 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Router top-k of one token, by one warp: idx[0, k) = the k largest of logits[0, E) (descending, first
+// index on ties), wts = softmax over those k. E <= kMaxExperts, k <= kMaxTopK. Logits are read with
+// __ldcg (L2): the fused router kernel reads values other blocks wrote in the same launch.
+inline constexpr int kMaxExperts = 256;  // 8 logits per lane
+inline constexpr int kMaxTopK = 8;
+__device__ __forceinline__ void warp_topk_softmax(const float* logits, int E, int k, int32_t* idx, float* wts) {
+  const int lane = threadIdx.x % kWarp;
+  float v[kMaxExperts / kWarp];
+#pragma unroll
+  for (int i = 0; i < kMaxExperts / kWarp; ++i) {
+    const int e = lane + kWarp * i;
+    v[i] = e < E ? __ldcg(logits + e) : -INFINITY;
+  }
+  float sel_v[kMaxTopK];
+  int sel_i[kMaxTopK];
+#pragma unroll
+  for (int j = 0; j < kMaxTopK; ++j) {
+    if (j >= k) break;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+#pragma unroll
+    for (int i = 0; i < kMaxExperts / kWarp; ++i) {
+      const int e = lane + kWarp * i;
+      if (e < E && (v[i] > best || bi == 0x7fffffff)) best = v[i], bi = e;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    }
+    sel_v[j] = best, sel_i[j] = bi;
+#pragma unroll
+    for (int i = 0; i < kMaxExperts / kWarp; ++i)
+      if (lane + kWarp * i == bi) v[i] = -INFINITY;
+  }
+  if (lane == 0) {
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum += expf(sel_v[j] - sel_v[0]);
+    for (int j = 0; j < k; ++j) {
+      idx[j] = sel_i[j];
+      wts[j] = expf(sel_v[j] - sel_v[0]) / sum;
+    }
+  }
+}
+
 // The clamped SwiGLU of gpt-oss (reference §4.5): (clamp(up) + 1) * g * sigmoid(1.702 g), g = min(gate, limit).
 __device__ __forceinline__ float swiglu_clamped(float gate, float up, float limit) {
   gate = fminf(gate, limit);

@@ -84,6 +84,8 @@ class CudaBackend final : public Backend {
                  float* out) override;
   void moe(const LayerWeights& w, const float* h, int T, float* x) override;
   bool matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
+  bool norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) override;
+  bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
   Result<int32_t> argmax(const float* x, int n) override;
   void add(float* x, const float* y, size_t n) override {
     cuda::launch_add(x, y, n, stream_);
@@ -119,6 +121,7 @@ class CudaBackend final : public Backend {
   }
   void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
   void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
+  void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
 
   ModelConfig c_;
   BackendOptions opts_;
@@ -154,6 +157,7 @@ class CudaBackend final : public Backend {
   int32_t* slots_ = nullptr; size_t slots_cap_ = 0;
   std::vector<int32_t> h_idx_, h_slots_;
   int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
+  unsigned* d_router_counter_ = nullptr;  // the fused router kernel's last-block ticket (0 between launches)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
   int32_t* h_argmax_ = nullptr;  // pinned result
 
@@ -191,6 +195,9 @@ Status CudaBackend::init() {
   GPTOSS_CUDA_TRY(cuda::init_moe_decode_kernels());
   GPTOSS_ASSIGN(void* am, dev_alloc((2 * cuda::kArgmaxBlocks + 1) * sizeof(int32_t), "argmax scratch"));
   d_argmax_ = static_cast<int32_t*>(am);
+  GPTOSS_ASSIGN(void* rc, dev_alloc(sizeof(unsigned), "router counter"));
+  d_router_counter_ = static_cast<unsigned*>(rc);
+  GPTOSS_CUDA_TRY(cudaMemset(d_router_counter_, 0, sizeof(unsigned)));
   GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
   return {};
 }
@@ -530,6 +537,11 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   matmul(w.router, h, T, w.router_bias, router_logits_);
   cuda::launch_router_topk(router_logits_, T, E, k, moe_idx_, moe_wts_, stream_);
   check_launch("router_topk");
+  moe_experts(w, h, T, x);
+}
+
+void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, float* x) {
+  const int k = c_.num_experts_per_tok;
   if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
   const float limit = float(c_.swiglu_limit);
   if (w.gate_up.type == WeightType::MXFP4 && w.down.type == WeightType::MXFP4 && !w.gate_up.transposed &&
@@ -544,6 +556,31 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   cuda::launch_moe_down_combine(to_wt(w.down.type), w.down.transposed, view(w.down, w.down_stride, w.down_scales_stride),
                                 moe_z_, moe_idx_, moe_wts_, T, k, w.down_bias, x, stream_);
   check_launch("moe");
+}
+
+// Decode: RMSNorm + q/k/v products in one launch (same weight type, row-major).
+bool CudaBackend::norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) {
+  if (T > cuda::kFusedMaxT || L.q.transposed || L.k.transposed || L.v.transposed || L.k.type != L.q.type ||
+      L.v.type != L.q.type)
+    return false;
+  const WView w[3] = {view(L.q), view(L.k), view(L.v)};
+  const float* bias[3] = {L.q_bias, L.k_bias, L.v_bias};
+  float* y[3] = {q, k, v};
+  if (!cuda::launch_norm_matvec3(to_wt(L.q.type), w, bias, y, 3, x, L.attn_norm, float(eps), T, stream_)) return false;
+  check_launch("norm qkv");
+  return true;
+}
+
+// Decode: RMSNorm + router + top-k in one launch, then the expert kernels.
+bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) {
+  if (T > cuda::kFusedMaxT || L.router.transposed) return false;
+  if (!cuda::launch_norm_router_topk(to_wt(L.router.type), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T,
+                                     c_.num_experts_per_tok, h, router_logits_, moe_idx_, moe_wts_, d_router_counter_,
+                                     stream_))
+    return false;
+  check_launch("norm router topk");
+  moe_experts(L, h, T, x);
+  return true;
 }
 
 // Decode only (few tokens, row-major weights): the matvec kernel adds into y.

@@ -63,6 +63,18 @@ void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* 
                       int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
                       float* out, cudaStream_t s);
 
+// ---- decode_fused.cu: RMSNorm fused into its consumers for steps of T <= kFusedMaxT tokens. Both return
+// false (nothing launched) for shapes they do not take.
+inline constexpr int kFusedMaxT = 4;
+// y[i][t, :] = rmsnorm(x[t]; nw, eps) W_i^T + bias[i] for i < n <= 3 matrices of one type, one launch.
+bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float* const* y, int n, const float* x,
+                         const float* nw, float eps, int T, cudaStream_t s);
+// h = rmsnorm(x; nw, eps) [T, H]; logits [T, E] = h W^T + bias; idx / wts [T, k] = top-k + softmax (as
+// launch_router_topk). counter: a device word that is 0 before the launch (left 0 after it).
+bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const float* x, const float* nw, float eps,
+                             int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
+                             cudaStream_t s);
+
 // ---- attention_prefill.cu: the same attention for a prefill chunk on the tensor cores (mma.sync,
 // operands as bf16 hi/lo pairs). Supported: nh/nkv <= 8 and d in {16, 32, 64, 128}.
 bool attention_prefill_supported(int nh, int nkv, int d);

@@ -11,51 +11,14 @@ namespace gptoss::cuda {
 
 namespace {
 
-constexpr int kMaxExperts = 256;  // 8 logits per lane
-constexpr int kMaxTopK = 8;
 constexpr int kWarpsPerBlock = 8;
 
-// Warp per token. Selection keeps the first index on ties; softmax over the k selected logits.
+// Warp per token (see warp_topk_softmax).
 __global__ void f32_router_topk_softmax(const float* __restrict__ logits, int T, int E, int k,
                                         int32_t* __restrict__ idx, float* __restrict__ wts) {
-  const int t = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int t = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarp;
   if (t >= T) return;
-  float v[kMaxExperts / kWarp];
-#pragma unroll
-  for (int i = 0; i < kMaxExperts / kWarp; ++i) {
-    const int e = lane + kWarp * i;
-    v[i] = e < E ? logits[int64_t(t) * E + e] : -INFINITY;
-  }
-  float sel_v[kMaxTopK];
-  int sel_i[kMaxTopK];
-#pragma unroll
-  for (int j = 0; j < kMaxTopK; ++j) {
-    if (j >= k) break;
-    float best = -INFINITY;
-    int bi = 0x7fffffff;
-#pragma unroll
-    for (int i = 0; i < kMaxExperts / kWarp; ++i) {
-      const int e = lane + kWarp * i;
-      if (e < E && (v[i] > best || bi == 0x7fffffff)) best = v[i], bi = e;
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
-    }
-    sel_v[j] = best, sel_i[j] = bi;
-#pragma unroll
-    for (int i = 0; i < kMaxExperts / kWarp; ++i)
-      if (lane + kWarp * i == bi) v[i] = -INFINITY;
-  }
-  if (lane == 0) {
-    float sum = 0.0f;
-    for (int j = 0; j < k; ++j) sum += expf(sel_v[j] - sel_v[0]);
-    for (int j = 0; j < k; ++j) {
-      idx[int64_t(t) * k + j] = sel_i[j];
-      wts[int64_t(t) * k + j] = expf(sel_v[j] - sel_v[0]) / sum;
-    }
-  }
+  warp_topk_softmax(logits + int64_t(t) * E, E, k, idx + int64_t(t) * k, wts + int64_t(t) * k);
 }
 
 // z[a, i] for assignment a = t*k + j (expert idx[a]); warp per i. W: [2I, H] per expert.

@@ -1,0 +1,219 @@
+// Decode-step fusions (T <= kFusedMaxT tokens): RMSNorm folded into the kernels that consume its output,
+// so one layer's attention input is one launch and the MoE router is one launch.
+//  - f32_norm_matvec3: q, k, v = rmsnorm(x) W^T + b for up to three matrices stacked by rows (one grid
+//    over 4096 + 512 + 512 rows for gpt-oss instead of three launches, the small k/v ones latency-bound).
+//  - f32_norm_router_topk: h = rmsnorm(x), router logits (block per expert), and in the last block to
+//    finish, top-k + softmax (a grid-wide "last block" handoff through a counter, reset for the next
+//    launch so captured graphs replay it).
+// Each block recomputes the norm of x (H floats from L2) into shared memory: y = w * (x * inv_rms), the
+// same expression as launch_rmsnorm.
+#include <type_traits>
+
+#include "backend/cuda/common.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kRows = 8;  // warps per block, one output row each
+
+// xs[t, :] = nw * (x[t, :] * rsqrt(mean(x[t, :]^2) + eps)) for t < T, by the whole block. H % 4 == 0.
+__device__ void stage_normed(const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H,
+                             float* xs, float* red) {
+  const int tid = threadIdx.x, nthr = blockDim.x, lane = tid % kWarp, warp = tid / kWarp;
+  for (int t = 0; t < T; ++t) {
+    float ss = 0.0f;
+    for (int i = tid; i < H / 4; i += nthr) {
+      const float4 v = reinterpret_cast<const float4*>(x + int64_t(t) * H)[i];
+      reinterpret_cast<float4*>(xs + t * H)[i] = v;
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) red[t * kWarp + warp] = ss;
+  }
+  __syncthreads();
+  for (int t = 0; t < T; ++t) {
+    float ss = 0.0f;
+    for (int w = 0; w < nthr / kWarp; ++w) ss += red[t * kWarp + w];
+    const float inv = rsqrtf(ss / float(H) + eps);
+    for (int i = tid; i < H; i += nthr) xs[t * H + i] = nw[i] * (xs[t * H + i] * inv);
+  }
+  __syncthreads();
+}
+
+struct Mat3 {
+  WView w[3];
+  const float* bias[3];
+  float* y[3];
+  int64_t end[3];  // cumulative row counts
+  int n;
+};
+
+// Warp per stacked row; the row's first batch of weight chunks is requested before x is staged.
+template <int WT>
+__global__ void __launch_bounds__(kRows * kWarp)
+    f32_norm_matvec3(Mat3 m, const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H) {
+  extern __shared__ __align__(16) float xs[];  // [T, H]
+  __shared__ float red[kFusedMaxT * kWarp];
+  const int lane = threadIdx.x % kWarp;
+  const int64_t gr = int64_t(blockIdx.x) * kRows + threadIdx.x / kWarp;
+  const int mi = gr < m.end[0] ? 0 : gr < m.end[1] ? 1 : 2;
+  const bool active = mi < m.n && gr < m.end[mi];
+  const WView w = mi == 0 ? m.w[0] : mi == 1 ? m.w[1] : m.w[2];
+  const int64_t r = gr - (mi == 0 ? 0 : m.end[mi - 1]);
+  const int64_t n8 = H / 8;
+  __shared__ float lut[16];  // E2M1 table for MXFP4 weights
+  if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
+  Raw8<WT> raw[kFetchBatch] = {};
+  auto fetch = [&](int64_t c0) {
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u)
+      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
+  };
+  if (active) fetch(lane);
+  stage_normed(x, nw, eps, T, H, xs, red);
+  if (!active) return;
+  float acc[kFusedMaxT] = {};
+  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+    if (c0 != lane) fetch(c0);
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u) {
+      const int64_t c = c0 + u * kWarp;
+      if (c >= n8) break;
+      float v[8];
+      decode8<WT>(raw[u], lut, v);
+#pragma unroll
+      for (int t = 0; t < kFusedMaxT; ++t) {
+        if (t < T) {
+          const float4* xp = reinterpret_cast<const float4*>(xs + t * H) + 2 * c;
+          const float4 a = xp[0], b = xp[1];
+          acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
+                    v[7] * b.w;
+        }
+      }
+    }
+  }
+  const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
+  float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
+#pragma unroll
+  for (int t = 0; t < kFusedMaxT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0 && t < T) y[int64_t(t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
+  }
+}
+
+// Block per expert e: logits[t, e] = h[t] . W[e] + b[e] with h = rmsnorm(x) (block 0 also writes h);
+// the last block to finish runs the top-k, warp per token.
+template <int WT>
+__global__ void __launch_bounds__(kRows * kWarp)
+    f32_norm_router_topk(WView w, const float* __restrict__ bias, const float* __restrict__ x,
+                         const float* __restrict__ nw, float eps, int T, int H, int k, float* __restrict__ h,
+                         float* __restrict__ logits, int32_t* __restrict__ idx, float* __restrict__ wts,
+                         unsigned* __restrict__ counter) {
+  extern __shared__ __align__(16) float xs[];  // [T, H]
+  __shared__ float red[kFusedMaxT * kWarp];
+  __shared__ float lut[16];
+  __shared__ bool last;
+  if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
+  const int E = int(w.rows), e = blockIdx.x, tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+  const int64_t n8 = H / 8;
+  // Each thread's weight chunks (H / 8 of them over the block) requested before the norm.
+  constexpr int kPer = 4;  // chunks per thread: H <= 8 * 256 * kPer = 8192
+  Raw8<WT> raw[kPer] = {};
+#pragma unroll
+  for (int u = 0; u < kPer; ++u)
+    if (tid + u * int(blockDim.x) < n8) raw[u] = fetch8<WT>(w, 0, e, tid + u * int(blockDim.x));
+  stage_normed(x, nw, eps, T, H, xs, red);
+  if (e == 0)
+    for (int i = tid; i < T * H; i += blockDim.x) h[i] = xs[i];
+  float acc[kFusedMaxT] = {};
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int64_t c = tid + u * int(blockDim.x);
+    if (c >= n8) break;
+    float v[8];
+    decode8<WT>(raw[u], lut, v);
+#pragma unroll
+    for (int t = 0; t < kFusedMaxT; ++t) {
+      if (t < T) {
+        const float4* xp = reinterpret_cast<const float4*>(xs + t * H) + 2 * c;
+        const float4 a = xp[0], b = xp[1];
+        acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
+                  v[7] * b.w;
+      }
+    }
+  }
+  __syncthreads();  // red is reused
+#pragma unroll
+  for (int t = 0; t < kFusedMaxT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0 && t < T) red[t * kWarp + warp] = s;
+  }
+  __syncthreads();
+  if (tid < T) {
+    float s = 0.0f;
+    for (int ww = 0; ww < int(blockDim.x) / kWarp; ++ww) s += red[tid * kWarp + ww];
+    logits[int64_t(tid) * E + e] = s + (bias ? bias[e] : 0.0f);
+  }
+  // Publish the logits, then take a ticket; the block with the last ticket sees every block's logits.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(counter, 1u) == unsigned(E - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  if (warp < T) warp_topk_softmax(logits + int64_t(warp) * E, E, k, idx + int64_t(warp) * k, wts + int64_t(warp) * k);
+  if (tid == 0) *counter = 0u;
+}
+
+template <typename F>
+void by_type(Wt wt, F&& f) {
+  switch (wt) {
+    case kF32: f(std::integral_constant<int, kF32>{}); break;
+    case kBF16: f(std::integral_constant<int, kBF16>{}); break;
+    case kMXFP4: f(std::integral_constant<int, kMXFP4>{}); break;
+  }
+}
+
+}  // namespace
+
+bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float* const* y, int n, const float* x,
+                         const float* nw, float eps, int T, cudaStream_t s) {
+  if (n < 1 || n > 3 || T < 1 || T > kFusedMaxT) return false;
+  const int64_t H = w[0].cols;
+  if (H % 8 != 0 || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024) return false;
+  Mat3 m{};
+  m.n = n;
+  int64_t rows = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (i < n) {
+      if (w[i].cols != H) return false;
+      m.w[i] = w[i], m.bias[i] = bias[i], m.y[i] = y[i];
+      rows += w[i].rows;
+    }
+    m.end[i] = rows;
+  }
+  const unsigned blocks = unsigned((rows + kRows - 1) / kRows);
+  const size_t smem = size_t(T) * size_t(H) * sizeof(float);
+  by_type(wt, [&](auto W) {
+    f32_norm_matvec3<decltype(W)::value><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+  });
+  return true;
+}
+
+bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const float* x, const float* nw, float eps,
+                             int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
+                             cudaStream_t s) {
+  const int64_t H = w.cols;
+  if (T < 1 || T > kFusedMaxT || H % 8 != 0 || H / 8 > 4 * kRows * kWarp || w.rows > kMaxExperts ||
+      k > kMaxTopK || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024)
+    return false;
+  const size_t smem = size_t(T) * size_t(H) * sizeof(float);
+  by_type(wt, [&](auto W) {
+    f32_norm_router_topk<decltype(W)::value><<<unsigned(w.rows), kRows * kWarp, smem, s>>>(
+        w, bias, x, nw, eps, T, int(H), k, h, logits, idx, wts, counter);
+  });
+  return true;
+}
+
+}  // namespace gptoss::cuda
