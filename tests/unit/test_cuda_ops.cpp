@@ -340,7 +340,9 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttention,
                          ::testing::Values(AttnCase{4, 1, 16, 16, KvPrecision::F32}, AttnCase{8, 2, 32, 0, KvPrecision::F32},
                                            AttnCase{8, 1, 64, 8, KvPrecision::F32}, AttnCase{16, 2, 64, 0, KvPrecision::BF16},
                                            AttnCase{64, 8, 64, 128, KvPrecision::F32}, AttnCase{6, 6, 128, 0, KvPrecision::F32},
-                                           AttnCase{64, 8, 64, 0, KvPrecision::BF16}));
+                                           AttnCase{64, 8, 64, 0, KvPrecision::BF16},
+                                           AttnCase{64, 8, 64, 128, KvPrecision::BF16}, AttnCase{4, 1, 16, 16, KvPrecision::BF16},
+                                           AttnCase{6, 6, 128, 0, KvPrecision::BF16}, AttnCase{8, 2, 32, 8, KvPrecision::BF16}));
 
 struct MoeCase {
   WeightType type;

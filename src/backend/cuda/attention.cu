@@ -1,5 +1,7 @@
 // Attention of one layer: YaRN RoPE, KV-cache append, and attention with sinks and an optional
-// sliding window (reference §4.3–4.4). The attention kernel serves decode and prefill alike: block
+// sliding window (reference §4.3–4.4). Prefill chunks (T > 8) run attention_prefill.cu and decode steps
+// with a bf16 cache attention_decode.cu (tensor cores); this file's split kernel serves the rest (decode
+// with an f32 cache, head shapes those kernels do not take) and all merges: block
 // (query t, kv head g, key split s) computes, for the G = nh/nkv query heads sharing kv head g, an
 // online softmax over its share of t's visible keys in tiles of 32 keys per warp; a second kernel
 // merges the splits with the sink logit. Keys of position j live in cache slot j % cap (sliding
@@ -313,8 +315,12 @@ void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* 
       f32_attention_split<float, 4><<<grid, threads, 0, s>>>(q, kf, vf, pos, cap, window, nh, nkv, d, nsplit, part,
                                                             sinks, out);
   }
-  if (nsplit > 1)
-    f32_attention_merge<<<unsigned(T * nh), 128, size_t(nsplit) * sizeof(float), s>>>(part, sinks, nh, d, nsplit, out);
+  if (nsplit > 1) launch_attention_merge(part, sinks, T, nh, d, nsplit, out, s);
+}
+
+void launch_attention_merge(const float* part, const float* sinks, int T, int nh, int d, int nsplit, float* out,
+                            cudaStream_t s) {
+  f32_attention_merge<<<unsigned(T * nh), 128, size_t(nsplit) * sizeof(float), s>>>(part, sinks, nh, d, nsplit, out);
 }
 
 }  // namespace gptoss::cuda

@@ -13,6 +13,7 @@
 #include <cfloat>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -21,27 +22,6 @@ namespace {
 constexpr int kQ = 16;      // queries per block (the mma M dimension)
 constexpr int kKeys = 64;   // keys per shared-memory tile
 constexpr int kPad = 8;     // bf16 padding per smem row: row strides of 36 (d=64) words, conflict-free
-
-__device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);  // a in the low half (lower column index)
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-// hi = bf16(a, b), lo = bf16(a - hi.a, b - hi.b)
-__device__ __forceinline__ void pack_hilo(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  const float2 hf = __bfloat1622float2(h);
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = pack_bf16(a - hf.x, b - hf.y);
-}
-
-// d[4] += a[4] (16x16 bf16, row-major fragment) * b[2] (16x8 bf16, column fragment)
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 template <typename KT>
 __device__ __forceinline__ void kv_to_f32x8(const KT* p, float v[8]) {

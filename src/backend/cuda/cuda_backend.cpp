@@ -527,6 +527,15 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   }
   const int max_keys = window > 0 ? std::min(window, cap) : cap;
   const int nsplit = attention_splits(T_, nkv, max_keys, num_sms_);
+  // bf16 cache: the tensor-core decode kernel (H100, same run: 341 -> 373 tok/s at context 2048, 242 -> 300
+  // at 32k; bench/cuda_notes.md); f32 cache: the CUDA-core split kernel (exact f32 products).
+  if (kv.bf16 && cuda::attention_decode_supported(nh, nkv, d)) {
+    const cudaError_t e = cuda::launch_attention_decode(q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap,
+                                                        window, sinks, T_, nh, nkv, d, nsplit, attn_part_, out, stream_);
+    if (e != cudaSuccess) return fail(Error("cuda: attention decode: {}", cudaGetErrorString(e)));
+    if (nsplit > 1) cuda::launch_attention_merge(attn_part_, sinks, T_, nh, d, nsplit, out, stream_);
+    return check_launch("attention decode");
+  }
   cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap, window, sinks, T_,
                          nh, nkv, d, nsplit, attn_part_, out, stream_);
   check_launch("attention");

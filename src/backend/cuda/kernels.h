@@ -75,6 +75,18 @@ bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const flo
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
                              cudaStream_t s);
 
+// out[t, h, :] from the nsplit partial softmaxes in part (the split kernels' layout) and the sink.
+void launch_attention_merge(const float* part, const float* sinks, int T, int nh, int d, int nsplit, float* out,
+                            cudaStream_t s);
+
+// ---- attention_decode.cu: the decode attention (T <= 8 tokens) for a bf16 cache on the tensor cores, same
+// split layout as launch_attention (merge launched by the caller when nsplit > 1). Supported: nh/nkv <= 8,
+// d in {16, 32, 64, 128}.
+bool attention_decode_supported(int nh, int nkv, int d);
+cudaError_t launch_attention_decode(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
+                                    int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit,
+                                    float* part, float* out, cudaStream_t s);
+
 // ---- attention_prefill.cu: the same attention for a prefill chunk on the tensor cores (mma.sync,
 // operands as bf16 hi/lo pairs). Supported: nh/nkv <= 8 and d in {16, 32, 64, 128}.
 bool attention_prefill_supported(int nh, int nkv, int d);

@@ -1,0 +1,228 @@
+// Decode attention on the tensor cores, for a bf16 KV cache (reference §4.3): a few query tokens, each
+// against all of its visible keys, split over blocks (split-K); the splits are merged with the sink by
+// f32_attention_merge (attention.cu), or written directly when there is one split.
+//
+// Block = (key split, kv head g, token t), 4 warps. The G <= 8 query heads of g are the rows of one
+// m16n8k16 tile (rows G..15 are zero), so one K/V tile read serves all of them. Each warp walks its own
+// 32-key tiles (keys k0 + 32 * (warp + 4 i)), copied global -> shared with cp.async two tiles ahead
+// (16-byte copies, coalesced), read back with ldmatrix (V transposed by ldmatrix.trans), S = Q K^T and
+// O += P V on the tensor cores with an online softmax in registers; the 4 warps' partial softmaxes are
+// combined in shared memory at the end.
+// Precision: the cache is bf16 already (exact operands); q and P are split into bf16 hi/lo pairs
+// (hi*K + lo*K), so the result matches the CUDA-core kernel and the CPU to f32 rounding.
+#include <cfloat>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kKeys = 32;  // keys per warp tile
+constexpr int kPad = 8;    // bf16 per smem row: 16-byte aligned rows, conflict-free ldmatrix
+
+// Per warp: 2 stages x (K, V) x kKeys rows of D + kPad bf16.
+template <int D>
+constexpr size_t decode_smem_bytes() {
+  return size_t(kWarps) * 2 * 2 * kKeys * (D + kPad) * sizeof(__nv_bfloat16);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * kWarp)
+    attention_decode_mma(const float* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
+                         const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, int cap, int window,
+                         int nh, int nkv, int nsplit, float* __restrict__ part, const float* __restrict__ sinks,
+                         float* __restrict__ out) {
+  constexpr int RS = D + kPad;
+  extern __shared__ __align__(16) __nv_bfloat16 sm[];
+  const int sp = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int G = nh / nkv, warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int r = lane / 4, c2 = (lane % 4) * 2;
+  __nv_bfloat16* wbuf = sm + size_t(warp) * 2 * 2 * kKeys * RS;  // [stage][K, V][kKeys][RS]
+  auto kbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS; };
+  auto vbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS + kKeys * RS; };
+
+  const int p = pos[t];
+  const int lo = window > 0 ? max(0, p - window + 1) : 0;
+  const int n = p - lo + 1, chunk = (n + nsplit - 1) / nsplit;
+  const int k0 = lo + sp * chunk, k1 = min(p + 1, k0 + chunk);
+  const int64_t row = int64_t(nkv) * D;
+
+  // Q rows (heads of g) as A fragments; rows r + 8 are padding (zero).
+  uint32_t qa_hi[D / 16][4], qa_lo[D / 16][4];
+  {
+    const float scale = rsqrtf(float(D));
+    const float* qr = q + (int64_t(t) * nh + g * G + r) * D;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const float2 a = r < G ? *reinterpret_cast<const float2*>(qr + kk * 16 + c2 + 8 * hf) : float2{0.0f, 0.0f};
+        pack_hilo(a.x * scale, a.y * scale, qa_hi[kk][2 * hf], qa_lo[kk][2 * hf]);
+        qa_hi[kk][2 * hf + 1] = qa_lo[kk][2 * hf + 1] = 0u;
+      }
+    }
+  }
+  // Keys kb .. kb+31 into stage st (rows past k1 repeat key k1-1; they are masked).
+  auto issue = [&](int kb, int st) {
+    __nv_bfloat16 *kd = kbuf(st), *vd = vbuf(st);
+    for (int i = lane; i < kKeys * (D / 8); i += kWarp) {
+      const int jj = i / (D / 8), c = (i % (D / 8)) * 8;
+      const int j = min(kb + jj, k1 - 1);
+      const int64_t off = int64_t(j % cap) * row + int64_t(g) * D + c;
+      cp_async16(kd + jj * RS + c, kc + off);
+      cp_async16(vd + jj * RS + c, vc + off);
+    }
+    cp_async_commit();
+  };
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m = -INFINITY, l = 0.0f;  // row r; l: this lane's share
+  int st = 0;
+  int kb = k0 + warp * kKeys;
+  if (kb < k1) issue(kb, 0);
+  for (; kb < k1; kb += kWarps * kKeys) {
+    if (kb + kWarps * kKeys < k1) {
+      issue(kb + kWarps * kKeys, st ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncwarp();  // every lane's copies of this stage are done
+    const __nv_bfloat16 *K = kbuf(st), *V = vbuf(st);
+    const int mrow = (lane & 7) + ((lane >> 3) & 1) * 8;  // ldmatrix row of lanes 0-15
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t b0, b1;
+        ldmatrix_x2(b0, b1, K + (nt * 8 + (lane & 7)) * RS + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma_bf16(s[nt], qa_hi[kk], b0, b1);
+        mma_bf16(s[nt], qa_lo[kk], b0, b1);
+      }
+    }
+    float tmax = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if (kb + nt * 8 + c2 + e >= k1) s[nt][e] = -INFINITY;
+        tmax = fmaxf(tmax, s[nt][e]);
+      }
+    }
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float mn = fmaxf(m, tmax);  // finite: the tile's first key is valid
+    const float f = expf(m - mn);
+    m = mn;
+    l *= f;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[i][0] *= f, o[i][1] *= f;
+#pragma unroll
+    for (int i = 0; i < kKeys / 16; ++i) {
+      const float p00 = expf(s[2 * i][0] - mn), p01 = expf(s[2 * i][1] - mn);
+      const float p10 = expf(s[2 * i + 1][0] - mn), p11 = expf(s[2 * i + 1][1] - mn);
+      l += p00 + p01 + p10 + p11;
+      uint32_t pa_hi[4], pa_lo[4];
+      pack_hilo(p00, p01, pa_hi[0], pa_lo[0]);
+      pack_hilo(p10, p11, pa_hi[2], pa_lo[2]);
+      pa_hi[1] = pa_lo[1] = pa_hi[3] = pa_lo[3] = 0u;  // padding rows
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        uint32_t b0, b1;
+        ldmatrix_x2_trans(b0, b1, V + (i * 16 + mrow) * RS + dn * 8);
+        mma_bf16(o[dn], pa_hi, b0, b1);
+        mma_bf16(o[dn], pa_lo, b0, b1);
+      }
+    }
+    __syncwarp();  // this stage is read; the next iteration's copies may overwrite it
+    st ^= 1;
+  }
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+
+  // Combine the warps: m_s / l_s [warp][8], o_s [warp][8][D] (rows < G), over the staging memory.
+  __syncthreads();
+  float* fs = reinterpret_cast<float*>(sm);
+  float *m_s = fs, *l_s = fs + kWarps * 8, *o_s = fs + 2 * kWarps * 8;
+  if (lane % 4 == 0) m_s[warp * 8 + r] = m, l_s[warp * 8 + r] = l;
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) {
+    o_s[(warp * 8 + r) * D + dn * 8 + c2] = o[dn][0];
+    o_s[(warp * 8 + r) * D + dn * 8 + c2 + 1] = o[dn][1];
+  }
+  __syncthreads();
+  if (nsplit == 1) {  // the final output, with the sink (as f32_attention_merge)
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+      const int h = i / D, e = i % D;
+      const float sink = sinks[g * G + h];
+      float M = sink;
+      for (int w = 0; w < kWarps; ++w)
+        if (l_s[w * 8 + h] > 0.0f) M = fmaxf(M, m_s[w * 8 + h]);
+      float den = expf(sink - M), num = 0.0f;
+      for (int w = 0; w < kWarps; ++w) {
+        if (l_s[w * 8 + h] > 0.0f) {
+          const float fw = expf(m_s[w * 8 + h] - M);
+          den += fw * l_s[w * 8 + h];
+          num += fw * o_s[(w * 8 + h) * D + e];
+        }
+      }
+      out[(int64_t(t) * nh + g * G + h) * D + e] = num / den;
+    }
+    return;
+  }
+  for (int i = threadIdx.x; i < G * (D + 2); i += blockDim.x) {
+    const int h = i / (D + 2), e = i % (D + 2);
+    float M = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w)
+      if (l_s[w * 8 + h] > 0.0f) M = fmaxf(M, m_s[w * 8 + h]);
+    float res = 0.0f;
+    if (e == D) {
+      res = M;
+    } else {
+      for (int w = 0; w < kWarps; ++w) {
+        const float fw = l_s[w * 8 + h] > 0.0f ? expf(m_s[w * 8 + h] - M) : 0.0f;
+        res += fw * (e == D + 1 ? l_s[w * 8 + h] : o_s[(w * 8 + h) * D + e]);
+      }
+    }
+    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = res;
+  }
+}
+
+template <int D>
+cudaError_t launch_d(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
+                     const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out, cudaStream_t s) {
+  constexpr size_t smem = decode_smem_bytes<D>();
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(attention_decode_mma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (attr != cudaSuccess) return attr;
+  attention_decode_mma<D><<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
+      q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
+      nsplit, part, sinks, out);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+bool attention_decode_supported(int nh, int nkv, int d) {
+  return nkv > 0 && nh % nkv == 0 && nh / nkv <= 8 && (d == 16 || d == 32 || d == 64 || d == 128);
+}
+
+cudaError_t launch_attention_decode(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
+                                    int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit,
+                                    float* part, float* out, cudaStream_t s) {
+  switch (d) {
+    case 16: return launch_d<16>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+    case 32: return launch_d<32>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+    case 64: return launch_d<64>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+    default: return launch_d<128>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+  }
+}
+
+}  // namespace gptoss::cuda
