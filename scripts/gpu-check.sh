@@ -14,22 +14,24 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick] [--profile] [--120b | --120b-only]
+#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--120b | --120b-only]
 #          --quick: tests + short-context bench only;
 #          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
 #          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
 #          bench --prompt-tokens 512 --gen-tokens 64 on the card, peak GPU memory from nvidia-smi (-> bench_120b.json);
 #          --120b-only: build (reused when the build folder is still there) and the 120b part alone;
+#          --long: CUDA (decode path, f32 KV) vs CPU logits over a 2,048-token prompt, beside the CPU against
+#          itself at two prefill chunk sizes (how much this random checkpoint amplifies rounding differences);
 #          --prefill-profile: per-kernel device time of one 512-token prefill chunk on the 20b checkpoint under ncu
 #          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; long=0
 for a in "$@"; do
   case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
-    --prefill-profile) pprof=1 ;;
+    --prefill-profile) pprof=1 ;; --long) long=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
 summary="$out/summary.txt"
@@ -227,6 +229,30 @@ if [ $profile = 1 ]; then  # device time per kernel (no launch gaps), one decode
     note "profile: neither nsys nor ncu found"
   fi
 fi
+long_prompt() {  # rows compared as max|a-b| / max|b|; top-1 = argmax agreement
+  local ids
+  ids=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(200000)) for _ in range(2048)))")
+  "$bin/gptoss" logits -m "$ck" --device cuda --max-batch 1 --tokens "$ids" -o /tmp/long_g1.npy >>"$out/e2e.log" 2>&1 &&
+  "$bin/gptoss" logits -m "$ck" --device cuda --max-batch 2048 --tokens "$ids" -o /tmp/long_g2048.npy >>"$out/e2e.log" 2>&1 &&
+  "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 512 --tokens "$ids" -o /tmp/long_c512.npy >>"$out/e2e.log" 2>&1 &&
+  "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 64 --tokens "$ids" -o /tmp/long_c64.npy >>"$out/e2e.log" 2>&1 ||
+    { note "FAIL long prompt (a logits run failed, see e2e.log)"; return; }
+  python3 - <<'PY' 2>&1 | tee -a "$summary"
+import numpy as np
+L = {k: np.load(f'/tmp/long_{k}.npy', mmap_mode='r') for k in ['g1', 'g2048', 'c512', 'c64']}
+def cmp(a, b, what):
+    x, c = L[a], L[b]
+    r = np.array([float(np.abs(np.asarray(x[i]) - np.asarray(c[i])).max() / np.abs(np.asarray(c[i])).max()) for i in range(len(c))])
+    top = int(sum(int(np.asarray(x[i]).argmax() == np.asarray(c[i]).argmax()) for i in range(len(c))))
+    bad = np.nonzero(r > 1e-2)[0]
+    print(f"long prompt 2048, {what}: median {np.median(r):.2g}, rows > 1e-2: {len(bad)} (first {bad[0] if len(bad) else '-'}), worst {r.max():.3g}, top-1 {top}/{len(c)}")
+cmp('c64', 'c512', 'cpu chunks 64 vs cpu chunks 512 (baseline)')
+cmp('g1', 'c512', 'cuda token by token vs cpu')
+cmp('g2048', 'c512', 'cuda one chunk of 2048 (bf16 hi/lo GEMMs) vs cpu')
+PY
+  rm -f /tmp/long_*.npy
+}
+[ $long = 1 ] && long_prompt
 [ $pprof = 1 ] && prefill_profile
 [ $big = 1 ] && big_model
 exit 0
