@@ -14,24 +14,26 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--120b | --120b-only]
+#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--120b | --120b-only] [--skip-main]
 #          --quick: tests + short-context bench only;
 #          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
 #          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
 #          bench --prompt-tokens 512 --gen-tokens 64 on the card, peak GPU memory from nvidia-smi (-> bench_120b.json);
 #          --120b-only: build (reused when the build folder is still there) and the 120b part alone;
 #          --long: CUDA (decode path, f32 KV) vs CPU logits over a 2,048-token prompt, beside the CPU against
-#          itself at two prefill chunk sizes (how much this random checkpoint amplifies rounding differences);
+#          itself at two prefill chunk sizes (how much this random checkpoint amplifies rounding differences),
+#          and the same on 2 layers of the 20b geometry with KV f32 and bf16;
+#          --skip-main: build, then only the extras named (--long, --prefill-profile, --120b);
 #          --prefill-profile: per-kernel device time of one 512-token prefill chunk on the 20b checkpoint under ncu
 #          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; long=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; long=0; skip_main=0
 for a in "$@"; do
   case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
-    --prefill-profile) pprof=1 ;; --long) long=1 ;;
+    --prefill-profile) pprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
 summary="$out/summary.txt"
@@ -157,8 +159,8 @@ with open(sys.argv[2], 'w') as f:
 print(''.join(open(sys.argv[2]).readlines()[:16]), end='')
 PY
 }
-if [ $only_big = 1 ]; then [ $pprof = 1 ] && prefill_profile; big_model; exit 0; fi
 
+main_checks() {
 # ---- parity tests (CUDA vs CPU ops, tiny goldens on the GPU)
 timeout 200 "$bin/gptoss_tests" --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
 rc=$?
@@ -229,6 +231,8 @@ if [ $profile = 1 ]; then  # device time per kernel (no launch gaps), one decode
     note "profile: neither nsys nor ncu found"
   fi
 fi
+}  # main_checks
+
 long_prompt() {  # rows compared as max|a-b| / max|b|; top-1 = argmax agreement
   local ids
   ids=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(200000)) for _ in range(2048)))")
@@ -237,6 +241,17 @@ long_prompt() {  # rows compared as max|a-b| / max|b|; top-1 = argmax agreement
   "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 512 --tokens "$ids" -o /tmp/long_c512.npy >>"$out/e2e.log" 2>&1 &&
   "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 64 --tokens "$ids" -o /tmp/long_c64.npy >>"$out/e2e.log" 2>&1 ||
     { note "FAIL long prompt (a logits run failed, see e2e.log)"; return; }
+  # The same on 2 layers of the 20b geometry (less depth to amplify differences), KV f32 and bf16.
+  local ck2=/tmp/gptoss-20b-2l
+  [ -f "$ck2/config.json" ] || "$bin/gptoss-make-checkpoint" "$ck2" --preset 20b --layers 2 --vocab 4096 --seed 3 >>"$out/e2e.log" 2>&1
+  local ids2
+  ids2=$(python3 -c "import random; r=random.Random(8); print(','.join(str(r.randrange(4096)) for _ in range(2048)))")
+  for kv in f32 bf16; do
+    "$bin/gptoss" logits -m "$ck2" --device cuda --max-batch 1 --kv-precision $kv --tokens "$ids2" -o /tmp/long_s1_$kv.npy >>"$out/e2e.log" 2>&1 &&
+    "$bin/gptoss" logits -m "$ck2" --device cuda --max-batch 2048 --kv-precision $kv --tokens "$ids2" -o /tmp/long_s2048_$kv.npy >>"$out/e2e.log" 2>&1 &&
+    "$bin/gptoss" logits -m "$ck2" --device cpu --max-batch 512 --kv-precision $kv --tokens "$ids2" -o /tmp/long_sc_$kv.npy >>"$out/e2e.log" 2>&1 ||
+      { note "FAIL long prompt, 2 layers (a logits run failed, see e2e.log)"; return; }
+  done
   python3 - <<'PY' 2>&1 | tee -a "$summary"
 import numpy as np
 L = {k: np.load(f'/tmp/long_{k}.npy', mmap_mode='r') for k in ['g1', 'g2048', 'c512', 'c64']}
@@ -249,10 +264,15 @@ def cmp(a, b, what):
 cmp('c64', 'c512', 'cpu chunks 64 vs cpu chunks 512 (baseline)')
 cmp('g1', 'c512', 'cuda token by token vs cpu')
 cmp('g2048', 'c512', 'cuda one chunk of 2048 (bf16 hi/lo GEMMs) vs cpu')
+for kv in ['f32', 'bf16']:
+    for k in ['s1', 's2048', 'sc']: L[f'{k}_{kv}'] = np.load(f'/tmp/long_{k}_{kv}.npy', mmap_mode='r')
+    cmp(f's1_{kv}', f'sc_{kv}', f'2 layers, KV {kv}: cuda token by token vs cpu')
+    cmp(f's2048_{kv}', f'sc_{kv}', f'2 layers, KV {kv}: cuda one chunk of 2048 vs cpu')
 PY
   rm -f /tmp/long_*.npy
 }
-[ $long = 1 ] && long_prompt
+[ $only_big = 1 ] || [ $skip_main = 1 ] || main_checks
+[ $long = 1 ] && { make_20b; long_prompt; }
 [ $pprof = 1 ] && prefill_profile
 [ $big = 1 ] && big_model
 exit 0
