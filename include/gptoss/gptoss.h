@@ -107,6 +107,7 @@ class Sampler {
   SamplerOptions opts_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<float> w_;
 };
 
 }  // namespace gptoss

@@ -2,7 +2,9 @@
 // a single full forward.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <fstream>
 #include <sstream>
 
@@ -92,6 +94,42 @@ TEST(Engine, UnknownDevice) {
   auto model = Model::open(golden_dir("tiny_b"), {.device = "tpu"});
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("unknown device"), std::string::npos);
+}
+
+// Sampling against the plain definition: softmax frequencies without cuts; with top-k / top-p every draw
+// lies in the set a full sort would keep (flat logits force the nucleus past the first sorted prefix).
+TEST(Sampler, MatchesDefinition) {
+  std::vector<float> small = {0.0f, 1.0f, 2.0f, 0.5f};
+  Sampler s({.temperature = 1.0f, .seed = 11});
+  std::vector<int> count(4, 0);
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) count[size_t(s.sample(small))]++;
+  double z = 0;
+  for (float l : small) z += std::exp(double(l));
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(double(count[i]) / n, std::exp(double(small[i])) / z, 0.01) << i;
+
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> flat(5000);
+  for (auto& x : flat) x = nd(rng);
+  std::vector<int32_t> order(flat.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return flat[size_t(a)] > flat[size_t(b)]; });
+  std::vector<double> w(flat.size());
+  double total = 0;
+  for (size_t i = 0; i < flat.size(); ++i) total += (w[i] = std::exp(double(flat[i] - flat[size_t(order[0])])));
+  size_t keep = 0;
+  for (double acc = 0; acc < 0.9 * total;) acc += w[size_t(order[keep++])];
+  ASSERT_GT(keep, size_t(1000));  // the nucleus spans several sorted prefixes
+  std::vector<char> in_nucleus(flat.size(), 0);
+  for (size_t i = 0; i < keep; ++i) in_nucleus[size_t(order[i])] = 1;
+  Sampler p({.temperature = 1.0f, .top_p = 0.9f, .seed = 2});
+  Sampler k({.temperature = 1.0f, .top_k = 10, .seed = 2});
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_TRUE(in_nucleus[size_t(p.sample(flat))]);
+    const int32_t t = k.sample(flat);
+    EXPECT_LT(std::find(order.begin(), order.end(), t) - order.begin(), 10);
+  }
 }
 
 TEST(Sampler, GreedyAndSeeded) {
