@@ -54,6 +54,8 @@ struct SessionOptions {
   KvPrecision kv_precision = KvPrecision::F32;
 };
 
+class Sampler;
+
 class Session {
  public:
   static Result<std::unique_ptr<Session>> create(Model& model, const SessionOptions& opts = {});
@@ -66,6 +68,9 @@ class Session {
   // ties, as Sampler with temperature 0). Backends with a device argmax copy 4 bytes instead of the
   // logits; the span of an earlier forward() is then not refreshed.
   Result<int32_t> forward_greedy(std::span<const int32_t> tokens);
+  // Like forward(tokens) then sampler.sample(logits), with the draw on the device where the backend can
+  // (greedy, or no top-k / top-p cut): the logits then stay where they are. Same caveat as forward_greedy.
+  Result<int32_t> forward_sample(std::span<const int32_t> tokens, Sampler& sampler);
 
   int position() const { return pos_; }
   const SessionOptions& options() const { return opts_; }
@@ -102,6 +107,14 @@ class Sampler {
   explicit Sampler(const SamplerOptions& o = {}) : opts_(o), rng_(o.seed) {}
   // Picks a token id from logits [vocab]. Deterministic for a given seed and logits.
   int32_t sample(std::span<const float> logits);
+  // Without top-k / top-p cuts (and temperature > 0) a draw is the inverse CDF, in id order, of
+  // softmax(logits / temperature) at one uniform u in [0, 1): that draw can run where the logits live
+  // (Session::forward_sample). sample_at is the same draw on the host, at a given u.
+  bool greedy() const { return opts_.temperature <= 0.0f; }
+  bool untruncated() const { return !greedy() && opts_.top_k <= 0 && opts_.top_p >= 1.0f; }
+  float temperature() const { return opts_.temperature; }
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+  int32_t sample_at(std::span<const float> logits, double u);
 
  private:
   SamplerOptions opts_;

@@ -93,7 +93,7 @@ Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& o
   harmony::StreamableParser parser(enc_, harmony::Role::assistant);
   const auto stops = enc_.stop_tokens_for_assistant_actions();
   t0 = Clock::now();
-  std::span<const float> cur = *logits;
+  int32_t tok = sampler_.sample(*logits);
   for (;;) {
     if (stop && stop->load()) {
       res.interrupted = true;
@@ -103,7 +103,6 @@ Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& o
       res.hit_limit = true;
       break;
     }
-    const int32_t tok = sampler_.sample(cur);
     ++res.generated;
     const bool is_stop = std::find(stops.begin(), stops.end(), TokenId(tok)) != stops.end();
     if (res.parse_error.empty()) {
@@ -117,10 +116,11 @@ Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& o
       res.hit_limit = true;
       break;
     }
-    auto next = session_.forward(std::span<const int32_t>(&tok, 1));
+    // Forward of this token and the next draw (on the GPU where it can run there).
+    auto next = session_.forward_sample(std::span<const int32_t>(&tok, 1), sampler_);
     if (!next.ok()) return next.status();
     fed_.push_back(tok);
-    cur = *next;
+    tok = *next;
   }
   res.decode_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (res.parse_error.empty()) {

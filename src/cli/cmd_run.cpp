@@ -105,16 +105,18 @@ struct GenerateCmd {
     const double prefill_s = seconds_since(t0);
     std::vector<int32_t> out;
     t0 = Clock::now();
+    int32_t next = sampler.sample(*r);
     for (int i = 0; i < n; ++i) {
-      const int32_t next = sampler.sample(*r);
       out.push_back(next);
       if (!json) {
         std::printf("%s%d", i ? "," : "", next);
         std::fflush(stdout);
       }
       if (next == c.eos_token_id || i + 1 == n) break;
-      r = l->session->forward(std::span<const int32_t>(&out.back(), 1));
-      if (!r.ok()) return fail(r.status());
+      // Forward of the new token and the next draw (on the GPU where it can run there).
+      auto nx = l->session->forward_sample(std::span<const int32_t>(&out.back(), 1), sampler);
+      if (!nx.ok()) return fail(nx.status());
+      next = *nx;
     }
     const double decode_s = seconds_since(t0);
     if (json) {

@@ -49,14 +49,16 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
     Sampler sampler(t.sampler);
     StreamDecoder dec(*tok);
     const auto eot = tok->special_token_id("<|endoftext|>"), ret = tok->special_token_id("<|return|>");
+    int32_t next = sampler.sample(*r);
     for (int i = 0; i < t.max_tokens; ++i) {
-      int32_t next = sampler.sample(*r);
       if ((eot && TokenId(next) == *eot) || (ret && TokenId(next) == *ret)) break;
       std::string s = dec.push(TokenId(next));
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
-      r = l->session->forward(std::span<const int32_t>(&next, 1));
-      if (!r.ok()) return fail(r.status());
+      if (i + 1 == t.max_tokens) break;
+      auto nx = l->session->forward_sample(std::span<const int32_t>(&next, 1), sampler);  // draw on the GPU if there
+      if (!nx.ok()) return fail(nx.status());
+      next = *nx;
     }
     std::string s = dec.finish();
     std::fwrite(s.data(), 1, s.size(), stdout);

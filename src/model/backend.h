@@ -83,6 +83,9 @@ class Backend {
   // Optional: index of the largest of x[0, n) (first index on ties), computed where x lives so that
   // greedy decoding copies 4 bytes instead of n floats. Returns -1 where the backend has no such op.
   virtual Result<int32_t> argmax(const float* /*x*/, int /*n*/) { return -1; }
+  // Optional: a draw from softmax(x[0, n) / temperature) by the inverse CDF in id order at u in [0, 1)
+  // (Sampler::sample_at), computed where x lives. Returns -1 where the backend has no such op.
+  virtual Result<int32_t> sample(const float* /*x*/, int /*n*/, float /*temperature*/, double /*u*/) { return -1; }
   // Copies n floats from backend memory to host memory (synchronising as needed).
   virtual Status to_host(const float* src, size_t n, float* dst) = 0;
 

@@ -76,6 +76,21 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
   return int32_t(std::max_element(last_logits_.begin(), last_logits_.end()) - last_logits_.begin());
 }
 
+Result<int32_t> Session::forward_sample(std::span<const int32_t> tokens, Sampler& sampler) {
+  if (sampler.greedy()) return forward_greedy(tokens);
+  if (!sampler.untruncated()) {
+    GPTOSS_ASSIGN(auto logits, forward(tokens));
+    return sampler.sample(logits);
+  }
+  GPTOSS_TRY(run(tokens, nullptr, false));
+  const int V = model_->config().vocab_size;
+  const double u = sampler.uniform();
+  GPTOSS_ASSIGN(int32_t id, model_->backend().sample(logits_, V, sampler.temperature(), u));
+  if (id >= 0) return id;
+  GPTOSS_TRY(model_->backend().to_host(logits_, size_t(V), last_logits_.data()));
+  return sampler.sample_at(last_logits_, u);
+}
+
 Status Session::run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last) {
   const ModelConfig& c = model_->config();
   if (tokens.empty()) return Error("forward: no tokens");

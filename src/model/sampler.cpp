@@ -8,32 +8,22 @@
 
 namespace gptoss {
 
+namespace {
+float max_of(std::span<const float> x) {  // 8 independent chains (std::max_element measured 5x slower)
+  float m8[8] = {x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]};
+  for (size_t i = 0; i < x.size(); ++i) m8[i % 8] = x[i] > m8[i % 8] ? x[i] : m8[i % 8];
+  return *std::max_element(m8, m8 + 8);
+}
+}  // namespace
+
 int32_t Sampler::sample(std::span<const float> logits) {
   const int32_t V = int32_t(logits.size());
-  if (opts_.temperature <= 0.0f) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  float m8[8] = {logits[0], logits[0], logits[0], logits[0], logits[0], logits[0], logits[0], logits[0]};
-  for (size_t i = 0; i < logits.size(); ++i) m8[i % 8] = logits[i] > m8[i % 8] ? logits[i] : m8[i % 8];  // 8 chains
-  const float m = *std::max_element(m8, m8 + 8);
+  if (greedy()) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  const bool cut_k = opts_.top_k > 0 && opts_.top_k < V, cut_p = opts_.top_p < 1.0f;
+  if (!cut_k && !cut_p) return sample_at(logits, uniform());  // no truncation: one draw in id order
+  const float m = max_of(logits);
   const float inv_t = 1.0f / opts_.temperature;
   auto weight = [&](float l) { return std::exp((l - m) * inv_t); };  // float exp: ample for a draw
-  const bool cut_k = opts_.top_k > 0 && opts_.top_k < V, cut_p = opts_.top_p < 1.0f;
-
-  if (!cut_k && !cut_p) {  // no truncation: softmax weights in id order, one draw
-    w_.resize(size_t(V));
-    double total = 0;
-    float* w = w_.data();
-    const float* lg = logits.data();
-    for (int32_t i = 0; i < V; ++i) w[i] = std::exp((lg[i] - m) * inv_t);
-    for (int32_t i = 0; i < V; ++i) total += double(w[i]);
-    double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
-    int32_t last = 0;
-    for (int32_t i = 0; i < V; ++i) {
-      if (w_[size_t(i)] > 0) last = i;
-      r -= double(w_[size_t(i)]);
-      if (r <= 0) return i;
-    }
-    return last;  // rounding left r > 0: the last token with any weight
-  }
 
   // Candidates ordered by logit (ties: lower id first) as far as the cuts need.
   auto by_logit = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
@@ -72,12 +62,30 @@ int32_t Sampler::sample(std::span<const float> logits) {
     total = 0;
     for (size_t i = 0; i < keep; ++i) total += double(weight(cand_[i].first));
   }
-  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  double r = uniform() * total;
   for (size_t i = 0; i < keep; ++i) {
     r -= double(weight(cand_[i].first));
     if (r <= 0) return cand_[i].second;
   }
   return cand_[keep - 1].second;
+}
+
+int32_t Sampler::sample_at(std::span<const float> logits, double u) {
+  const int32_t V = int32_t(logits.size());
+  const float m = max_of(logits);
+  const float inv_t = 1.0f / opts_.temperature;
+  w_.resize(size_t(V));
+  float* w = w_.data();
+  double total = 0;
+  for (int32_t i = 0; i < V; ++i) total += double(w[i] = std::exp((logits[size_t(i)] - m) * inv_t));
+  double r = u * total;
+  int32_t last = 0;
+  for (int32_t i = 0; i < V; ++i) {
+    if (w[i] > 0) last = i;
+    r -= double(w[i]);
+    if (r <= 0) return i;
+  }
+  return last;  // rounding left r > 0: the last token with any weight
 }
 
 }  // namespace gptoss

@@ -294,6 +294,32 @@ TEST(CudaOps, FusedNormMoe) {
   }
 }
 
+// The device draw against Sampler::sample_at on the host at the same u: the same token (a mismatch needs u
+// within float rounding of a boundary between two tokens' probability mass).
+TEST(CudaOps, SampleMatchesHostDraw) {
+  REQUIRE_CUDA();
+  Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
+  ASSERT_TRUE(b.gpu);
+  for (int n : {300, 201088}) {
+    for (float temp : {0.7f, 1.0f}) {
+      auto x = b.randn(size_t(n), 3.0f);
+      float* dx = b.dev_f(x);
+      Sampler host({.temperature = temp, .seed = 1});
+      std::mt19937_64 rng(9);
+      int mismatches = 0;
+      for (int i = 0; i < 100; ++i) {
+        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        auto got = b.gpu->sample(dx, n, temp, u);
+        ASSERT_TRUE(got.ok()) << got.status().message();
+        ASSERT_GE(*got, 0);
+        ASSERT_LT(*got, n);
+        mismatches += *got != host.sample_at(x, u);
+      }
+      EXPECT_LE(mismatches, 1) << "n=" << n << " T=" << temp;
+    }
+  }
+}
+
 struct AttnCase {
   int nh, nkv, d, window;
   KvPrecision kv;

@@ -87,6 +87,7 @@ class CudaBackend final : public Backend {
   bool norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) override;
   bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
   Result<int32_t> argmax(const float* x, int n) override;
+  Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
   void add(float* x, const float* y, size_t n) override {
     cuda::launch_add(x, y, n, stream_);
     check_launch("add");
@@ -658,6 +659,17 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
   }
   cuda::launch_moe_combine(ybuf, moe_wts_, T, k, H, x, stream_);
   check_launch("moe grouped");
+}
+
+Result<int32_t> CudaBackend::sample(const float* x, int n, float temperature, double u) {
+  GPTOSS_TRY(sticky_);
+  cuda::launch_sample(x, n, temperature, u, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
+  check_launch("sample");
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  GPTOSS_TRY(sticky_);
+  return *h_argmax_;
 }
 
 Status CudaBackend::to_host(const float* src, size_t n, float* dst) {

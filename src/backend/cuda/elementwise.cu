@@ -135,6 +135,105 @@ __global__ void f32_argmax_final(const int32_t* __restrict__ part, int nparts, i
 
 unsigned blocks_for(size_t n, int threads) { return unsigned((n + size_t(threads) - 1) / size_t(threads)); }
 
+// Sampling (Sampler::sample_at on the device): kSampleBlocks blocks own contiguous chunks of x.
+// 1: pmax[b] = max of chunk b. 2: m = max of pmax; psum[b] = sum of e^((x - m) / T) over chunk b.
+// 3 (one block): the chunk where the running sum crosses u * total, then the thread sub-range, then the
+// element (weights recomputed with the same expression; rounding leftovers fall on the last element
+// with weight in the chosen range).
+constexpr int kSampleThreads = 128;
+__device__ __forceinline__ float block_sum_or_max(float v, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, w) : v + w;
+  }
+  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int w = 1; w < int(blockDim.x / kWarp); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+__global__ void f32_sample_max(const float* __restrict__ x, int n, int chunk, float* __restrict__ pmax) {
+  __shared__ float red[32];
+  const int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
+  float m = -INFINITY;
+  for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) m = fmaxf(m, x[i]);
+  m = block_sum_or_max(m, true, red);
+  if (threadIdx.x == 0) pmax[blockIdx.x] = m;
+}
+__device__ __forceinline__ float global_max(const float* pmax, float* red) {
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < kArgmaxBlocks; i += blockDim.x) m = fmaxf(m, pmax[i]);
+  return block_sum_or_max(m, true, red);
+}
+__global__ void f32_sample_sum(const float* __restrict__ x, int n, int chunk, float inv_t,
+                               const float* __restrict__ pmax, float* __restrict__ psum) {
+  __shared__ float red[32];
+  const float m = global_max(pmax, red);
+  __syncthreads();
+  const int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
+  float s = 0.0f;
+  for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) s += expf((x[i] - m) * inv_t);
+  s = block_sum_or_max(s, false, red);
+  if (threadIdx.x == 0) psum[blockIdx.x] = s;
+}
+__global__ void f32_sample_pick(const float* __restrict__ x, int n, int chunk, float inv_t, double u,
+                                const float* __restrict__ pmax, const float* __restrict__ psum,
+                                int32_t* __restrict__ out) {
+  __shared__ float red[32];
+  __shared__ float sub[kSampleThreads];
+  __shared__ int blk;
+  __shared__ double rest;
+  const float m = global_max(pmax, red);
+  if (threadIdx.x == 0) {  // the chunk where the running sum crosses u * total
+    double total = 0;
+    for (int b = 0; b < kArgmaxBlocks; ++b) total += double(psum[b]);
+    double r = u * total;
+    int b = 0, last = 0;
+    for (; b < kArgmaxBlocks; ++b) {
+      if (psum[b] > 0.0f) last = b;
+      if (r <= double(psum[b])) break;
+      r -= double(psum[b]);
+    }
+    if (b == kArgmaxBlocks) b = last, r = double(psum[last]);
+    blk = b, rest = r;
+  }
+  __syncthreads();
+  // Thread t owns a contiguous sub-range of the chunk.
+  const int lo = blk * chunk, hi = min(n, lo + chunk);
+  const int per = (chunk + kSampleThreads - 1) / kSampleThreads;
+  const int a = lo + int(threadIdx.x) * per, z = min(hi, a + per);
+  float s = 0.0f;
+  for (int i = a; i < z; ++i) s += expf((x[i] - m) * inv_t);
+  sub[threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double r = rest;
+    int t = 0, last_t = -1;
+    for (; t < kSampleThreads; ++t) {
+      if (sub[t] > 0.0f) last_t = t;
+      if (r <= double(sub[t])) break;
+      r -= double(sub[t]);
+    }
+    if (t == kSampleThreads) t = last_t, r = last_t >= 0 ? double(sub[last_t]) : 0.0;
+    int pick = lo, last = lo;
+    if (t >= 0) {
+      const int ta = lo + t * per, tz = min(hi, ta + per);
+      pick = tz - 1;
+      for (int i = ta; i < tz; ++i) {
+        const float w = expf((x[i] - m) * inv_t);
+        if (w > 0.0f) last = i;
+        r -= double(w);
+        if (r <= 0) {
+          pick = i;
+          break;
+        }
+        pick = last;
+      }
+    }
+    out[0] = pick;
+  }
+}
+
 }  // namespace
 
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s) {
@@ -172,6 +271,16 @@ void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s) {
   const size_t total = size_t(T) * size_t(n);
   f32_add_bias<<<blocks_for(total, 256), 256, 0, s>>>(y, bias, n, total);
+}
+
+void launch_sample(const float* x, int n, float temperature, double u, int32_t* part, int32_t* out, cudaStream_t s) {
+  const int chunk = (n + kArgmaxBlocks - 1) / kArgmaxBlocks;
+  float* pmax = reinterpret_cast<float*>(part);
+  float* psum = pmax + kArgmaxBlocks;
+  const float inv_t = 1.0f / temperature;
+  f32_sample_max<<<kArgmaxBlocks, 256, 0, s>>>(x, n, chunk, pmax);
+  f32_sample_sum<<<kArgmaxBlocks, 256, 0, s>>>(x, n, chunk, inv_t, pmax, psum);
+  f32_sample_pick<<<1, kSampleThreads, 0, s>>>(x, n, chunk, inv_t, u, pmax, psum, out);
 }
 
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s) {
