@@ -59,20 +59,6 @@ __global__ void f32_rope_kv_append(float* __restrict__ q, float* __restrict__ k,
   }
 }
 
-// 8 consecutive cache values as f32 (16-byte loads for bf16, two for f32).
-template <typename KT>
-__device__ __forceinline__ void load8_kv(const KT* p, float v[8]) {
-  if constexpr (sizeof(KT) == 2) {
-    const uint4 q = *reinterpret_cast<const uint4*>(p);
-    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-  } else {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-  }
-}
-
 template <typename KT>
 __device__ __forceinline__ float kv_f32(KT x) {
   if constexpr (sizeof(KT) == 2)

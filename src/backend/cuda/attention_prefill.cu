@@ -23,19 +23,6 @@ constexpr int kQ = 16;      // queries per block (the mma M dimension)
 constexpr int kKeys = 64;   // keys per shared-memory tile
 constexpr int kPad = 8;     // bf16 padding per smem row: row strides of 36 (d=64) words, conflict-free
 
-template <typename KT>
-__device__ __forceinline__ void kv_to_f32x8(const KT* p, float v[8]) {
-  if constexpr (sizeof(KT) == 2) {
-    const uint4 q = *reinterpret_cast<const uint4*>(p);
-    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-  } else {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-  }
-}
-
 // Shared memory: K[kKeys][D + kPad] and V transposed Vt[D][kKeys + kPad], bf16, hi then (f32 cache) lo.
 template <typename KT, int D>
 constexpr size_t prefill_smem_bytes() {
@@ -102,8 +89,8 @@ __global__ void __launch_bounds__(8 * kWarp)
       float kv[8], vv[8];
       if (j <= p_last) {
         const int64_t off = int64_t(j % cap) * row + int64_t(g) * D + c;
-        kv_to_f32x8(kc + off, kv);
-        kv_to_f32x8(vc + off, vv);
+        load8_kv(kc + off, kv);
+        load8_kv(vc + off, vv);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.0f;

@@ -86,6 +86,38 @@ __device__ __forceinline__ void load8(const WView& w, int e, int64_t r, int64_t 
   decode8<WT>(fetch8<WT>(w, e, r, c8), lut, v);
 }
 
+// sum_i v[i] * x[8c + i] for the 8 floats of x at chunk c (two 16-byte loads).
+__device__ __forceinline__ float dot8(const float v[8], const float* x, int64_t c) {
+  const float4* xp = reinterpret_cast<const float4*>(x) + 2 * c;
+  const float4 a = xp[0], b = xp[1];
+  return v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z + v[7] * b.w;
+}
+
+// acc[t] += (the 8 weights of chunk c, fetched as raw) . x[t] chunk c, for t < T (rows of x `stride` apart).
+template <int WT, int NT>
+__device__ __forceinline__ void fma_chunk(const Raw8<WT>& raw, const float* lut, const float* x, int64_t stride, int T,
+                                          int64_t c, float (&acc)[NT]) {
+  float v[8];
+  decode8<WT>(raw, lut, v);
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+    if (t < T) acc[t] += dot8(v, x + t * stride, c);
+}
+
+// 8 consecutive KV-cache values (bf16: one 16-byte load; f32: two) as f32.
+template <typename KT>
+__device__ __forceinline__ void load8_kv(const KT* p, float v[8]) {
+  if constexpr (sizeof(KT) == 2) {
+    const uint4 q = *reinterpret_cast<const uint4*>(p);
+    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  } else {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  }
+}
+
 // Chunks per batch: a warp issues kFetchBatch fetches per row before decoding (memory parallelism).
 inline constexpr int kFetchBatch = 8;
 

@@ -88,6 +88,7 @@ class CudaBackend final : public Backend {
   bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
   Result<int32_t> argmax(const float* x, int n) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  Result<int32_t> drawn_id();
   void add(float* x, const float* y, size_t n) override {
     cuda::launch_add(x, y, n, stream_);
     check_launch("add");
@@ -601,15 +602,20 @@ bool CudaBackend::matmul_add(const MatrixRef& W, const float* x, int T, const fl
   return true;
 }
 
-Result<int32_t> CudaBackend::argmax(const float* x, int n) {
-  GPTOSS_TRY(sticky_);
-  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
-  check_launch("argmax");
+// The device draws (argmax, sample) leave one id after the 2 * kArgmaxBlocks words of scratch.
+Result<int32_t> CudaBackend::drawn_id() {
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
                                   cudaMemcpyDeviceToHost, stream_));
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
   GPTOSS_TRY(sticky_);
   return *h_argmax_;
+}
+
+Result<int32_t> CudaBackend::argmax(const float* x, int n) {
+  GPTOSS_TRY(sticky_);
+  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
+  check_launch("argmax");
+  return drawn_id();
 }
 
 // Prefill: assignments (t, j) grouped by expert on the host (one sync per layer), then per expert a
@@ -665,11 +671,7 @@ Result<int32_t> CudaBackend::sample(const float* x, int n, float temperature, do
   GPTOSS_TRY(sticky_);
   cuda::launch_sample(x, n, temperature, u, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
   check_launch("sample");
-  GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
-                                  cudaMemcpyDeviceToHost, stream_));
-  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
-  GPTOSS_TRY(sticky_);
-  return *h_argmax_;
+  return drawn_id();
 }
 
 Status CudaBackend::to_host(const float* src, size_t n, float* dst) {

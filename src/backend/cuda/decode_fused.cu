@@ -80,17 +80,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
     for (int u = 0; u < kFetchBatch; ++u) {
       const int64_t c = c0 + u * kWarp;
       if (c >= n8) break;
-      float v[8];
-      decode8<WT>(raw[u], lut, v);
-#pragma unroll
-      for (int t = 0; t < kFusedMaxT; ++t) {
-        if (t < T) {
-          const float4* xp = reinterpret_cast<const float4*>(xs + t * H) + 2 * c;
-          const float4 a = xp[0], b = xp[1];
-          acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
-                    v[7] * b.w;
-        }
-      }
+      fma_chunk<WT>(raw[u], lut, xs, H, T, c, acc);
     }
   }
   const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
@@ -131,17 +121,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
   for (int u = 0; u < kPer; ++u) {
     const int64_t c = tid + u * int(blockDim.x);
     if (c >= n8) break;
-    float v[8];
-    decode8<WT>(raw[u], lut, v);
-#pragma unroll
-    for (int t = 0; t < kFusedMaxT; ++t) {
-      if (t < T) {
-        const float4* xp = reinterpret_cast<const float4*>(xs + t * H) + 2 * c;
-        const float4 a = xp[0], b = xp[1];
-        acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
-                  v[7] * b.w;
-      }
-    }
+    fma_chunk<WT>(raw[u], lut, xs, H, T, c, acc);
   }
   __syncthreads();  // red is reused
 #pragma unroll

@@ -34,17 +34,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, 
     for (int u = 0; u < kFetchBatch; ++u) {
       const int64_t c = c0 + u * kWarp;
       if (c >= n8) break;
-      float v[8];
-      decode8<WT>(raw[u], lut, v);
-#pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) {
-        if (t < nt) {
-          const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * w.cols) + 2 * c;
-          const float4 a = xp[0], b = xp[1];
-          acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
-                    v[7] * b.w;
-        }
-      }
+      fma_chunk<WT>(raw[u], lut, x + t0 * w.cols, w.cols, nt, c, acc);
     }
   }
 #pragma unroll

@@ -96,9 +96,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
         if (c >= n8) break;
         float wv[8];
         decode8<WT>(raw[q], lut, wv);
-        const float4 za = reinterpret_cast<const float4*>(zr)[2 * c], zb = reinterpret_cast<const float4*>(zr)[2 * c + 1];
-        acc += wv[0] * za.x + wv[1] * za.y + wv[2] * za.z + wv[3] * za.w + wv[4] * zb.x + wv[5] * zb.y +
-               wv[6] * zb.z + wv[7] * zb.w;
+        acc += dot8(wv, zr, c);
       }
     }
     acc = warp_sum(acc);
