@@ -224,16 +224,6 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
 // out[t, h, :] = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s), M = max(sink, m_s).
 // Block per (t, h): the split weights e^(m_s - M) are computed once, in parallel, into shared memory
 // (f_s, nsplit floats); then thread per output dim sums over the splits.
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
-  v = is_max ? warp_max(v) : warp_sum(v);
-  __syncthreads();  // red may still be read by an earlier call
-  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int w = 1; w < int(blockDim.x / kWarp); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
-  return r;
-}
-
 __global__ void f32_attention_merge(const float* __restrict__ part, const float* __restrict__ sinks, int nh, int d,
                                     int nsplit, float* __restrict__ out) {
   extern __shared__ float f_s[];

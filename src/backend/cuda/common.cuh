@@ -185,6 +185,18 @@ __device__ __forceinline__ void warp_topk_softmax(const float* logits, int E, in
   }
 }
 
+// Sum (is_max false) or maximum of v over the block, returned to every thread; red: 32 floats of shared
+// memory, reusable by the next call (the leading barrier waits for the earlier call's reads).
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
+  v = is_max ? warp_max(v) : warp_sum(v);
+  __syncthreads();
+  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int w = 1; w < int(blockDim.x / kWarp); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+
 // The clamped SwiGLU of gpt-oss (reference §4.5): (clamp(up) + 1) * g * sigmoid(1.702 g), g = min(gate, limit).
 __device__ __forceinline__ float swiglu_clamped(float gate, float up, float limit) {
   gate = fminf(gate, limit);

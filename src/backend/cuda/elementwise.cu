@@ -27,20 +27,11 @@ __global__ void f32_embed(const void* __restrict__ table, int64_t cols, const in
 // y[t] = w * x[t] / sqrt(mean(x[t]^2) + eps); block per row, f32 sum of squares.
 __global__ void f32_rmsnorm(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
                             float* __restrict__ y) {
-  __shared__ float partial[32];
+  __shared__ float red[32];
   const float* xr = x + int64_t(blockIdx.x) * n;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
-  ss = warp_sum(ss);
-  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = ss;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    float v = threadIdx.x < blockDim.x / kWarp ? partial[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) partial[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(partial[0] / float(n) + eps);
+  const float inv = rsqrtf(block_reduce(ss, false, red) / float(n) + eps);
   float* yr = y + int64_t(blockIdx.x) * n;
   for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = w[i] * (xr[i] * inv);
 }
@@ -49,22 +40,13 @@ __global__ void f32_rmsnorm(const float* __restrict__ x, const float* __restrict
 // together up front (decode: one round trip instead of a strided loop per pass).
 __global__ void f32_rmsnorm_vec4(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
                                  float* __restrict__ y) {
-  __shared__ float partial[32];
+  __shared__ float red[32];
   const int i = threadIdx.x;
   const bool on = 4 * i < n;
   const float4 xv = on ? reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * n)[i] : make_float4(0, 0, 0, 0);
   const float4 wv = on ? reinterpret_cast<const float4*>(w)[i] : make_float4(0, 0, 0, 0);
-  float ss = xv.x * xv.x + xv.y * xv.y + xv.z * xv.z + xv.w * xv.w;
-  ss = warp_sum(ss);
-  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = ss;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    float v = threadIdx.x < blockDim.x / kWarp ? partial[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) partial[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(partial[0] / float(n) + eps);
+  const float ss = xv.x * xv.x + xv.y * xv.y + xv.z * xv.z + xv.w * xv.w;
+  const float inv = rsqrtf(block_reduce(ss, false, red) / float(n) + eps);
   if (on)
     reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * n)[i] =
         make_float4(wv.x * (xv.x * inv), wv.y * (xv.y * inv), wv.z * (xv.z * inv), wv.w * (xv.w * inv));
@@ -135,45 +117,45 @@ __global__ void f32_argmax_final(const int32_t* __restrict__ part, int nparts, i
 
 unsigned blocks_for(size_t n, int threads) { return unsigned((n + size_t(threads) - 1) / size_t(threads)); }
 
-// Sampling (Sampler::sample_at on the device): kSampleBlocks blocks own contiguous chunks of x.
+// Sampling (Sampler::sample_at on the device): kArgmaxBlocks blocks own contiguous chunks of x.
 // 1: pmax[b] = max of chunk b. 2: m = max of pmax; psum[b] = sum of e^((x - m) / T) over chunk b.
 // 3 (one block): the chunk where the running sum crosses u * total, then the thread sub-range, then the
 // element (weights recomputed with the same expression; rounding leftovers fall on the last element
 // with weight in the chosen range).
 constexpr int kSampleThreads = 128;
-__device__ __forceinline__ float block_sum_or_max(float v, bool is_max, float* red) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, w) : v + w;
+// The first i whose part makes the running sum of parts[0, n) reach r, with r left as the rest within part
+// i; where rounding leaves r above the total, the last part with weight (r = its weight), or -1.
+__device__ int crossing(const float* parts, int n, double& r) {
+  int last = -1;
+  for (int i = 0; i < n; ++i) {
+    if (parts[i] > 0.0f) last = i;
+    if (r <= double(parts[i])) return i;
+    r -= double(parts[i]);
   }
-  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int w = 1; w < int(blockDim.x / kWarp); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
-  return r;
+  if (last >= 0) r = double(parts[last]);
+  return last;
 }
 __global__ void f32_sample_max(const float* __restrict__ x, int n, int chunk, float* __restrict__ pmax) {
   __shared__ float red[32];
   const int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
   float m = -INFINITY;
   for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) m = fmaxf(m, x[i]);
-  m = block_sum_or_max(m, true, red);
+  m = block_reduce(m, true, red);
   if (threadIdx.x == 0) pmax[blockIdx.x] = m;
 }
 __device__ __forceinline__ float global_max(const float* pmax, float* red) {
   float m = -INFINITY;
   for (int i = threadIdx.x; i < kArgmaxBlocks; i += blockDim.x) m = fmaxf(m, pmax[i]);
-  return block_sum_or_max(m, true, red);
+  return block_reduce(m, true, red);
 }
 __global__ void f32_sample_sum(const float* __restrict__ x, int n, int chunk, float inv_t,
                                const float* __restrict__ pmax, float* __restrict__ psum) {
   __shared__ float red[32];
   const float m = global_max(pmax, red);
-  __syncthreads();
   const int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
   float s = 0.0f;
   for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) s += expf((x[i] - m) * inv_t);
-  s = block_sum_or_max(s, false, red);
+  s = block_reduce(s, false, red);
   if (threadIdx.x == 0) psum[blockIdx.x] = s;
 }
 __global__ void f32_sample_pick(const float* __restrict__ x, int n, int chunk, float inv_t, double u,
@@ -188,14 +170,8 @@ __global__ void f32_sample_pick(const float* __restrict__ x, int n, int chunk, f
     double total = 0;
     for (int b = 0; b < kArgmaxBlocks; ++b) total += double(psum[b]);
     double r = u * total;
-    int b = 0, last = 0;
-    for (; b < kArgmaxBlocks; ++b) {
-      if (psum[b] > 0.0f) last = b;
-      if (r <= double(psum[b])) break;
-      r -= double(psum[b]);
-    }
-    if (b == kArgmaxBlocks) b = last, r = double(psum[last]);
-    blk = b, rest = r;
+    blk = max(0, crossing(psum, kArgmaxBlocks, r));
+    rest = r;
   }
   __syncthreads();
   // Thread t owns a contiguous sub-range of the chunk.
@@ -208,29 +184,18 @@ __global__ void f32_sample_pick(const float* __restrict__ x, int n, int chunk, f
   __syncthreads();
   if (threadIdx.x == 0) {
     double r = rest;
-    int t = 0, last_t = -1;
-    for (; t < kSampleThreads; ++t) {
-      if (sub[t] > 0.0f) last_t = t;
-      if (r <= double(sub[t])) break;
-      r -= double(sub[t]);
-    }
-    if (t == kSampleThreads) t = last_t, r = last_t >= 0 ? double(sub[last_t]) : 0.0;
-    int pick = lo, last = lo;
-    if (t >= 0) {
-      const int ta = lo + t * per, tz = min(hi, ta + per);
-      pick = tz - 1;
-      for (int i = ta; i < tz; ++i) {
-        const float w = expf((x[i] - m) * inv_t);
-        if (w > 0.0f) last = i;
-        r -= double(w);
-        if (r <= 0) {
-          pick = i;
-          break;
-        }
-        pick = last;
+    const int t = crossing(sub, kSampleThreads, r);
+    int pick = -1, last = lo;
+    for (int i = lo + max(t, 0) * per, tz = t >= 0 ? min(hi, lo + t * per + per) : lo; i < tz; ++i) {
+      const float w = expf((x[i] - m) * inv_t);
+      if (w > 0.0f) last = i;
+      r -= double(w);
+      if (r <= 0) {
+        pick = i;
+        break;
       }
     }
-    out[0] = pick;
+    out[0] = pick >= 0 ? pick : last;
   }
 }
 
