@@ -422,6 +422,7 @@ std::vector<MoeCase> moe_cases() {
   for (int T : {1, 3}) {
     v.push_back({WeightType::MXFP4, false, 2880, 2880, 32, 4, T});
     v.push_back({WeightType::MXFP4, false, 4096, 160, 8, 8, T});
+    v.push_back({WeightType::MXFP4, false, 160, 4096, 8, 4, T});  // two passes of blocks per down row
   }
   return v;
 }

@@ -50,8 +50,9 @@ struct Mat3 {
 };
 
 // Warp per stacked row; the row's first batch of weight chunks is requested before x is staged.
-template <int WT>
-__global__ void __launch_bounds__(kRows * kWarp)
+// NT: most tokens per launch (1 or kFusedMaxT), as f32_xw_matvec.
+template <int WT, int NT, int kBatch, int kMinBlocks>
+__global__ void __launch_bounds__(kRows * kWarp, kMinBlocks)
     f32_norm_matvec3(Mat3 m, const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H) {
   extern __shared__ __align__(16) float xs[];  // [T, H]
   __shared__ float red[kFusedMaxT * kWarp];
@@ -64,20 +65,20 @@ __global__ void __launch_bounds__(kRows * kWarp)
   const int64_t n8 = H / 8;
   __shared__ float lut[16];  // E2M1 table for MXFP4 weights
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
-  Raw8<WT> raw[kFetchBatch] = {};
+  Raw8<WT> raw[kBatch] = {};
   auto fetch = [&](int64_t c0) {
 #pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u)
+    for (int u = 0; u < kBatch; ++u)
       if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
   };
   if (active) fetch(lane);
   stage_normed(x, nw, eps, T, H, xs, red);
   if (!active) return;
-  float acc[kFusedMaxT] = {};
-  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+  float acc[NT] = {};
+  for (int64_t c0 = lane; c0 < n8; c0 += kBatch * kWarp) {
     if (c0 != lane) fetch(c0);
 #pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u) {
+    for (int u = 0; u < kBatch; ++u) {
       const int64_t c = c0 + u * kWarp;
       if (c >= n8) break;
       fma_chunk<WT>(raw[u], lut, xs, H, T, c, acc);
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
   const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
   float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
 #pragma unroll
-  for (int t = 0; t < kFusedMaxT; ++t) {
+  for (int t = 0; t < NT; ++t) {
     const float s = warp_sum(acc[t]);
     if (lane == 0 && t < T) y[int64_t(t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
   }
@@ -175,8 +176,13 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
   }
   const unsigned blocks = unsigned((rows + kRows - 1) / kRows);
   const size_t smem = size_t(T) * size_t(H) * sizeof(float);
+  // One token: one accumulator, 3 blocks per SM (as launch_matvec).
   by_type(wt, [&](auto W) {
-    f32_norm_matvec3<decltype(W)::value><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+    constexpr int WT = decltype(W)::value;
+    if (T == 1)
+      f32_norm_matvec3<WT, 1, kFetchBatch, 3><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+    else
+      f32_norm_matvec3<WT, kFusedMaxT, kFetchBatch, 1><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
   });
   return true;
 }

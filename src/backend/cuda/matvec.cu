@@ -10,35 +10,36 @@ namespace {
 constexpr int kRowsPerBlock = 8;  // warps per block, one output row each
 constexpr int kTokensPerPass = 4;
 
-// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [4*blockIdx.y, +4).
-template <int WT>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarp) f32_xw_matvec(WView w, const float* __restrict__ x, int T,
-                                                                     const float* __restrict__ bias,
-                                                                     float* __restrict__ y, bool accumulate) {
+// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [NT*blockIdx.y, +NT); kBatch chunks of 8
+// weights fetched per lane before any is used; kMinBlocks resident blocks per SM (register cap).
+template <int WT, int NT, int kBatch, int kMinBlocks>
+__global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
+    f32_xw_matvec(WView w, const float* __restrict__ x, int T, const float* __restrict__ bias, float* __restrict__ y,
+                  bool accumulate) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];
   __syncthreads();
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= w.rows) return;
   const int lane = threadIdx.x % kWarp;
-  const int t0 = blockIdx.y * kTokensPerPass;
-  const int nt = min(kTokensPerPass, T - t0);
-  float acc[kTokensPerPass] = {};
+  const int t0 = blockIdx.y * NT;
+  const int nt = min(NT, T - t0);
+  float acc[NT] = {};
   const int64_t n8 = w.cols / 8;
-  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
-    Raw8<WT> raw[kFetchBatch] = {};
+  for (int64_t c0 = lane; c0 < n8; c0 += kBatch * kWarp) {
+    Raw8<WT> raw[kBatch] = {};
 #pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u)
+    for (int u = 0; u < kBatch; ++u)
       if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
 #pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u) {
+    for (int u = 0; u < kBatch; ++u) {
       const int64_t c = c0 + u * kWarp;
       if (c >= n8) break;
       fma_chunk<WT>(raw[u], lut, x + t0 * w.cols, w.cols, nt, c, acc);
     }
   }
 #pragma unroll
-  for (int t = 0; t < kTokensPerPass; ++t) {
+  for (int t = 0; t < NT; ++t) {
     const float s = warp_sum(acc[t]);
     if (lane == 0 && t < nt) {
       float* yp = y + int64_t(t0 + t) * w.rows + r;
@@ -98,14 +99,28 @@ __global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) 
 
 }  // namespace
 
+// One token (every batch-1 decode step) gets its own instantiation: one accumulator instead of four and
+// 3 resident blocks per SM. H100, 20b decode (interleaved A/B, 3 runs each): 362 -> 380 tok/s; a fourth
+// block per SM (64 registers) gave 376, 12 or 16 chunks per fetch batch 369 / 367 (bench/cuda_notes.md,
+// round 5).
+template <int WT>
+void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s,
+                     bool accumulate) {
+  const unsigned rb = unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const int threads = kRowsPerBlock * kWarp;
+  if (T == 1)
+    f32_xw_matvec<WT, 1, kFetchBatch, 3><<<rb, threads, 0, s>>>(w, x, T, bias, y, accumulate);
+  else
+    f32_xw_matvec<WT, kTokensPerPass, kFetchBatch, 1>
+        <<<dim3{rb, unsigned((T + kTokensPerPass - 1) / kTokensPerPass)}, threads, 0, s>>>(w, x, T, bias, y, accumulate);
+}
+
 void launch_matvec(Wt wt, const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s,
                    bool accumulate) {
-  const dim3 grid{unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock), unsigned((T + kTokensPerPass - 1) / kTokensPerPass)};
-  const int threads = kRowsPerBlock * kWarp;
   switch (wt) {
-    case kF32: f32_xw_matvec<kF32><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
-    case kBF16: f32_xw_matvec<kBF16><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
-    case kMXFP4: f32_xw_matvec<kMXFP4><<<grid, threads, 0, s>>>(w, x, T, bias, y, accumulate); break;
+    case kF32: launch_matvec_t<kF32>(w, x, T, bias, y, s, accumulate); break;
+    case kBF16: launch_matvec_t<kBF16>(w, x, T, bias, y, s, accumulate); break;
+    case kMXFP4: launch_matvec_t<kMXFP4>(w, x, T, bias, y, s, accumulate); break;
   }
 }
 
