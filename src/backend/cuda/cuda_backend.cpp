@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -124,6 +125,10 @@ class CudaBackend final : public Backend {
   void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
   void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
+  // Largest scale byte of each row of an MXFP4 expert stack (the tensor-core gate_up kernel's input),
+  // computed once per matrix (at upload, or on first use outside a graph capture); null if unavailable.
+  const uint8_t* row_max(const MatrixRef& m, int experts, size_t sstride);
+  std::unordered_map<const uint8_t*, const uint8_t*> row_max_;  // keyed by the device scales
 
   ModelConfig c_;
   BackendOptions opts_;
@@ -381,8 +386,10 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
     GPTOSS_ASSIGN(o.router_bias, upload_floats(L.router_bias, size_t(E), "router_bias"));
     GPTOSS_ASSIGN(o.gate_up_bias, upload_floats(L.gate_up_bias, size_t(E) * 2 * I, "gate_up_bias"));
     GPTOSS_ASSIGN(o.down_bias, upload_floats(L.down_bias, size_t(E) * size_t(H), "down_bias"));
+    if (o.gate_up.type == WeightType::MXFP4 && !o.gate_up.transposed) (void)row_max(o.gate_up, E, o.gate_up_scales_stride);
     d.layers.push_back(o);
   }
+  GPTOSS_TRY(sticky_);
   return d;
 }
 
@@ -551,6 +558,19 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   moe_experts(w, h, T, x);
 }
 
+const uint8_t* CudaBackend::row_max(const MatrixRef& m, int experts, size_t sstride) {
+  if (const auto it = row_max_.find(m.scales); it != row_max_.end()) return it->second;
+  const int nb = int(m.cols / 32);
+  if (recording_ || !m.scales || sstride != size_t(m.rows) * size_t(nb)) return nullptr;
+  auto r = dev_alloc(size_t(experts) * size_t(m.rows), "MXFP4 row scales");
+  if (!r.ok()) return nullptr;
+  auto* out = static_cast<uint8_t*>(*r);
+  cuda::launch_mxfp4_row_max(m.scales, int64_t(experts) * m.rows, nb, out, stream_);
+  check_launch("mxfp4 row max");
+  row_max_[m.scales] = out;
+  return out;
+}
+
 void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, float* x) {
   const int k = c_.num_experts_per_tok;
   if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
@@ -559,7 +579,8 @@ void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, floa
       !w.down.transposed &&
       cuda::launch_moe_mxfp4_decode(view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride),
                                     view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_, moe_wts_, T, k,
-                                    w.gate_up_bias, w.down_bias, limit, moe_z_, x, stream_))
+                                    w.gate_up_bias, w.down_bias, limit, moe_z_, x, stream_,
+                                    row_max(w.gate_up, c_.num_local_experts, w.gate_up_scales_stride)))
     return check_launch("moe mxfp4 decode");
   cuda::launch_moe_gate_up_swiglu(to_wt(w.gate_up.type), w.gate_up.transposed,
                                   view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_, T, k,

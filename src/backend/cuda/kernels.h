@@ -113,7 +113,14 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
 cudaError_t init_moe_decode_kernels();
 bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
                              const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
-                             float limit, float* z, float* x, cudaStream_t s);
+                             float limit, float* z, float* x, cudaStream_t s,
+                             const uint8_t* gate_up_rowmax = nullptr);
+// ---- moe_decode_tc.cu: the decode gate_up product on the tensor cores (used by launch_moe_mxfp4_decode
+// when given gate_up_rowmax). rowmax [E, rows]: the largest scale byte of each row, from
+// launch_mxfp4_row_max over the experts' scales ([E * rows, nb] bytes).
+void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* out, cudaStream_t s);
+bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
+                           int k, const float* bias, float limit, float* z, cudaStream_t s);
 // Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
 // bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].

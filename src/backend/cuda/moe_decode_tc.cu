@@ -1,0 +1,178 @@
+// The decode MoE's gate_up product (MXFP4 experts, T <= 8 tokens) on the tensor cores. The CUDA-core
+// kernel (moe_decode.cu) spends about 5 instructions per weight (E2M1 decode, f16 -> f32 conversion,
+// FMA); here a weight costs about 3 (decode to f16 and one packed multiply by its block's scale), and
+// mma.sync m16n8k16 does the products with f32 accumulation. H100, 20b decode (interleaved A/B, 3 runs
+// each): 377.6 -> 383.8 tok/s at context 2048, 313.5 -> 316.6 at 32k; ncu: 26 us per call either way with
+// SM throughput 55% -> 35%, DRAM 43% (like every 20-35 MB weight kernel of the step: bench/cuda_notes.md).
+//
+// Numbers: a weight is code * 2^(s - 127) with s its 32-value block's scale byte. The block scales of one
+// row differ, but one mma sums over 4 blocks, so each block is scaled relative to its row's largest
+// scale smax (precomputed, launch_mxfp4_row_max): w' = code * 2^(s - smax), exact in f16 for
+// smax - s <= 23 (smaller blocks weigh < 2^-23 of the row's largest and are flushed); the row's sum is
+// multiplied by 2^(smax - 127) in f32. x is split into f16 hi + lo (about 22 significant bits) and
+// both are columns of the same mma (n = 0: hi, n = 1: lo), so results match the f32 kernels to ~1e-6.
+//
+// Layout (m16n8k16, see mma.cuh): a warp owns 16 rows (A rows g and g + 8 per lane, g = lane / 4); lane
+// quarter q = lane % 4 reads 16-byte block b = b0 + q of both rows, so a row's 4 lanes read 64
+// contiguous bytes per step. The mma's k index is permuted: lane q's logical k (2q, 2q+1 | 2q+8, 2q+9)
+// are values (2p, 2p+4 | 2p+1, 2p+5) of word wi of its own block (the pairs fp4x8_half2 yields), and the
+// x operand in shared memory is stored in the same order.
+#include <cuda_fp16.h>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kTcWarps = 4;  // warps per block, 16 rows each
+constexpr int kSteps = 4;    // 4-block steps fetched per batch (256 bytes of a row)
+
+// 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
+// placed at bits 15 / 11..9 of an f16 (subnormal for e = 0), as fp4x8_scaled in moe_decode.cu.
+__device__ __forceinline__ void fp4x8_half2(uint32_t w, uint32_t (&h)[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t t = w >> (4 * k);
+    h[k] = ((t & 0x00070007u) << 9) | ((t & 0x00080008u) << 12);
+  }
+}
+
+// f16x2 (f, f) with f = 2^(s - smax + 14): turns code * 2^-14 into code * 2^(s - smax); 0 below f16 range.
+__device__ __forceinline__ uint32_t block_factor(uint32_t s, uint32_t smax) {
+  const int e = int(s) - int(smax) + 29;  // f16 exponent field of 2^(s - smax + 14); s <= smax
+  const uint32_t h = e > 0 ? uint32_t(e) << 10 : 0u;
+  return h | (h << 16);
+}
+
+__device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
+  __half2 x, y;
+  memcpy(&x, &a, 4);
+  memcpy(&y, &b, 4);
+  const __half2 r = __hmul2(x, y);
+  uint32_t out;
+  memcpy(&out, &r, 4);
+  return out;
+}
+
+__device__ __forceinline__ uint32_t half2_bits(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);  // a in the low half
+  uint32_t out;
+  memcpy(&out, &h, 4);
+  return out;
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
+
+// z[a, i] = swiglu(gate_i + bg, up_i + bu) for assignment a (token a / k, expert idx[a]); W: [2I, H] per
+// expert, rows 2i / 2i+1 = gate_i / up_i. rowmax: [E, 2I] largest scale byte of each row.
+template <int kMinBlocks>
+__global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
+    f16mma_mxfp4w_moe_gate_up_swiglu(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ h,
+                                     const int32_t* __restrict__ idx, int k, const float* __restrict__ bias,
+                                     float limit, float* __restrict__ z) {
+  extern __shared__ uint2 xs[];  // [word 4][p 2][block nb][hi, lo]: (b0, b1) operands of x
+  const int a = blockIdx.y, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
+  const int H = int(w.cols), nb = H / 32;
+  const int64_t R = w.rows, I = R / 2;
+  const int e = idx[a];
+  const int64_t r0 = (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16;
+  const int64_t ra = r0 + g, rb = r0 + g + 8;
+  const bool va = ra < R, vb = rb < R;
+  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.estride) + (va ? ra : 0) * nb;
+  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.estride) + (vb ? rb : 0) * nb;
+  const uint8_t* sa = w.scales + e * w.sstride + (va ? ra : 0) * nb;
+  const uint8_t* sb = w.scales + e * w.sstride + (vb ? rb : 0) * nb;
+  uint4 wa[kSteps], wb[kSteps];
+  uint32_t ca[kSteps], cb[kSteps];
+  auto fetch = [&](int b0) {
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const bool in = b < nb;
+      wa[s] = in && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
+      wb[s] = in && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
+      ca[s] = in && va ? __ldg(sa + b) : 0u;
+      cb[s] = in && vb ? __ldg(sb + b) : 0u;
+    }
+  };
+  // The first batch is requested before x is staged: the two latencies overlap.
+  fetch(0);
+  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
+  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
+  const float* x = h + int64_t(a / k) * H;
+  for (int i = threadIdx.x; i < nb * 8; i += blockDim.x) {
+    const int b = i / 8, wi = (i / 2) % 4, p = i % 2;
+    const float* xp = x + 32 * b + 8 * wi + 2 * p;
+    const float x0 = xp[0], x4 = xp[4], x1 = xp[1], x5 = xp[5];
+    const uint32_t h0 = half2_bits(x0, x4), h1 = half2_bits(x1, x5);
+    __half2 t0, t1;
+    memcpy(&t0, &h0, 4);
+    memcpy(&t1, &h1, 4);
+    const float2 f0 = __half22float2(t0), f1 = __half22float2(t1);
+    uint2* dst = xs + ((wi * 2 + p) * nb + b) * 2;
+    dst[0] = make_uint2(h0, h1);
+    dst[1] = make_uint2(half2_bits(x0 - f0.x, x4 - f0.y), half2_bits(x1 - f1.x, x5 - f1.y));
+  }
+  __syncthreads();
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
+    if (b0 > 0) fetch(b0);
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
+      const bool xin = g < 2 && b < nb;  // x columns: n = 0 (hi), 1 (lo); the rest are 0
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        uint32_t ha[4], hb[4];
+        fp4x8_half2(word_of(wa[s], wi), ha);
+        fp4x8_half2(word_of(wb[s], wi), hb);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                                 hmul2_bits(hb[2 * p + 1], fb)};
+          const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
+          mma_f16(c, A, xv.x, xv.y);
+        }
+      }
+    }
+  }
+  // Lanes q = 0 hold columns 0 and 1 (hi, lo) of rows ra (c0, c1) and rb (c2, c3).
+  const float ya = (c[0] + c[1]) * e8m0_to_f32(ma), yb = (c[2] + c[3]) * e8m0_to_f32(mb);
+  // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, 0) is in lane (g + 1, 0) = lane + 4.
+  const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
+  if (q != 0 || (g & 1) != 0) return;
+  const float* bb = bias + int64_t(e) * R;
+  if (va && ra + 1 < R) z[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + bb[ra], ua + bb[ra + 1], limit);
+  if (vb && rb + 1 < R) z[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + bb[rb], ub + bb[rb + 1], limit);
+}
+
+// out[r] = max over the row's scale bytes (rows of nb bytes).
+__global__ void mxfp4_row_max(const uint8_t* __restrict__ scales, int64_t rows, int nb, uint8_t* __restrict__ out) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  uint32_t m = 0;
+  for (int b = 0; b < nb; ++b) m = max(m, uint32_t(scales[r * nb + b]));
+  out[r] = uint8_t(m);
+}
+
+}  // namespace
+
+void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* out, cudaStream_t s) {
+  mxfp4_row_max<<<unsigned((rows + 255) / 256), 256, 0, s>>>(scales, rows, nb, out);
+}
+
+bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
+                           int k, const float* bias, float limit, float* z, cudaStream_t s) {
+  const int64_t H = gate_up.cols, R = gate_up.rows;
+  const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2);
+  if (!rowmax || H % 32 != 0 || R % 2 != 0 || smem > 48 * 1024) return false;
+  const int rows_per_block = kTcWarps * 16;
+  const dim3 grid{unsigned((R + rows_per_block - 1) / rows_per_block), unsigned(T * k)};
+  f16mma_mxfp4w_moe_gate_up_swiglu<4><<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx, k, bias, limit, z);
+  return true;
+}
+
+}  // namespace gptoss::cuda
