@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -69,6 +70,14 @@ __device__ __forceinline__ void stage_swizzled(const float* __restrict__ src, in
       if (i < n / 4) dst[(i / 8) * 8 + ((i % 8) ^ ((i / 8) & 7))] = v[u];
     }
   }
+}
+
+// The same copy with cp.async (16 bytes each, through L2 into shared memory, no registers): every
+// thread's copies are in flight at once, one L2 round trip instead of n / (8 * 4 * blockDim) of them.
+// The caller commits, waits and synchronises.
+__device__ __forceinline__ void stage_swizzled_async(const float* __restrict__ src, int n, float4* __restrict__ dst) {
+  const float4* s4 = reinterpret_cast<const float4*>(src);
+  for (int i = threadIdx.x; i < n / 4; i += blockDim.x) cp_async16(dst + (i / 8) * 8 + ((i % 8) ^ ((i / 8) & 7)), s4 + i);
 }
 
 // z[a, i] = swiglu(gate_i + bg, up_i + bu) for assignment a (token a / k, expert idx[a]).
@@ -182,8 +191,13 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     }
   };
   // The first experts' weights are requested before z is staged: the two latencies overlap.
+  // z first, asynchronously (it does not depend on the routing), then the first experts' weights; one
+  // wait for all of z. The synchronous copy (stage_swizzled: 6 L2 round trips for k * I = 11,520 floats)
+  // cost 4.5%: H100 20b decode 383.8 -> 401.0 tok/s, 318.5 -> 329.6 at 32k (interleaved A/B, same run).
+  for (int j = 0; j < k; ++j) stage_swizzled_async(z + (int64_t(t) * k + j) * I, I, zs + int64_t(j) * (I / 4));
+  cp_async_commit();
   fetch(0, 0);
-  for (int j = 0; j < k; ++j) stage_swizzled(z + (int64_t(t) * k + j) * I, I, zs + int64_t(j) * (I / 4));
+  cp_async_wait<0>();
   __syncthreads();
   if (!active) return;
   float total = 0.0f;
