@@ -24,6 +24,39 @@ __global__ void read_sum(const uint4* __restrict__ p, size_t n, unsigned* __rest
   if (acc == 0x12345678u) *out = acc;  // keeps the loads; practically never taken
 }
 
+// The decode matvec's pattern without its arithmetic: warp per row of `row_bytes`, kBatch 16-byte loads
+// per lane in flight, then the next kBatch (8 warps per block).
+template <int kBatch>
+__global__ void read_rows(const uint8_t* __restrict__ p, int64_t rows, int row_bytes, unsigned* __restrict__ out) {
+  const int64_t r = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32, n16 = row_bytes / 16;
+  const uint4* row = reinterpret_cast<const uint4*>(p + r * row_bytes);
+  uint32_t acc = 0;
+  for (int c0 = lane; c0 < n16; c0 += kBatch * 32) {
+    uint4 v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) v[u] = c0 + 32 * u < n16 ? __ldg(row + c0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) acc += v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x12345678u) *out = acc;
+}
+
+// Block per group of 8 rows read as one contiguous span, the block's 256 threads striding through it.
+__global__ void read_row_groups(const uint8_t* __restrict__ p, int64_t rows, int row_bytes, unsigned* __restrict__ out) {
+  const int64_t r0 = int64_t(blockIdx.x) * 8;
+  if (r0 >= rows) return;
+  const int64_t n16 = (rows - r0 < 8 ? rows - r0 : 8) * row_bytes / 16;
+  const uint4* span = reinterpret_cast<const uint4*>(p + r0 * row_bytes);
+  uint32_t acc = 0;
+  for (int64_t i = threadIdx.x; i < n16; i += blockDim.x) {
+    const uint4 v = __ldg(span + i);
+    acc += v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) *out = acc;
+}
+
 #define CK(x)                                                                        \
   do {                                                                               \
     cudaError_t e_ = (x);                                                            \
@@ -96,6 +129,43 @@ int main(int argc, char** argv) {
     const double g_gbs = double(bytes) * 24 * 10 / (ms * 1e-3) / 1e9;
     std::printf("graph of 24 x 35 MB: %.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", g_gbs, g_gbs / gbs.back(),
                 ms * 1e3 / 240);
+  }
+  // Row-wise readers over 35 MB (rows of 5760 bytes: a bf16 row of 2880, the q/k/v/lm_head width), back to
+  // back in one stream on fresh regions, beside the grid-stride reader.
+  {
+    const int row_bytes = 5760;
+    const int64_t rows = int64_t(35) * 1000 * 1000 / row_bytes;
+    const size_t bytes = size_t(rows) * row_bytes;
+    const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
+    auto timed = [&](const char* name, auto launch) -> int {
+      for (int i = 0; i < launches; ++i) launch(buf + size_t(i) * bytes);
+      CK(cudaEventRecord(e0, s));
+      for (int i = 0; i < launches; ++i) launch(buf + size_t(i) * bytes);
+      CK(cudaEventRecord(e1, s));
+      CK(cudaEventSynchronize(e1));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
+      std::printf("35 MB as rows of 5760 B, %-44s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
+                  g / gbs.back(), ms * 1e3 / launches);
+      return 0;
+    };
+    const unsigned rb = unsigned((rows + 7) / 8);
+    timed("grid-stride (as above)", [&](const uint8_t* p) {
+      read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(p), bytes / 16, out);
+    });
+    timed("warp per row, 8 loads per lane in flight", [&](const uint8_t* p) {
+      read_rows<8><<<rb, 256, 0, s>>>(p, rows, row_bytes, out);
+    });
+    timed("warp per row, 12 loads per lane (whole row)", [&](const uint8_t* p) {
+      read_rows<12><<<rb, 256, 0, s>>>(p, rows, row_bytes, out);
+    });
+    timed("warp per row, 2 loads per lane in flight", [&](const uint8_t* p) {
+      read_rows<2><<<rb, 256, 0, s>>>(p, rows, row_bytes, out);
+    });
+    timed("block per 8 rows (contiguous span)", [&](const uint8_t* p) {
+      read_row_groups<<<rb, 256, 0, s>>>(p, rows, row_bytes, out);
+    });
   }
   cudaFree(buf);
   cudaFree(out);

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -17,15 +18,33 @@ namespace {
 
 constexpr int kRows = 8;  // warps per block, one output row each
 
+// Float4s of the norm weights per thread in stage_normed: H <= 4 * kNormPer * blockDim.
+constexpr int kNormPer = 4;
+
 // xs[t, :] = nw * (x[t, :] * rsqrt(mean(x[t, :]^2) + eps)) for t < T, by the whole block. H % 4 == 0.
+// x is copied with cp.async and nw loaded into registers, all in flight at once: one L2 round trip
+// where the plain loop took one per iteration. With the same change in the tensor-core gate_up kernel:
+// H100 20b decode 398.0 -> 420.1 tok/s, 326.5 -> 339.7 at 32k (interleaved A/B, 4 and 2 runs each).
 __device__ void stage_normed(const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H,
                              float* xs, float* red) {
   const int tid = threadIdx.x, nthr = blockDim.x, lane = tid % kWarp, warp = tid / kWarp;
+  const int n4 = H / 4;
+  float4* xs4 = reinterpret_cast<float4*>(xs);
+  const float4* nw4 = reinterpret_cast<const float4*>(nw);
+  for (int i = tid; i < T * n4; i += nthr) cp_async16(xs4 + i, reinterpret_cast<const float4*>(x) + i);
+  cp_async_commit();
+  float4 w[kNormPer];
+#pragma unroll
+  for (int u = 0; u < kNormPer; ++u) {
+    const int i = tid + u * nthr;
+    w[u] = i < n4 ? __ldg(nw4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
   for (int t = 0; t < T; ++t) {
     float ss = 0.0f;
-    for (int i = tid; i < H / 4; i += nthr) {
-      const float4 v = reinterpret_cast<const float4*>(x + int64_t(t) * H)[i];
-      reinterpret_cast<float4*>(xs + t * H)[i] = v;
+    for (int i = tid; i < n4; i += nthr) {
+      const float4 v = xs4[t * n4 + i];
       ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
     ss = warp_sum(ss);
@@ -34,9 +53,15 @@ __device__ void stage_normed(const float* __restrict__ x, const float* __restric
   __syncthreads();
   for (int t = 0; t < T; ++t) {
     float ss = 0.0f;
-    for (int w = 0; w < nthr / kWarp; ++w) ss += red[t * kWarp + w];
+    for (int ww = 0; ww < nthr / kWarp; ++ww) ss += red[t * kWarp + ww];
     const float inv = rsqrtf(ss / float(H) + eps);
-    for (int i = tid; i < H; i += nthr) xs[t * H + i] = nw[i] * (xs[t * H + i] * inv);
+#pragma unroll
+    for (int u = 0; u < kNormPer; ++u) {
+      const int i = tid + u * nthr;
+      if (i >= n4) break;
+      const float4 v = xs4[t * n4 + i];
+      xs4[t * n4 + i] = make_float4(w[u].x * (v.x * inv), w[u].y * (v.y * inv), w[u].z * (v.z * inv), w[u].w * (v.w * inv));
+    }
   }
   __syncthreads();
 }
@@ -162,7 +187,7 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
                          const float* nw, float eps, int T, cudaStream_t s) {
   if (n < 1 || n > 3 || T < 1 || T > kFusedMaxT) return false;
   const int64_t H = w[0].cols;
-  if (H % 8 != 0 || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024) return false;
+  if (H % 8 != 0 || H / 4 > kNormPer * kRows * kWarp || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024) return false;
   Mat3 m{};
   m.n = n;
   int64_t rows = 0;
@@ -191,7 +216,7 @@ bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const flo
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
                              cudaStream_t s) {
   const int64_t H = w.cols;
-  if (T < 1 || T > kFusedMaxT || H % 8 != 0 || H / 8 > 4 * kRows * kWarp || w.rows > kMaxExperts ||
+  if (T < 1 || T > kFusedMaxT || H % 8 != 0 || H / 8 > 4 * kRows * kWarp || H / 4 > kNormPer * kRows * kWarp || w.rows > kMaxExperts ||
       k > kMaxTopK || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024)
     return false;
   const size_t smem = size_t(T) * size_t(H) * sizeof(float);

@@ -2,6 +2,7 @@
 // cuBLAS prefill path. Memory bound: each weight byte is read once per step, 16-byte loads (4 for MXFP4)
 // coalesced across the warp, f32 accumulation.
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -46,6 +47,47 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
       *yp = s + (bias ? bias[r] : 0.0f) + (accumulate ? *yp : 0.0f);
     }
   }
+}
+
+// One token: the row's first weights are requested, then x (cols floats) is copied to shared memory with
+// cp.async (one L2 round trip), then the products read x from there (H100 20b decode, A/B: 417.9 -> 425.2
+// tok/s against reading x through L1 in the product loop).
+template <int WT>
+__global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
+    f32_xw_matvec_x1(WView w, const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
+                     bool accumulate) {
+  extern __shared__ __align__(16) float xs[];  // [cols]
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after the barrier below
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  const bool active = r < w.rows;
+  const int lane = threadIdx.x % kWarp;
+  const int64_t n8 = w.cols / 8;
+  Raw8<WT> raw[kFetchBatch] = {};
+  auto fetch = [&](int64_t c0) {
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u)
+      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
+  };
+  if (active) fetch(lane);
+  for (int i = threadIdx.x; i < int(w.cols / 4); i += blockDim.x)
+    cp_async16(reinterpret_cast<float4*>(xs) + i, reinterpret_cast<const float4*>(x) + i);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  if (!active) return;
+  float acc[1] = {};
+  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+    if (c0 != lane) fetch(c0);
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u) {
+      const int64_t c = c0 + u * kWarp;
+      if (c >= n8) break;
+      fma_chunk<WT>(raw[u], lut, xs, w.cols, 1, c, acc);
+    }
+  }
+  const float s = warp_sum(acc[0]);
+  if (lane == 0) y[r] = s + (bias ? bias[r] : 0.0f) + (accumulate ? y[r] : 0.0f);
 }
 
 template <typename T>
@@ -108,7 +150,9 @@ void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, f
                      bool accumulate) {
   const unsigned rb = unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const int threads = kRowsPerBlock * kWarp;
-  if (T == 1)
+  if (T == 1 && w.cols * 4 <= 48 * 1024 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+    f32_xw_matvec_x1<WT><<<rb, threads, size_t(w.cols) * 4, s>>>(w, x, bias, y, accumulate);
+  else if (T == 1)
     f32_xw_matvec<WT, 1, kFetchBatch, 3><<<rb, threads, 0, s>>>(w, x, T, bias, y, accumulate);
   else
     f32_xw_matvec<WT, kTokensPerPass, kFetchBatch, 1>

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
     f16mma_mxfp4w_moe_gate_up_swiglu(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ h,
                                      const int32_t* __restrict__ idx, int k, const float* __restrict__ bias,
                                      float limit, float* __restrict__ z) {
-  extern __shared__ uint2 xs[];  // [word 4][p 2][block nb][hi, lo]: (b0, b1) operands of x
+  extern __shared__ uint2 xs[];  // [word 4][p 2][block nb][hi, lo]: (b0, b1) operands of x; then H raw floats
   const int a = blockIdx.y, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
   const int H = int(w.cols), nb = H / 32;
   const int64_t R = w.rows, I = R / 2;
@@ -102,6 +102,14 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
   const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
   const float* x = h + int64_t(a / k) * H;
+  float* raw = reinterpret_cast<float*>(xs + nb * 16);
+  // x copied whole (cp.async, one L2 round trip), then permuted from shared memory.
+  for (int i = threadIdx.x; i < H / 4; i += blockDim.x)
+    cp_async16(reinterpret_cast<float4*>(raw) + i, reinterpret_cast<const float4*>(x) + i);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  x = raw;
   for (int i = threadIdx.x; i < nb * 8; i += blockDim.x) {
     const int b = i / 8, wi = (i / 2) % 4, p = i % 2;
     const float* xp = x + 32 * b + 8 * wi + 2 * p;
@@ -167,7 +175,7 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
 bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s) {
   const int64_t H = gate_up.cols, R = gate_up.rows;
-  const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2);
+  const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2) + size_t(H) * sizeof(float);
   if (!rowmax || H % 32 != 0 || R % 2 != 0 || smem > 48 * 1024) return false;
   const int rows_per_block = kTcWarps * 16;
   const dim3 grid{unsigned((R + rows_per_block - 1) / rows_per_block), unsigned(T * k)};
