@@ -349,6 +349,7 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
     for (const MatrixRef* m : {&L.q, &L.k, &L.v, &L.o, &L.router}) add_m(*m, 1);
     add_m(L.gate_up, E);
     add_m(L.down, E);
+    if (L.gate_up.type == WeightType::MXFP4) need += size_t(E) * size_t(L.gate_up.rows);  // row_max()
     need += sizeof(float) * size_t(4 * H + c.q_dim() + 2 * c.kv_dim() + c.num_attention_heads + E + E * 2 * c.intermediate_size + E * H);
   }
   size_t free_b = 0, total_b = 0;
