@@ -409,7 +409,8 @@ TEST_P(CudaMoe, MatchesCpu) {
   const double tol = p.T <= 8 ? 1e-4 : p.type == WeightType::F32 ? 1e-2 : 1e-3;
   const std::vector<float> got = b.get(dx, ref.size());
   EXPECT_LE(rel_err(got.data(), ref.data(), ref.size()), tol);
-  // Again on a fresh copy of x: the same bits (the fused decode kernel left its counters at 0).
+  // Again on a fresh copy of x: the same bits (the first call also computed the row-scale maxima that the
+  // tensor-core gate_up kernel keeps; the second reuses them).
   float* dx2 = b.dev_f(x);
   b.gpu->moe(dl, b.dev_f(h), p.T, dx2);
   EXPECT_EQ(b.get(dx2, ref.size()), got);

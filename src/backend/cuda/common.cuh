@@ -121,6 +121,33 @@ __device__ __forceinline__ void load8_kv(const KT* p, float v[8]) {
 // Chunks per batch: a warp issues kFetchBatch fetches per row before decoding (memory parallelism).
 inline constexpr int kFetchBatch = 8;
 
+// The lane's batch of row r: chunks c0, c0 + 32, ... (kFetchBatch of them, those below n8).
+template <int WT>
+__device__ __forceinline__ void fetch_batch(const WView& w, int64_t r, int64_t c0, int64_t n8,
+                                            Raw8<WT> (&raw)[kFetchBatch]) {
+#pragma unroll
+  for (int u = 0; u < kFetchBatch; ++u)
+    if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
+}
+
+// acc[t] += W[r, :] . x[t, :] (t < T, rows of x `stride` apart) over the lane's chunks (lane, lane + 32, ...),
+// a batch at a time. raw holds the first batch, fetched by the caller (before staging x, so that the two
+// latencies overlap).
+template <int WT, int NT>
+__device__ __forceinline__ void row_dot(const WView& w, int64_t r, int lane, Raw8<WT> (&raw)[kFetchBatch],
+                                        const float* lut, const float* x, int64_t stride, int T, float (&acc)[NT]) {
+  const int64_t n8 = w.cols / 8;
+  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
+    if (c0 != lane) fetch_batch<WT>(w, r, c0, n8, raw);
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u) {
+      const int64_t c = c0 + u * kWarp;
+      if (c >= n8) break;
+      fma_chunk<WT>(raw[u], lut, x, stride, T, c, acc);
+    }
+  }
+}
+
 // v = hi + lo with hi, lo bf16 (about 16 significant bits): GEMMs on both halves keep prefill
 // activations close to f32 while the tensor cores run bf16.
 __device__ __forceinline__ void split_bf16x2(float v, __nv_bfloat16* hi, __nv_bfloat16* lo) {

@@ -76,7 +76,7 @@ struct Mat3 {
 
 // Warp per stacked row; the row's first batch of weight chunks is requested before x is staged.
 // NT: most tokens per launch (1 or kFusedMaxT), as f32_xw_matvec.
-template <int WT, int NT, int kBatch, int kMinBlocks>
+template <int WT, int NT, int kMinBlocks>
 __global__ void __launch_bounds__(kRows * kWarp, kMinBlocks)
     f32_norm_matvec3(Mat3 m, const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H) {
   extern __shared__ __align__(16) float xs[];  // [T, H]
@@ -87,28 +87,14 @@ __global__ void __launch_bounds__(kRows * kWarp, kMinBlocks)
   const bool active = mi < m.n && gr < m.end[mi];
   const WView w = mi == 0 ? m.w[0] : mi == 1 ? m.w[1] : m.w[2];
   const int64_t r = gr - (mi == 0 ? 0 : m.end[mi - 1]);
-  const int64_t n8 = H / 8;
   __shared__ float lut[16];  // E2M1 table for MXFP4 weights
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
-  Raw8<WT> raw[kBatch] = {};
-  auto fetch = [&](int64_t c0) {
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
-  };
-  if (active) fetch(lane);
+  Raw8<WT> raw[kFetchBatch] = {};
+  if (active) fetch_batch<WT>(w, r, lane, H / 8, raw);
   stage_normed(x, nw, eps, T, H, xs, red);
   if (!active) return;
   float acc[NT] = {};
-  for (int64_t c0 = lane; c0 < n8; c0 += kBatch * kWarp) {
-    if (c0 != lane) fetch(c0);
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int64_t c = c0 + u * kWarp;
-      if (c >= n8) break;
-      fma_chunk<WT>(raw[u], lut, xs, H, T, c, acc);
-    }
-  }
+  row_dot<WT>(w, r, lane, raw, lut, xs, H, T, acc);
   const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
   float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
 #pragma unroll
@@ -205,9 +191,9 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
   by_type(wt, [&](auto W) {
     constexpr int WT = decltype(W)::value;
     if (T == 1)
-      f32_norm_matvec3<WT, 1, kFetchBatch, 3><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+      f32_norm_matvec3<WT, 1, 3><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
     else
-      f32_norm_matvec3<WT, kFusedMaxT, kFetchBatch, 1><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+      f32_norm_matvec3<WT, kFusedMaxT, 1><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
   });
   return true;
 }

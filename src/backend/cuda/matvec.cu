@@ -11,9 +11,9 @@ namespace {
 constexpr int kRowsPerBlock = 8;  // warps per block, one output row each
 constexpr int kTokensPerPass = 4;
 
-// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [NT*blockIdx.y, +NT); kBatch chunks of 8
-// weights fetched per lane before any is used; kMinBlocks resident blocks per SM (register cap).
-template <int WT, int NT, int kBatch, int kMinBlocks>
+// y[t, r] = W[r, :] . x[t, :] + bias[r]; warp per row r, tokens [NT*blockIdx.y, +NT); kMinBlocks resident
+// blocks per SM (register cap).
+template <int WT, int NT, int kMinBlocks>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
     f32_xw_matvec(WView w, const float* __restrict__ x, int T, const float* __restrict__ bias, float* __restrict__ y,
                   bool accumulate) {
@@ -26,19 +26,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
   const int t0 = blockIdx.y * NT;
   const int nt = min(NT, T - t0);
   float acc[NT] = {};
-  const int64_t n8 = w.cols / 8;
-  for (int64_t c0 = lane; c0 < n8; c0 += kBatch * kWarp) {
-    Raw8<WT> raw[kBatch] = {};
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int64_t c = c0 + u * kWarp;
-      if (c >= n8) break;
-      fma_chunk<WT>(raw[u], lut, x + t0 * w.cols, w.cols, nt, c, acc);
-    }
-  }
+  Raw8<WT> raw[kFetchBatch] = {};
+  fetch_batch<WT>(w, r, lane, w.cols / 8, raw);
+  row_dot<WT>(w, r, lane, raw, lut, x + t0 * w.cols, w.cols, nt, acc);
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float s = warp_sum(acc[t]);
@@ -62,14 +52,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const bool active = r < w.rows;
   const int lane = threadIdx.x % kWarp;
-  const int64_t n8 = w.cols / 8;
   Raw8<WT> raw[kFetchBatch] = {};
-  auto fetch = [&](int64_t c0) {
-#pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u)
-      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
-  };
-  if (active) fetch(lane);
+  if (active) fetch_batch<WT>(w, r, lane, w.cols / 8, raw);
   for (int i = threadIdx.x; i < int(w.cols / 4); i += blockDim.x)
     cp_async16(reinterpret_cast<float4*>(xs) + i, reinterpret_cast<const float4*>(x) + i);
   cp_async_commit();
@@ -77,15 +61,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   __syncthreads();
   if (!active) return;
   float acc[1] = {};
-  for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
-    if (c0 != lane) fetch(c0);
-#pragma unroll
-    for (int u = 0; u < kFetchBatch; ++u) {
-      const int64_t c = c0 + u * kWarp;
-      if (c >= n8) break;
-      fma_chunk<WT>(raw[u], lut, xs, w.cols, 1, c, acc);
-    }
-  }
+  row_dot<WT>(w, r, lane, raw, lut, xs, w.cols, 1, acc);
   const float s = warp_sum(acc[0]);
   if (lane == 0) y[r] = s + (bias ? bias[r] : 0.0f) + (accumulate ? y[r] : 0.0f);
 }
@@ -153,9 +129,9 @@ void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, f
   if (T == 1 && w.cols * 4 <= 48 * 1024 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
     f32_xw_matvec_x1<WT><<<rb, threads, size_t(w.cols) * 4, s>>>(w, x, bias, y, accumulate);
   else if (T == 1)
-    f32_xw_matvec<WT, 1, kFetchBatch, 3><<<rb, threads, 0, s>>>(w, x, T, bias, y, accumulate);
+    f32_xw_matvec<WT, 1, 3><<<rb, threads, 0, s>>>(w, x, T, bias, y, accumulate);
   else
-    f32_xw_matvec<WT, kTokensPerPass, kFetchBatch, 1>
+    f32_xw_matvec<WT, kTokensPerPass, 1>
         <<<dim3{rb, unsigned((T + kTokensPerPass - 1) / kTokensPerPass)}, threads, 0, s>>>(w, x, T, bias, y, accumulate);
 }
 

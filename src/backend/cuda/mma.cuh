@@ -1,11 +1,12 @@
-// Tensor-core helpers for the attention kernels: bf16 pair packing (hi/lo splits), mma.sync m16n8k16,
-// ldmatrix and cp.async. Fragment layouts (PTX ISA, mma.m16n8k16 .bf16): with g = lane / 4 and
+// Tensor-core helpers for the attention and MXFP4 decode kernels: bf16 / f16 pair packing (hi/lo splits),
+// mma.sync m16n8k16, ldmatrix and cp.async. Fragment layouts (PTX ISA, mma.m16n8k16 .bf16): with g = lane / 4 and
 // c = 2 * (lane % 4), A (16x16, row-major) regs = {A[g][c..c+1], A[g+8][c..c+1], A[g][c+8..], A[g+8][c+8..]},
 // B (16x8, "col") regs = {B[c..c+1][g], B[c+8..c+9][g]}, C/D (16x8 f32) = {C[g][c], C[g][c+1], C[g+8][c],
 // C[g+8][c+1]}; the lower column / k index sits in the low 16 bits of a register.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -21,6 +22,15 @@ __device__ __forceinline__ void pack_hilo(float a, float b, uint32_t& hi, uint32
   const float2 hf = __bfloat1622float2(h);
   hi = *reinterpret_cast<const uint32_t*>(&h);
   lo = pack_bf16(a - hf.x, b - hf.y);
+}
+
+// The same pair in f16 (hi = f16(a, b), lo = the f16 of what hi missed): about 22 significant bits.
+__device__ __forceinline__ void pack_hilo_f16(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(a, b);
+  const float2 hf = __half22float2(h);
+  const __half2 l = __floats2half2_rn(a - hf.x, b - hf.y);
+  memcpy(&hi, &h, 4);
+  memcpy(&lo, &l, 4);
 }
 
 // d[4] += a[4] (16x16 bf16, row-major fragment) * b[2] (16x8 bf16, column fragment)

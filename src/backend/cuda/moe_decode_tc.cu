@@ -56,13 +56,6 @@ __device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
   return out;
 }
 
-__device__ __forceinline__ uint32_t half2_bits(float a, float b) {
-  const __half2 h = __floats2half2_rn(a, b);  // a in the low half
-  uint32_t out;
-  memcpy(&out, &h, 4);
-  return out;
-}
-
 __device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
 
 // z[a, i] = swiglu(gate_i + bg, up_i + bu) for assignment a (token a / k, expert idx[a]); W: [2I, H] per
@@ -113,15 +106,12 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   for (int i = threadIdx.x; i < nb * 8; i += blockDim.x) {
     const int b = i / 8, wi = (i / 2) % 4, p = i % 2;
     const float* xp = x + 32 * b + 8 * wi + 2 * p;
-    const float x0 = xp[0], x4 = xp[4], x1 = xp[1], x5 = xp[5];
-    const uint32_t h0 = half2_bits(x0, x4), h1 = half2_bits(x1, x5);
-    __half2 t0, t1;
-    memcpy(&t0, &h0, 4);
-    memcpy(&t1, &h1, 4);
-    const float2 f0 = __half22float2(t0), f1 = __half22float2(t1);
+    uint32_t hi0, lo0, hi1, lo1;
+    pack_hilo_f16(xp[0], xp[4], hi0, lo0);
+    pack_hilo_f16(xp[1], xp[5], hi1, lo1);
     uint2* dst = xs + ((wi * 2 + p) * nb + b) * 2;
-    dst[0] = make_uint2(h0, h1);
-    dst[1] = make_uint2(half2_bits(x0 - f0.x, x4 - f0.y), half2_bits(x1 - f1.x, x5 - f1.y));
+    dst[0] = make_uint2(hi0, hi1);
+    dst[1] = make_uint2(lo0, lo1);
   }
   __syncthreads();
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
