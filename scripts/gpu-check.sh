@@ -14,7 +14,7 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--120b | --120b-only] [--skip-main]
+#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--decode-profile] [--120b | --120b-only] [--skip-main]
 #          --quick: tests + short-context bench only;
 #          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
 #          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
@@ -25,15 +25,17 @@
 #          and the same on 2 layers of the 20b geometry with KV f32 and bf16;
 #          --skip-main: build, then only the extras named (--long, --prefill-profile, --120b);
 #          --prefill-profile: per-kernel device time of one 512-token prefill chunk on the 20b checkpoint under ncu
-#          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench.
+#          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench;
+#          --decode-profile: the same for a 1-token prompt and 4 decode steps (-> decode_profile.txt), with each kernel's
+#          DRAM bytes read and the rate they were read at.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; long=0; skip_main=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0
 for a in "$@"; do
   case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
-    --prefill-profile) pprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
+    --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
 summary="$out/summary.txt"
@@ -132,31 +134,36 @@ make_20b() {
   "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >>"$out/build.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/build.log" | tee -a "$summary"; exit 1; }
   note "checkpoint: $(du -sh $ck | cut -f1) written in $(( $(date +%s) - t0 )) s"
 }
-prefill_profile() {  # ncu: gpu__time_duration of every kernel of `bench --prompt-tokens 512` (one chunk) + 1 decode step
+kernel_profile() {  # NAME DESC BENCH_ARGS...: ncu device time + DRAM bytes of every kernel of one bench run -> NAME.txt
+  local name=$1 desc=$2; shift 2
   make_20b
   for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
-  command -v ncu >/dev/null || { note "prefill profile: ncu not found"; return; }
+  command -v ncu >/dev/null || { note "$name: ncu not found"; return; }
   local t0
   t0=$(date +%s)
-  timeout 240 ncu --metrics gpu__time_duration.sum --csv --log-file /tmp/gptoss-ncu.csv \
-    "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16 >>"$out/e2e.log" 2>&1
-  note "prefill profile: ncu rc=$? in $(( $(date +%s) - t0 )) s"
-  python3 - /tmp/gptoss-ncu.csv "$out/prefill_profile.txt" <<'PY' 2>&1 | tee -a "$summary"
+  # --cache-control none --clock-control none: L2 keeps what the previous kernel left, clocks as in a real run.
+  timeout 300 ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+    --csv --log-file /tmp/gptoss-ncu.csv "$bin/gptoss" bench -m "$ck" --device cuda "$@" >>"$out/e2e.log" 2>&1
+  note "$name: ncu rc=$? in $(( $(date +%s) - t0 )) s"
+  python3 - /tmp/gptoss-ncu.csv "$out/$name.txt" "$desc" <<'PY' 2>&1 | tee -a "$summary"
 import csv, sys, collections
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, rows = rows[0], rows[1:]
-ki, ui, vi = head.index('Kernel Name'), head.index('Metric Unit'), head.index('Metric Value')
-scale = {'nsecond': 1e-3, 'ns': 1e-3, 'usecond': 1.0, 'us': 1.0, 'msecond': 1e3, 'ms': 1e3, 'second': 1e6, 's': 1e6}
-tot, cnt = collections.Counter(), collections.Counter()
-for r in rows:
-    name = r[ki].split('(')[0][:90]
-    tot[name] += float(r[vi].replace(',', '')) * scale[r[ui]]; cnt[name] += 1  # unknown unit: fail loudly
-all_us = sum(tot.values())
+ki, mi, ui, vi = (head.index(c) for c in ('Kernel Name', 'Metric Name', 'Metric Unit', 'Metric Value'))
+scale = {'nsecond': 1e-3, 'ns': 1e-3, 'usecond': 1.0, 'us': 1.0, 'msecond': 1e3, 'ms': 1e3, 'second': 1e6, 's': 1e6,
+         'byte': 1e-6, 'Kbyte': 1e-3, 'Mbyte': 1.0, 'Gbyte': 1e3, 'KB': 1e-3, 'MB': 1.0, 'GB': 1e3, 'B': 1e-6}
+us, mb, cnt = collections.Counter(), collections.Counter(), collections.Counter()
+for r in rows:  # unknown unit: fail loudly
+    name = r[ki].split('(')[0][:80]
+    v = float(r[vi].replace(',', '')) * scale[r[ui]]
+    if r[mi].startswith('gpu__time'): us[name] += v; cnt[name] += 1
+    else: mb[name] += v
+all_us = sum(us.values())
 with open(sys.argv[2], 'w') as f:
-    f.write(f"{len(rows)} kernels, {all_us/1e3:.2f} ms device time in all (prefill of 512 tokens + 1 decode step)\n")
-    for n, us in tot.most_common():
-        f.write(f"{us/1e3:9.3f} ms {100*us/all_us:5.1f}% {cnt[n]:6d}x  {n}\n")
-print(''.join(open(sys.argv[2]).readlines()[:16]), end='')
+    f.write(f"{sum(cnt.values())} kernels, {all_us/1e3:.3f} ms device time in all ({sys.argv[3]}); DRAM read MB and GB/s per kernel name\n")
+    for n, t in us.most_common():
+        f.write(f"{t/1e3:9.3f} ms {100*t/all_us:5.1f}% {cnt[n]:6d}x {t/cnt[n]:8.2f} us/call {mb[n]/cnt[n]:8.2f} MB/call {mb[n]/t if t else 0:6.3f} TB/s  {n}\n")
+print(''.join(open(sys.argv[2]).readlines()[:24]), end='')
 PY
 }
 
@@ -273,6 +280,7 @@ PY
 }
 [ $only_big = 1 ] || [ $skip_main = 1 ] || main_checks
 [ $long = 1 ] && { make_20b; long_prompt; }
-[ $pprof = 1 ] && prefill_profile
+[ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
+[ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model
 exit 0

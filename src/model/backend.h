@@ -55,8 +55,9 @@ class Backend {
   // y[T, W.rows] = x[T, W.cols] W^T + bias
   virtual void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) = 0;
   // Attention of one layer for the step's T tokens: applies YaRN RoPE to q [T, nh, d] and k [T, nkv, d]
-  // in place at the step's positions, appends k and v [T, nkv, d] to the cache, and writes
+  // at the step's positions, appends k and v [T, nkv, d] to the cache, and writes
   // out[T, nh*d] = softmax-with-sink(q K^T / sqrt(d)) V over the visible keys (window: 0 = all).
+  // q and k are scratch: a backend may rotate them in place (the CPU backend does) or leave them.
   virtual void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
                          float* out) = 0;
   // x[T, H] += MoE(h[T, H]): router, top-k, softmax over the selected, clamped SwiGLU experts.

@@ -323,6 +323,7 @@ TEST(CudaOps, SampleMatchesHostDraw) {
 struct AttnCase {
   int nh, nkv, d, window;
   KvPrecision kv;
+  int max_context = 512;  // the full layers' cache: it sets the number of decode splits (one per 128 keys)
 };
 class CudaAttention : public ::testing::TestWithParam<AttnCase> {};
 
@@ -331,9 +332,10 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
   REQUIRE_CUDA();
   const AttnCase p = GetParam();
   ModelConfig c = small_config(64, p.nh, p.nkv, p.d, 4, 2, 64, p.window > 0 ? p.window : 8);
+  c.max_position_embeddings = std::max(c.max_position_embeddings, p.max_context);
   Pair b(c);
   ASSERT_TRUE(b.gpu);
-  const KvCacheOptions ko{512, 40, p.kv};
+  const KvCacheOptions ko{p.max_context, 40, p.kv};
   auto kc = b.cpu->create_kv_cache(c, ko);
   auto kg = b.gpu->create_kv_cache(c, ko);
   ASSERT_TRUE(kc.ok() && kg.ok());
@@ -343,7 +345,7 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
   const size_t qd = size_t(p.nh * p.d), kd = size_t(p.nkv * p.d);
   float* dout = *b.gpu->alloc(40 * qd);
   int pos = 0;
-  for (int T : {40, 17, 1, 1, 3, 1, 40, 40, 1}) {
+  for (int T : {40, 17, 1, 1, 3, 1, 40, 40, 1, 1, 1, 1, 1}) {
     std::vector<int32_t> toks(size_t(T), 1);
     ASSERT_TRUE(b.cpu->begin_step(toks, pos).ok());
     ASSERT_TRUE(b.gpu->begin_step(toks, pos).ok());
@@ -351,14 +353,13 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
     std::vector<float> out(size_t(T) * qd);
     float* dv = b.dev_f(v);
     std::vector<float> qc = q, kcpy = k;
-    // device copies of q and k (modified in place by RoPE)
+    // device copies of q and k (scratch of attention: RoPE may rotate them in place)
     float* q0 = b.dev_f(q);
     float* k0 = b.dev_f(k);
     b.cpu->attention(**kc, layer, qc.data(), kcpy.data(), v.data(), sinks.data(), p.window, out.data());
     b.gpu->attention(**kg, layer, q0, k0, dv, dsinks, p.window, dout);
     const double tol = p.kv == KvPrecision::F32 ? 1e-4 : 1e-2;
     EXPECT_LE(rel_err(b.get(dout, out.size()).data(), out.data(), out.size()), tol) << "step at pos " << pos;
-    EXPECT_LE(rel_err(b.get(q0, qc.size()).data(), qc.data(), qc.size()), 1e-4) << "rope q at pos " << pos;
     pos += T;
   }
 }
@@ -368,7 +369,9 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttention,
                                            AttnCase{64, 8, 64, 128, KvPrecision::F32}, AttnCase{6, 6, 128, 0, KvPrecision::F32},
                                            AttnCase{64, 8, 64, 0, KvPrecision::BF16},
                                            AttnCase{64, 8, 64, 128, KvPrecision::BF16}, AttnCase{4, 1, 16, 16, KvPrecision::BF16},
-                                           AttnCase{6, 6, 128, 0, KvPrecision::BF16}, AttnCase{8, 2, 32, 8, KvPrecision::BF16}));
+                                           AttnCase{6, 6, 128, 0, KvPrecision::BF16}, AttnCase{8, 2, 32, 8, KvPrecision::BF16},
+                                           // 1024 splits: too many for the in-kernel merge's shared memory
+                                           AttnCase{4, 1, 16, 0, KvPrecision::BF16, 131072}));
 
 struct MoeCase {
   WeightType type;

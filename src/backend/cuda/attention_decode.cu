@@ -1,6 +1,11 @@
 // Decode attention on the tensor cores, for a bf16 KV cache (reference §4.3): a few query tokens, each
-// against all of its visible keys, split over blocks (split-K); the splits are merged with the sink by
-// f32_attention_merge (attention.cu), or written directly when there is one split.
+// against all of its visible keys, split over blocks (split-K); the splits are merged with the sink by the
+// last block of each (token, kv head) to finish (a ticket per pair), or by f32_attention_merge (attention.cu)
+// when the merge's weights do not fit the block's shared memory; one split writes the output directly.
+// For one token (T == 1) the kernel also applies RoPE: to q as it loads it, and to the new key, which the
+// block whose split ends at the token's position stores in the cache and patches into its last tile (no
+// other block reads that slot). Both fusions remove a launch that was all latency: the RoPE/append kernel
+// (4 us per layer on an H100) and the merge kernel (8.4 us per full-attention layer, ncu, 20b decode).
 //
 // Block = (key split, kv head g, token t), 4 warps. The G <= 8 query heads of g are the rows of one
 // m16n8k16 tile (rows G..15 are zero), so one K/V tile read serves all of them. Each warp walks its own
@@ -21,6 +26,7 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kPad = 8;    // bf16 per smem row: 16-byte aligned rows, conflict-free ldmatrix
+constexpr int kMaxGroupDecode = 8;  // query heads per kv head: the rows of one m16n8k16 tile's upper half
 
 // Per warp: 2 stages x (K, V) x kKeys rows of D + kPad bf16.
 template <int D, int kKeys>
@@ -28,12 +34,15 @@ constexpr size_t decode_smem_bytes() {
   return size_t(kWarps) * 2 * 2 * kKeys * (D + kPad) * sizeof(__nv_bfloat16);
 }
 
-template <int D, int kKeys>
+// Floats of shared memory the in-kernel merge needs: the split weights [G][nsplit] and each head's denominator.
+__host__ __device__ constexpr int merge_floats(int G, int nsplit) { return G * nsplit + kMaxGroupDecode; }
+
+template <int D, int kKeys, bool kRope>
 __global__ void __launch_bounds__(kWarps * kWarp)
     attention_decode_mma(const float* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                          const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, int cap, int window,
                          int nh, int nkv, int nsplit, float* __restrict__ part, const float* __restrict__ sinks,
-                         float* __restrict__ out) {
+                         float* __restrict__ out, DecodeFusion fuse) {
   constexpr int RS = D + kPad;
   extern __shared__ __align__(16) __nv_bfloat16 sm[];
   const int sp = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
@@ -49,16 +58,63 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const int k0 = lo + sp * chunk, k1 = min(p + 1, k0 + chunk);
   const int64_t row = int64_t(nkv) * D;
 
-  // Q rows (heads of g) as A fragments; rows r + 8 are padding (zero).
+  // The new key and value (kRope): the block whose split ends at p stores them, rotated and rounded to bf16,
+  // in the cache, and its warp that owns p's tile keeps them to patch that tile (its cp.async copy of slot p
+  // may read the old contents). Lane j holds the pairs (j, j + D/2) + 32 i.
+  constexpr int kPairs = (D / 2 + kWarp - 1) / kWarp;
+  const bool own = kRope && p >= k0 && p < k1;
+  const bool own_warp = own && ((p - k0) / kKeys) % kWarps == warp;
+  __nv_bfloat16 nk[kPairs][2], nv[kPairs][2];
+  if (own_warp) {
+    const int64_t base = int64_t(p % cap) * row + int64_t(g) * D;
+    __nv_bfloat16* kcw = const_cast<__nv_bfloat16*>(kc);  // the cache, written once per step at slot p
+    __nv_bfloat16* vcw = const_cast<__nv_bfloat16*>(vc);
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i) {
+      const int j = lane + kWarp * i;
+      if (j >= D / 2) break;
+      const float* kr = fuse.k + int64_t(g) * D;
+      const float* vr = fuse.v + int64_t(g) * D;
+      const float angle = float(p) * fuse.inv_freq[j];  // as f32_rope_kv_append
+      const float c = cosf(angle) * fuse.mscale, sn = sinf(angle) * fuse.mscale;
+      const float a = kr[j], b = kr[j + D / 2];
+      nk[i][0] = __float2bfloat16(a * c - b * sn), nk[i][1] = __float2bfloat16(b * c + a * sn);
+      nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
+      kcw[base + j] = nk[i][0], kcw[base + j + D / 2] = nk[i][1];
+      vcw[base + j] = nv[i][0], vcw[base + j + D / 2] = nv[i][1];
+    }
+  }
+
+  // Q rows (heads of g) as A fragments; rows r + 8 are padding (zero). Lane (r, c2) holds elements
+  // 8u + c2, +1 of row r (u = 2 kk + hf); RoPE pairs element e with e + D/2, i.e. slot u with u + D/16.
   uint32_t qa_hi[D / 16][4], qa_lo[D / 16][4];
   {
     const float scale = rsqrtf(float(D));
     const float* qr = q + (int64_t(t) * nh + g * G + r) * D;
+    float2 qv[D / 8];
+#pragma unroll
+    for (int u = 0; u < D / 8; ++u)
+      qv[u] = r < G ? *reinterpret_cast<const float2*>(qr + 8 * u + c2) : float2{0.0f, 0.0f};
+    if constexpr (kRope) {
+#pragma unroll
+      for (int u = 0; u < D / 16; ++u) {
+        float* lo_pair = &qv[u].x;
+        float* hi_pair = &qv[u + D / 16].x;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float angle = float(p) * fuse.inv_freq[8 * u + c2 + e];  // as f32_rope_kv_append
+          const float c = cosf(angle) * fuse.mscale, sn = sinf(angle) * fuse.mscale;
+          const float a = lo_pair[e], b = hi_pair[e];
+          lo_pair[e] = a * c - b * sn;
+          hi_pair[e] = b * c + a * sn;
+        }
+      }
+    }
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        const float2 a = r < G ? *reinterpret_cast<const float2*>(qr + kk * 16 + c2 + 8 * hf) : float2{0.0f, 0.0f};
+        const float2 a = qv[2 * kk + hf];
         pack_hilo(a.x * scale, a.y * scale, qa_hi[kk][2 * hf], qa_lo[kk][2 * hf]);
         qa_hi[kk][2 * hf + 1] = qa_lo[kk][2 * hf + 1] = 0u;
       }
@@ -92,6 +148,18 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       cp_async_wait<0>();
     }
     __syncwarp();  // every lane's copies of this stage are done
+    if (own_warp && p >= kb && p < kb + kKeys) {  // key p and the padding rows after it (copies of key p)
+      for (int jj = p - kb; jj < kKeys; ++jj) {
+#pragma unroll
+        for (int i = 0; i < kPairs; ++i) {
+          const int j = lane + kWarp * i;
+          if (j >= D / 2) break;
+          kbuf(st)[jj * RS + j] = nk[i][0], kbuf(st)[jj * RS + j + D / 2] = nk[i][1];
+          vbuf(st)[jj * RS + j] = nv[i][0], vbuf(st)[jj * RS + j + D / 2] = nv[i][1];
+        }
+      }
+      __syncwarp();
+    }
     const __nv_bfloat16 *K = kbuf(st), *V = vbuf(st);
     const int mrow = (lane & 7) + ((lane >> 3) & 1) * 8;  // ldmatrix row of lanes 0-15
     float s[kKeys / 8][4];
@@ -192,19 +260,64 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     }
     part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = res;
   }
+  if (!fuse.tickets) return;  // f32_attention_merge follows
+  // Publish this split, take a ticket; the last of the nsplit blocks of (t, g) sees every split and merges
+  // them as f32_attention_merge does: out = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  unsigned* ticket = fuse.tickets + int64_t(t) * nkv + g;
+  if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == unsigned(nsplit - 1);
+  __syncthreads();  // also: every thread is done with o_s, whose memory the merge reuses
+  if (!last) return;
+  __threadfence();
+  float* f_s = fs;                             // [G][nsplit] split weights
+  float* den_s = fs + G * nsplit;              // [G]
+  const float* pt = part + (int64_t(t) * nh + g * G) * nsplit * (D + 2);
+  for (int h = warp; h < G; h += kWarps) {
+    const float* ph = pt + int64_t(h) * nsplit * (D + 2);
+    const float sink = sinks[g * G + h];
+    float mx = -FLT_MAX;
+    for (int s2 = lane; s2 < nsplit; s2 += kWarp)
+      if (__ldcg(ph + s2 * (D + 2) + D + 1) > 0.0f) mx = fmaxf(mx, __ldcg(ph + s2 * (D + 2) + D));
+    const float M = fmaxf(sink, warp_max(mx));
+    float den = 0.0f;
+    for (int s2 = lane; s2 < nsplit; s2 += kWarp) {
+      const float ls = __ldcg(ph + s2 * (D + 2) + D + 1);
+      const float f = ls > 0.0f ? expf(__ldcg(ph + s2 * (D + 2) + D) - M) : 0.0f;
+      f_s[h * nsplit + s2] = f;
+      den += f * ls;
+    }
+    den = warp_sum(den);
+    if (lane == 0) den_s[h] = den + expf(sink - M);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int h = i / D, e = i % D;
+    const float* ph = pt + int64_t(h) * nsplit * (D + 2) + e;
+    float a = 0.0f;
+    for (int s2 = 0; s2 < nsplit; ++s2) a += f_s[h * nsplit + s2] * __ldcg(ph + s2 * (D + 2));
+    out[(int64_t(t) * nh + g * G + h) * D + e] = a / den_s[h];
+  }
+  if (threadIdx.x == 0) *ticket = 0u;  // ready for the next launch (graph replays included)
 }
 
-template <int D, int kKeys>
+template <int D, int kKeys, bool kRope>
 cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
-                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out, cudaStream_t s) {
+                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
+                      const DecodeFusion& fuse, cudaStream_t s) {
   constexpr size_t smem = decode_smem_bytes<D, kKeys>();
   static_assert(smem >= (2 * kWarps * 8 + kWarps * 8 * D) * sizeof(float), "the warps' combine reuses the staging");
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(attention_decode_mma<D, kKeys>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kRope>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (attr != cudaSuccess) return attr;
-  attention_decode_mma<D, kKeys><<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
+  DecodeFusion f = fuse;
+  const bool merge_here = nsplit > 1 && f.tickets && size_t(merge_floats(nh / nkv, nsplit)) * sizeof(float) <= smem;
+  if (!merge_here) f.tickets = nullptr;
+  attention_decode_mma<D, kKeys, kRope><<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
       q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
-      nsplit, part, sinks, out);
+      nsplit, part, sinks, out, f);
+  if (nsplit > 1 && !merge_here) launch_attention_merge(part, sinks, T, nh, D, nsplit, out, s);
   return cudaSuccess;
 }
 
@@ -213,8 +326,11 @@ cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int3
 constexpr int kKeysPerTile = 16;
 template <int D>
 cudaError_t launch_d(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
-                     const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out, cudaStream_t s) {
-  return launch_dk<D, kKeysPerTile>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+                     const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
+                     const DecodeFusion& fuse, cudaStream_t s) {
+  if (fuse.k)
+    return launch_dk<D, kKeysPerTile, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+  return launch_dk<D, kKeysPerTile, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
 }
 
 }  // namespace
@@ -223,14 +339,15 @@ bool attention_decode_supported(int nh, int nkv, int d) {
   return nkv > 0 && nh % nkv == 0 && nh / nkv <= 8 && (d == 16 || d == 32 || d == 64 || d == 128);
 }
 
-cudaError_t launch_attention_decode(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
-                                    int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit,
-                                    float* part, float* out, cudaStream_t s) {
+cudaError_t launch_attention_decode(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
+                                    const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
+                                    float* out, const DecodeFusion& fuse, cudaStream_t s) {
+  if (fuse.k && T != 1) return cudaErrorInvalidValue;  // RoPE in the kernel: one token only
   switch (d) {
-    case 16: return launch_d<16>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
-    case 32: return launch_d<32>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
-    case 64: return launch_d<64>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
-    default: return launch_d<128>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, s);
+    case 16: return launch_d<16>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+    case 32: return launch_d<32>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+    case 64: return launch_d<64>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+    default: return launch_d<128>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
   }
 }
 

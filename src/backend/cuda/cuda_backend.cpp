@@ -29,7 +29,8 @@ using cuda::WView;
     if (e_ != cudaSuccess) return Error("cuda: {} failed: {}", #expr, cudaGetErrorString(e_)); \
   } while (0)
 
-constexpr int kDecodeMaxT = 8;  // steps with at most this many tokens use the matvec kernels
+constexpr int kDecodeMaxT = 8;
+  // steps with at most this many tokens use the matvec kernels
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 Wt to_wt(WeightType t) {
@@ -165,6 +166,7 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> h_idx_, h_slots_;
   int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
   unsigned* d_router_counter_ = nullptr;  // the fused router kernel's last-block ticket (0 between launches)
+  unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
   int32_t* h_argmax_ = nullptr;  // pinned result
 
@@ -205,6 +207,10 @@ Status CudaBackend::init() {
   GPTOSS_ASSIGN(void* rc, dev_alloc(sizeof(unsigned), "router counter"));
   d_router_counter_ = static_cast<unsigned*>(rc);
   GPTOSS_CUDA_TRY(cudaMemset(d_router_counter_, 0, sizeof(unsigned)));
+  const size_t nt = size_t(kDecodeMaxT) * size_t(std::max(1, c_.num_key_value_heads)) * sizeof(unsigned);
+  GPTOSS_ASSIGN(void* at, dev_alloc(nt, "attention tickets"));
+  d_attn_tickets_ = static_cast<unsigned*>(at);
+  GPTOSS_CUDA_TRY(cudaMemset(d_attn_tickets_, 0, nt));
   GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
   return {};
 }
@@ -527,8 +533,13 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   auto& kv = static_cast<CudaKvCache&>(kvb);
   const int nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
   const int cap = kv.capacity[size_t(layer)];
-  cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, d_inv_freq_,
-                              rope_.mscale, cap, T_, nh, nkv, d, stream_);
+  const bool decode_tc = T_ <= kDecodeMaxT && kv.bf16 && cuda::attention_decode_supported(nh, nkv, d);
+  // One token: the decode kernel applies RoPE and appends the new key and value itself (one launch fewer per
+  // layer; with the merge in the kernel too, H100 20b decode at 32k 353.2 -> 358.6 tok/s, unchanged at 2048).
+  const bool rope_in_kernel = decode_tc && T_ == 1;
+  if (!rope_in_kernel)
+    cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, d_inv_freq_,
+                                rope_.mscale, cap, T_, nh, nkv, d, stream_);
   if (T_ > kDecodeMaxT && cuda::attention_prefill_supported(nh, nkv, d)) {
     const cudaError_t e = cuda::launch_attention_prefill(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)],
                                                          d_step_ + T_, cap, window, sinks, T_, nh, nkv, d, out, stream_);
@@ -539,11 +550,14 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   const int nsplit = attention_splits(T_, nkv, max_keys, num_sms_);
   // bf16 cache: the tensor-core decode kernel (H100, same run: 341 -> 373 tok/s at context 2048, 242 -> 300
   // at 32k; bench/cuda_notes.md); f32 cache: the CUDA-core split kernel (exact f32 products).
-  if (kv.bf16 && cuda::attention_decode_supported(nh, nkv, d)) {
+  if (decode_tc) {
+    cuda::DecodeFusion fuse;
+    if (rope_in_kernel) fuse.k = k, fuse.v = v, fuse.inv_freq = d_inv_freq_, fuse.mscale = rope_.mscale;
+    fuse.tickets = d_attn_tickets_;
     const cudaError_t e = cuda::launch_attention_decode(q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap,
-                                                        window, sinks, T_, nh, nkv, d, nsplit, attn_part_, out, stream_);
+                                                        window, sinks, T_, nh, nkv, d, nsplit, attn_part_, out, fuse,
+                                                        stream_);
     if (e != cudaSuccess) return fail(Error("cuda: attention decode: {}", cudaGetErrorString(e)));
-    if (nsplit > 1) cuda::launch_attention_merge(attn_part_, sinks, T_, nh, d, nsplit, out, stream_);
     return check_launch("attention decode");
   }
   cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap, window, sinks, T_,

@@ -83,12 +83,25 @@ void launch_attention_merge(const float* part, const float* sinks, int T, int nh
                             cudaStream_t s);
 
 // ---- attention_decode.cu: the decode attention (T <= 8 tokens) for a bf16 cache on the tensor cores, same
-// split layout as launch_attention (merge launched by the caller when nsplit > 1). Supported: nh/nkv <= 8,
-// d in {16, 32, 64, 128}.
+// split layout as launch_attention; writes out whatever nsplit is. Supported: nh/nkv <= 8, d in {16, 32, 64, 128}.
 bool attention_decode_supported(int nh, int nkv, int d);
-cudaError_t launch_attention_decode(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap,
-                                    int window, const float* sinks, int T, int nh, int nkv, int d, int nsplit,
-                                    float* part, float* out, cudaStream_t s);
+// What the decode kernel may do besides attending (every field optional):
+struct DecodeFusion {
+  // T == 1: q and k as the q/k/v product left them (not rotated); the kernel applies RoPE (inv_freq [d/2],
+  // mscale) to q and to the new key, and stores the new key and value v [nkv, d] at slot pos[0] % cap.
+  // nullptr: launch_rope_kv_append ran first.
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const float* inv_freq = nullptr;
+  float mscale = 1.0f;
+  // [T * nkv] words, 0 before the launch and left 0: the splits are merged by the last block of each
+  // (token, kv head) instead of a launch of f32_attention_merge (which still runs when the merge's
+  // weights do not fit the block's shared memory).
+  unsigned* tickets = nullptr;
+};
+cudaError_t launch_attention_decode(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
+                                    const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
+                                    float* out, const DecodeFusion& fuse, cudaStream_t s);
 
 // ---- attention_prefill.cu: the same attention for a prefill chunk on the tensor cores (mma.sync,
 // operands as bf16 hi/lo pairs). Supported: nh/nkv <= 8 and d in {16, 32, 64, 128}.

@@ -27,7 +27,9 @@ namespace gptoss::cuda {
 namespace {
 
 constexpr int kTcWarps = 4;  // warps per block, 16 rows each
-constexpr int kSteps = 4;    // 4-block steps fetched per batch (256 bytes of a row)
+// 4-block steps fetched per batch (256 bytes of a row). Bigger batches measured slower on an H100 (20b decode,
+// interleaved A/B): 8 steps 0.985x, 12 steps 0.950x (bench/cuda_notes.md, round 6).
+constexpr int kSteps = 4;
 
 // 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
 // placed at bits 15 / 11..9 of an f16 (subnormal for e = 0), as fp4x8_scaled in moe_decode.cu.
