@@ -370,7 +370,9 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttention,
                                            AttnCase{64, 8, 64, 0, KvPrecision::BF16},
                                            AttnCase{64, 8, 64, 128, KvPrecision::BF16}, AttnCase{4, 1, 16, 16, KvPrecision::BF16},
                                            AttnCase{6, 6, 128, 0, KvPrecision::BF16}, AttnCase{8, 2, 32, 8, KvPrecision::BF16},
-                                           // 1024 splits: too many for the in-kernel merge's shared memory
+                                           // decode with several splits (merged in the kernel): the 20b
+                                           // head shape, and d = 16 with as many splits as fit the merge
+                                           AttnCase{64, 8, 64, 0, KvPrecision::BF16, 4096},
                                            AttnCase{4, 1, 16, 0, KvPrecision::BF16, 131072}));
 
 struct MoeCase {

@@ -1,7 +1,7 @@
 // Decode attention on the tensor cores, for a bf16 KV cache (reference §4.3): a few query tokens, each
 // against all of its visible keys, split over blocks (split-K); the splits are merged with the sink by the
-// last block of each (token, kv head) to finish (a ticket per pair), or by f32_attention_merge (attention.cu)
-// when the merge's weights do not fit the block's shared memory; one split writes the output directly.
+// last block of each (token, kv head) to finish (a ticket per pair; at most attention_decode_max_splits
+// splits, whose weights fit the block's shared memory); one split writes the output directly.
 // For one token (T == 1) the kernel also applies RoPE: to q as it loads it, and to the new key, which the
 // block whose split ends at the token's position stores in the cache and patches into its last tile (no
 // other block reads that slot). Both fusions remove a launch that was all latency: the RoPE/append kernel
@@ -15,6 +15,7 @@
 // combined in shared memory at the end.
 // Precision: the cache is bf16 already (exact operands); q and P are split into bf16 hi/lo pairs
 // (hi*K + lo*K), so the result matches the CUDA-core kernel and the CPU to f32 rounding.
+#include <algorithm>
 #include <cfloat>
 
 #include "backend/cuda/common.cuh"
@@ -28,16 +29,16 @@ constexpr int kWarps = 4;
 constexpr int kPad = 8;    // bf16 per smem row: 16-byte aligned rows, conflict-free ldmatrix
 constexpr int kMaxGroupDecode = 8;  // query heads per kv head: the rows of one m16n8k16 tile's upper half
 
-// Per warp: 2 stages x (K, V) x kKeys rows of D + kPad bf16.
-template <int D, int kKeys>
+// Per warp: kStages x (K, V) x kKeys rows of D + kPad bf16.
+template <int D, int kKeys, int kStages>
 constexpr size_t decode_smem_bytes() {
-  return size_t(kWarps) * 2 * 2 * kKeys * (D + kPad) * sizeof(__nv_bfloat16);
+  return size_t(kWarps) * kStages * 2 * kKeys * (D + kPad) * sizeof(__nv_bfloat16);
 }
 
 // Floats of shared memory the in-kernel merge needs: the split weights [G][nsplit] and each head's denominator.
 __host__ __device__ constexpr int merge_floats(int G, int nsplit) { return G * nsplit + kMaxGroupDecode; }
 
-template <int D, int kKeys, bool kRope>
+template <int D, int kKeys, int kStages, bool kRope>
 __global__ void __launch_bounds__(kWarps * kWarp)
     attention_decode_mma(const float* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                          const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, int cap, int window,
@@ -48,7 +49,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const int sp = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
   const int G = nh / nkv, warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int r = lane / 4, c2 = (lane % 4) * 2;
-  __nv_bfloat16* wbuf = sm + size_t(warp) * 2 * 2 * kKeys * RS;  // [stage][K, V][kKeys][RS]
+  __nv_bfloat16* wbuf = sm + size_t(warp) * kStages * 2 * kKeys * RS;  // [stage][K, V][kKeys][RS]
   auto kbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS; };
   auto vbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS + kKeys * RS; };
 
@@ -137,16 +138,24 @@ __global__ void __launch_bounds__(kWarps * kWarp)
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m = -INFINITY, l = 0.0f;  // row r; l: this lane's share
+  // kStages - 1 tiles in flight ahead of the one in use. A tile past k1 is an empty commit group, so that
+  // cp_async_wait<kStages - 1> always means "the tile of this iteration has landed".
+  constexpr int kStep = kWarps * kKeys;
   int st = 0;
   int kb = k0 + warp * kKeys;
-  if (kb < k1) issue(kb, 0);
-  for (; kb < k1; kb += kWarps * kKeys) {
-    if (kb + kWarps * kKeys < k1) {
-      issue(kb + kWarps * kKeys, st ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (kb + i * kStep < k1)
+      issue(kb + i * kStep, i);
+    else
+      cp_async_commit();
+  }
+  for (; kb < k1; kb += kStep) {
+    if (kb + (kStages - 1) * kStep < k1)
+      issue(kb + (kStages - 1) * kStep, (st + kStages - 1) % kStages);  // the slot of the tile used last
+    else
+      cp_async_commit();
+    cp_async_wait<kStages - 1>();
     __syncwarp();  // every lane's copies of this stage are done
     if (own_warp && p >= kb && p < kb + kKeys) {  // key p and the padding rows after it (copies of key p)
       for (int jj = p - kb; jj < kKeys; ++jj) {
@@ -209,7 +218,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       }
     }
     __syncwarp();  // this stage is read; the next iteration's copies may overwrite it
-    st ^= 1;
+    st = (st + 1) % kStages;
   }
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
@@ -260,7 +269,6 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     }
     part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = res;
   }
-  if (!fuse.tickets) return;  // f32_attention_merge follows
   // Publish this split, take a ticket; the last of the nsplit blocks of (t, g) sees every split and merges
   // them as f32_attention_merge does: out = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s).
   __shared__ bool last;
@@ -302,38 +310,62 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   if (threadIdx.x == 0) *ticket = 0u;  // ready for the next launch (graph replays included)
 }
 
-template <int D, int kKeys, bool kRope>
+template <int D, int kKeys, int kStages, bool kRope>
 cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
                       const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
                       const DecodeFusion& fuse, cudaStream_t s) {
-  constexpr size_t smem = decode_smem_bytes<D, kKeys>();
+  constexpr size_t smem = decode_smem_bytes<D, kKeys, kStages>();
   static_assert(smem >= (2 * kWarps * 8 + kWarps * 8 * D) * sizeof(float), "the warps' combine reuses the staging");
-  static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kRope>,
+  static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kStages, kRope>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (attr != cudaSuccess) return attr;
-  DecodeFusion f = fuse;
-  const bool merge_here = nsplit > 1 && f.tickets && size_t(merge_floats(nh / nkv, nsplit)) * sizeof(float) <= smem;
-  if (!merge_here) f.tickets = nullptr;
-  attention_decode_mma<D, kKeys, kRope><<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
-      q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
-      nsplit, part, sinks, out, f);
-  if (nsplit > 1 && !merge_here) launch_attention_merge(part, sinks, T, nh, D, nsplit, out, s);
+  if (nsplit > 1 && (!fuse.tickets || size_t(merge_floats(nh / nkv, nsplit)) * sizeof(float) > smem))
+    return cudaErrorInvalidValue;
+  attention_decode_mma<D, kKeys, kStages, kRope>
+      <<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
+          q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
+          nsplit, part, sinks, out, fuse);
   return cudaSuccess;
 }
 
 // 16-key tiles: 37 KB of staging per block instead of 74 KB, twice the resident blocks. H100, same run:
 // decode at 32k 299 / 300 -> 307 / 308 tok/s (32-key tiles), context 2048 unchanged (372-373).
 constexpr int kKeysPerTile = 16;
+template <int D, int kStages>
+cudaError_t launch_ds(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
+                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
+                      const DecodeFusion& fuse, cudaStream_t s) {
+  if (fuse.k)
+    return launch_dk<D, kKeysPerTile, kStages, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
+                                                     fuse, s);
+  return launch_dk<D, kKeysPerTile, kStages, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
+                                                    fuse, s);
+}
+// Two stages (one tile in flight ahead of the one in use): 4 stages measured 0.984x at context 2048 and
+// 0.994x at 32k (H100, 20b decode, interleaved A/B; bench/cuda_notes.md, round 6).
+constexpr int kStages = 2;
 template <int D>
 cudaError_t launch_d(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
                      const DecodeFusion& fuse, cudaStream_t s) {
   if (fuse.k)
-    return launch_dk<D, kKeysPerTile, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
-  return launch_dk<D, kKeysPerTile, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+    return launch_dk<D, kKeysPerTile, kStages, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
+                                                     fuse, s);
+  return launch_dk<D, kKeysPerTile, kStages, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
+                                                    fuse, s);
 }
 
 }  // namespace
+
+int attention_decode_max_splits(int nh, int nkv, int d) {
+  // The in-kernel merge keeps G * nsplit + 8 floats in the staging memory.
+  const size_t floats = (d <= 16   ? decode_smem_bytes<16, kKeysPerTile, kStages>()
+                         : d <= 32 ? decode_smem_bytes<32, kKeysPerTile, kStages>()
+                         : d <= 64 ? decode_smem_bytes<64, kKeysPerTile, kStages>()
+                                   : decode_smem_bytes<128, kKeysPerTile, kStages>()) /
+                        sizeof(float);
+  return int((floats - kMaxGroupDecode) / size_t(std::max(1, nh / std::max(1, nkv))));
+}
 
 bool attention_decode_supported(int nh, int nkv, int d) {
   return nkv > 0 && nh % nkv == 0 && nh / nkv <= 8 && (d == 16 || d == 32 || d == 64 || d == 128);

@@ -83,8 +83,10 @@ void launch_attention_merge(const float* part, const float* sinks, int T, int nh
                             cudaStream_t s);
 
 // ---- attention_decode.cu: the decode attention (T <= 8 tokens) for a bf16 cache on the tensor cores, same
-// split layout as launch_attention; writes out whatever nsplit is. Supported: nh/nkv <= 8, d in {16, 32, 64, 128}.
+// split layout as launch_attention, splits merged in the kernel (nsplit <= attention_decode_max_splits).
+// Supported: nh/nkv <= 8, d in {16, 32, 64, 128}.
 bool attention_decode_supported(int nh, int nkv, int d);
+int attention_decode_max_splits(int nh, int nkv, int d);
 // What the decode kernel may do besides attending (every field optional):
 struct DecodeFusion {
   // T == 1: q and k as the q/k/v product left them (not rotated); the kernel applies RoPE (inv_freq [d/2],
@@ -94,9 +96,8 @@ struct DecodeFusion {
   const float* v = nullptr;
   const float* inv_freq = nullptr;
   float mscale = 1.0f;
-  // [T * nkv] words, 0 before the launch and left 0: the splits are merged by the last block of each
-  // (token, kv head) instead of a launch of f32_attention_merge (which still runs when the merge's
-  // weights do not fit the block's shared memory).
+  // [T * nkv] words, 0 before the launch and left 0 (required when nsplit > 1): the splits are merged by
+  // the last block of each (token, kv head) to finish, instead of a launch of f32_attention_merge.
   unsigned* tickets = nullptr;
 };
 cudaError_t launch_attention_decode(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,

@@ -238,7 +238,8 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
 // down, at most 80 registers so 3 blocks of 8 warps fit per SM. The former shape (2 pairs / 4 experts / 128
 // registers, 2 blocks per SM) measured on an H100 with bench_cuda_ops: moe 64 / 49 us against 55 / 45 us for
 // this one in the two passes, decode 298 against 308 tok/s (bench/cuda_notes.md, round 2, item 11). All 4
-// experts in flight with this register cap (100 bytes spilled) measured 0.947x (round 6).
+// experts in flight with this register cap (100 bytes spilled) measured 0.947x, and one block of 22 warps per SM
+// (z staged once per SM instead of about 3 times) 0.992x (round 6).
 constexpr int kGateUpPairs = 1, kDownExperts = 2, kMinBlocksPerSm = 3;
 
 // Shared memory above 48 KB per block needs an opt-in; done once at backend start (not during a capture).
