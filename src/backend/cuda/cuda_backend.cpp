@@ -427,9 +427,9 @@ int attention_splits(int T, int nkv, int max_keys, int sms) {
 }
 
 // ... and for the tensor-core decode kernel: at least 512 keys each, at most 32 splits (and what its in-kernel
-// merge can hold). Fewer, longer splits won on an H100 (20b decode, interleaved A/B, least keys per split):
-// context 2048 (cache of 2177): 128 keys 439.2 tok/s, 512: 443.7, 1024: 432.5, 2048: 424.0; context 32k:
-// 128: 359.6, 512: 379.9, 1024: 388.2 / 389.6, 2048: 389.6 (33 and 17 splits). 8 blocks per SM had ruled before.
+// merge can hold). H100, 20b decode, two interleaved A/B runs, tok/s by least keys per split: context 2048
+// (a 2177-key cache) 128: 437.4 / 439.2, 512: 440.6 / 443.7, 1024: 432.5, 2048: 424.0; context 32k 128: 359.6,
+// 512: 379.1 / 379.9, 1024: 389.6 / 388.2, 2048: 389.6 (bench/cuda_notes.md, round 6).
 int attention_decode_splits(int nh, int nkv, int d, int max_keys) {
   const int by_work = std::max(1, (max_keys + 511) / 512);
   return std::max(1, std::min({by_work, 32, cuda::attention_decode_max_splits(nh, nkv, d)}));
