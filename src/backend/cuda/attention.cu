@@ -45,11 +45,9 @@ __global__ void f32_rope_kv_append(float* __restrict__ q, float* __restrict__ k,
     store(vc, slot + int64_t(h) * d + j + half, vr[j + half]);
     return;
   }
-  const float angle = float(pos[t]) * inv_freq[j];  // one f32 multiply, as transformers (reference §4.4)
-  const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
   float* x = head < nh ? q + (int64_t(t) * nh + head) * d : k + (int64_t(t) * nkv + (head - nh)) * d;
-  const float a = x[j], b = x[j + half];
-  const float ra = a * c - b * sn, rb = b * c + a * sn;
+  const float2 r = rope_pair(x[j], x[j + half], pos[t], inv_freq[j], mscale);
+  const float ra = r.x, rb = r.y;
   x[j] = ra;
   x[j + half] = rb;
   if (head >= nh) {

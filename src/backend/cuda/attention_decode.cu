@@ -76,10 +76,8 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       if (j >= D / 2) break;
       const float* kr = fuse.k + int64_t(g) * D;
       const float* vr = fuse.v + int64_t(g) * D;
-      const float angle = float(p) * fuse.inv_freq[j];  // as f32_rope_kv_append
-      const float c = cosf(angle) * fuse.mscale, sn = sinf(angle) * fuse.mscale;
-      const float a = kr[j], b = kr[j + D / 2];
-      nk[i][0] = __float2bfloat16(a * c - b * sn), nk[i][1] = __float2bfloat16(b * c + a * sn);
+      const float2 rk = rope_pair(kr[j], kr[j + D / 2], p, fuse.inv_freq[j], fuse.mscale);
+      nk[i][0] = __float2bfloat16(rk.x), nk[i][1] = __float2bfloat16(rk.y);
       nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
       kcw[base + j] = nk[i][0], kcw[base + j + D / 2] = nk[i][1];
       vcw[base + j] = nv[i][0], vcw[base + j + D / 2] = nv[i][1];
@@ -103,11 +101,9 @@ __global__ void __launch_bounds__(kWarps * kWarp)
         float* hi_pair = &qv[u + D / 16].x;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float angle = float(p) * fuse.inv_freq[8 * u + c2 + e];  // as f32_rope_kv_append
-          const float c = cosf(angle) * fuse.mscale, sn = sinf(angle) * fuse.mscale;
-          const float a = lo_pair[e], b = hi_pair[e];
-          lo_pair[e] = a * c - b * sn;
-          hi_pair[e] = b * c + a * sn;
+          const float2 rq = rope_pair(lo_pair[e], hi_pair[e], p, fuse.inv_freq[8 * u + c2 + e], fuse.mscale);
+          lo_pair[e] = rq.x;
+          hi_pair[e] = rq.y;
         }
       }
     }
@@ -331,16 +327,6 @@ cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int3
 // 16-key tiles: 37 KB of staging per block instead of 74 KB, twice the resident blocks. H100, same run:
 // decode at 32k 299 / 300 -> 307 / 308 tok/s (32-key tiles), context 2048 unchanged (372-373).
 constexpr int kKeysPerTile = 16;
-template <int D, int kStages>
-cudaError_t launch_ds(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
-                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
-                      const DecodeFusion& fuse, cudaStream_t s) {
-  if (fuse.k)
-    return launch_dk<D, kKeysPerTile, kStages, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
-                                                     fuse, s);
-  return launch_dk<D, kKeysPerTile, kStages, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
-                                                    fuse, s);
-}
 // Two stages (one tile in flight ahead of the one in use): 4 stages measured 0.984x at context 2048 and
 // 0.994x at 32k (H100, 20b decode, interleaved A/B; bench/cuda_notes.md, round 6).
 constexpr int kStages = 2;

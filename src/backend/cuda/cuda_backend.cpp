@@ -29,8 +29,7 @@ using cuda::WView;
     if (e_ != cudaSuccess) return Error("cuda: {} failed: {}", #expr, cudaGetErrorString(e_)); \
   } while (0)
 
-constexpr int kDecodeMaxT = 8;
-  // steps with at most this many tokens use the matvec kernels
+constexpr int kDecodeMaxT = 8;  // steps with at most this many tokens use the matvec kernels
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 Wt to_wt(WeightType t) {

@@ -87,7 +87,7 @@ void launch_attention_merge(const float* part, const float* sinks, int T, int nh
 // Supported: nh/nkv <= 8, d in {16, 32, 64, 128}.
 bool attention_decode_supported(int nh, int nkv, int d);
 int attention_decode_max_splits(int nh, int nkv, int d);
-// What the decode kernel may do besides attending (every field optional):
+// What the decode kernel does besides attending:
 struct DecodeFusion {
   // T == 1: q and k as the q/k/v product left them (not rotated); the kernel applies RoPE (inv_freq [d/2],
   // mscale) to q and to the new key, and stores the new key and value v [nkv, d] at slot pos[0] % cap.
