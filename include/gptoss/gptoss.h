@@ -119,7 +119,11 @@ class Sampler {
  private:
   SamplerOptions opts_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> cand_;
+  struct Candidate {
+    float logit, w;  // w = exp((logit - max) / temperature)
+    int32_t id;
+  };
+  std::vector<Candidate> cand_;
   std::vector<float> w_;
 };
 

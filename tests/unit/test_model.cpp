@@ -132,6 +132,54 @@ TEST(Sampler, MatchesDefinition) {
   }
 }
 
+// The nucleus exactly: every draw inside the set a full sort keeps (ties: lower id first), and that set's
+// last member drawn too (not one short). Nearly flat logits give each member ~1/keep of the draws, and
+// 100 top_p values move the boundary through every position the selection may end on (a pivot included).
+TEST(Sampler, NucleusIsExact) {
+  auto check = [](const std::vector<float>& logits, float top_p, int draws, uint64_t seed) {
+    std::vector<int32_t> order(logits.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return logits[size_t(a)] != logits[size_t(b)] ? logits[size_t(a)] > logits[size_t(b)] : a < b;
+    });
+    const double m = logits[size_t(order[0])];
+    double total = 0;
+    for (float l : logits) total += std::exp(double(l) - m);
+    size_t keep = 0;
+    double kept = 0;
+    while (kept < top_p * total) kept += std::exp(double(logits[size_t(order[keep++])]) - m);
+    std::vector<int> count(logits.size(), 0);
+    Sampler s({.temperature = 1.0f, .top_p = top_p, .seed = seed});
+    for (int i = 0; i < draws; ++i) count[size_t(s.sample(logits))]++;
+    int inside = 0;
+    for (size_t i = 0; i < keep; ++i) inside += count[size_t(order[i])];
+    EXPECT_EQ(inside, draws) << "top_p " << top_p << ": draws outside the nucleus of " << keep;
+    const int32_t last = order[keep - 1];
+    if (std::exp(double(logits[size_t(last)]) - m) / kept * draws >= 20) {  // P(no draw) < 1e-8
+      EXPECT_GT(count[size_t(last)], 0) << "top_p " << top_p << ": the nucleus of " << keep << " drawn one short";
+    }
+  };
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> flat(0.0f, 1.0f);
+  std::vector<float> small(200);
+  for (auto& x : small) x = flat(rng);
+  small[3] = small[4] = small[5] = small[150];  // ties
+  for (int i = 1; i <= 100; ++i) check(small, 0.0099f * float(i), 4000, uint64_t(i));
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> big(3000);
+  for (auto& x : big) x = nd(rng);
+  big[7] = big[8] = big[9] = big[10] = 9.0f;  // ties at the top
+  for (float top_p : {0.3f, 0.8f, 0.97f}) check(big, top_p, 5000, 4);
+  // Equal weights: the fewest reaching half are the two lowest ids.
+  std::vector<float> flat4 = {1.0f, 1.0f, 1.0f, 1.0f};
+  Sampler h({.temperature = 1.0f, .top_p = 0.5f, .seed = 6});
+  std::vector<int> c4(4, 0);
+  for (int i = 0; i < 2000; ++i) c4[size_t(h.sample(flat4))]++;
+  EXPECT_GT(c4[0], 0);
+  EXPECT_GT(c4[1], 0);
+  EXPECT_EQ(c4[2] + c4[3], 0);
+}
+
 TEST(Sampler, GreedyAndSeeded) {
   std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f};
   Sampler greedy({.temperature = 0});
