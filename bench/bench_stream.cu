@@ -3,7 +3,8 @@
 // 1.16 GB lm_head reaches ~3.1 TB/s (bench/cuda_notes.md, round 5). This times the simplest possible
 // reader (16-byte loads, grid-stride, one add per load) over sizes from 4 MB to 1 GB, each launch on a
 // region the previous launches did not touch (a 4 GB buffer walked in order, so nothing is in the 50 MB
-// L2), kernels back to back in one stream; also a CUDA graph of 24 such kernels (a decode step's shape).
+// L2), kernels back to back in one stream; also a CUDA graph of 24 such kernels (a decode step's shape), row
+// readers of the matvec's shape, and the MoE down kernel's reads taken apart (expert ids, z staging).
 // Prints GB/s per size and its ratio to the 1 GB figure of the same run.
 //   bench_stream [total MiB to allocate = 4096]
 #include <cuda_runtime.h>
@@ -54,6 +55,55 @@ __global__ void read_row_groups(const uint8_t* __restrict__ p, int64_t rows, int
     const uint4 v = __ldg(span + i);
     acc += v.x ^ v.y ^ v.z ^ v.w;
   }
+  if (acc == 0x12345678u) *out = acc;
+}
+
+// The MoE down kernel's reads without its arithmetic (moe_decode.cu): warp per output row, the 4 selected
+// experts' MXFP4 rows (90 blocks of 16 code bytes + 90 scale bytes for I = 2880), 3 blocks per lane,
+// kInFlight experts requested per round. kIdxHop: the expert ids come from device memory (one dependent L2
+// round trip before any weight is requested, as in the real kernel); kStageZ: 4 x 2880 floats copied to
+// shared memory with cp.async first (the real kernel's z), waited for after the first round is requested.
+template <int kInFlight, bool kIdxHop, bool kStageZ>
+__global__ void __launch_bounds__(256, 3)
+    read_moe_down(const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales, const int* __restrict__ ids,
+                  int first_expert, const float* __restrict__ z, unsigned* __restrict__ out) {
+  constexpr int kRows = 2880, kNb = 90, kE = 32, kK = 4;
+  extern __shared__ __align__(16) float zs[];
+  const int64_t r = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if constexpr (kStageZ) {
+    for (int i = threadIdx.x; i < kK * kRows / 4; i += blockDim.x) {
+      const unsigned dst = unsigned(__cvta_generic_to_shared(zs + 4 * i));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(z + 4 * i));
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  uint32_t acc = 0;
+  for (int j0 = 0; j0 < kK; j0 += kInFlight) {
+    uint4 q[kInFlight][3];
+    uint32_t sc[kInFlight][3];
+#pragma unroll
+    for (int jj = 0; jj < kInFlight; ++jj) {
+      const int e = kIdxHop ? ids[j0 + jj] : (first_expert + j0 + jj) % kE;
+      const uint4* row = reinterpret_cast<const uint4*>(codes + (int64_t(e) * kRows + r) * kNb * 16);
+      const uint8_t* srow = scales + (int64_t(e) * kRows + r) * kNb;
+#pragma unroll
+      for (int i = 0; i < 3; ++i) {
+        const int b = lane + 32 * i;
+        q[jj][i] = r < kRows && b < kNb ? __ldg(row + b) : make_uint4(0, 0, 0, 0);
+        sc[jj][i] = r < kRows && b < kNb ? __ldg(srow + b) : 0u;
+      }
+    }
+    if (kStageZ && j0 == 0) {
+      asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+      __syncthreads();
+    }
+#pragma unroll
+    for (int jj = 0; jj < kInFlight; ++jj)
+#pragma unroll
+      for (int i = 0; i < 3; ++i) acc += q[jj][i].x ^ q[jj][i].y ^ q[jj][i].z ^ q[jj][i].w ^ sc[jj][i];
+  }
+  if (kStageZ) acc += __float_as_uint(zs[threadIdx.x]);
   if (acc == 0x12345678u) *out = acc;
 }
 
@@ -166,6 +216,64 @@ int main(int argc, char** argv) {
     timed("block per 8 rows (contiguous span)", [&](const uint8_t* p) {
       read_row_groups<<<rb, 256, 0, s>>>(p, rows, row_bytes, out);
     });
+  }
+  // The MoE down kernel's pattern: 4 of 32 experts per launch (17.6 MB), launch i reading experts 4i..4i+3
+  // (mod 32) of a 141 MB expert array, so each launch finds its experts out of L2.
+  {
+    constexpr int kRows = 2880, kNb = 90, kE = 32, kK = 4;
+    const size_t code_bytes = size_t(kE) * kRows * kNb * 16, scale_bytes = size_t(kE) * kRows * kNb;
+    const size_t read = size_t(kK) * kRows * kNb * 17;
+    if (code_bytes + scale_bytes + 64 * 1024 * 1024 > total) {
+      std::printf("MoE down pattern: buffer too small\n");
+    } else {
+      const uint8_t* codes = buf;
+      const uint8_t* scales = buf + code_bytes;
+      const float* z = reinterpret_cast<const float*>(buf + code_bytes + scale_bytes);
+      const int launches = 48;
+      int* ids = nullptr;  // launch i: experts 4i .. 4i+3 (mod 32), as the arithmetic of the "ids known" variants
+      std::vector<int> h_ids(size_t(launches) * kK);
+      for (size_t i = 0; i < h_ids.size(); ++i) h_ids[i] = int(i % kE);
+      CK(cudaMalloc(&ids, h_ids.size() * sizeof(int)));
+      CK(cudaMemcpy(ids, h_ids.data(), h_ids.size() * sizeof(int), cudaMemcpyHostToDevice));
+      const size_t zsmem = size_t(kK) * kRows * sizeof(float);
+      const unsigned rb = kRows / 8;
+      auto timed = [&](const char* name, size_t bytes, auto launch) -> int {
+        for (int i = 0; i < launches; ++i) launch(i);
+        CK(cudaEventRecord(e0, s));
+        for (int i = 0; i < launches; ++i) launch(i);
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
+        std::printf("MoE down pattern, %-58s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
+                    g / gbs.back(), ms * 1e3 / launches);
+        return 0;
+      };
+      CK(cudaFuncSetAttribute(read_moe_down<2, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(zsmem)));
+      CK(cudaFuncSetAttribute(read_moe_down<4, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(zsmem)));
+      timed("grid-stride over the 4 experts' codes (16.6 MB)", size_t(kK) * kRows * kNb * 16, [&](int i) {
+        const size_t per_expert = size_t(kRows) * kNb * 16;
+        read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(codes + size_t((4 * i) % kE) * per_expert),
+                                            kK * per_expert / 16, out);
+      });
+      timed("2 experts per round, ids known", read, [&](int i) {
+        read_moe_down<2, false, false><<<rb, 256, 0, s>>>(codes, scales, ids, 4 * i, z, out);
+      });
+      timed("4 experts per round, ids known", read, [&](int i) {
+        read_moe_down<4, false, false><<<rb, 256, 0, s>>>(codes, scales, ids, 4 * i, z, out);
+      });
+      timed("2 per round, ids from memory", read, [&](int i) {
+        read_moe_down<2, true, false><<<rb, 256, 0, s>>>(codes, scales, ids + kK * i, 4 * i, z, out);
+      });
+      timed("2 per round, ids from memory, z staged (the real kernel)", read, [&](int i) {
+        read_moe_down<2, true, true><<<rb, 256, zsmem, s>>>(codes, scales, ids + kK * i, 4 * i, z, out);
+      });
+      timed("4 per round, ids from memory, z staged", read, [&](int i) {
+        read_moe_down<4, true, true><<<rb, 256, zsmem, s>>>(codes, scales, ids + kK * i, 4 * i, z, out);
+      });
+      cudaFree(ids);
+    }
   }
   cudaFree(buf);
   cudaFree(out);
