@@ -40,8 +40,8 @@ __host__ __device__ constexpr int merge_floats(int G, int nsplit) { return G * n
 
 template <int D, int kKeys, int kStages, bool kRope>
 __global__ void __launch_bounds__(kWarps * kWarp)
-    attention_decode_mma(const float* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
-                         const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, int cap, int window,
+    attention_decode_mma(const float* __restrict__ q, __nv_bfloat16* __restrict__ kc, __nv_bfloat16* __restrict__ vc,
+                         const int32_t* __restrict__ pos, int cap, int window,
                          int nh, int nkv, int nsplit, float* __restrict__ part, const float* __restrict__ sinks,
                          float* __restrict__ out, DecodeFusion fuse) {
   constexpr int RS = D + kPad;
@@ -68,8 +68,6 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   __nv_bfloat16 nk[kPairs][2], nv[kPairs][2];
   if (own_warp) {
     const int64_t base = int64_t(p % cap) * row + int64_t(g) * D;
-    __nv_bfloat16* kcw = const_cast<__nv_bfloat16*>(kc);  // the cache, written once per step at slot p
-    __nv_bfloat16* vcw = const_cast<__nv_bfloat16*>(vc);
 #pragma unroll
     for (int i = 0; i < kPairs; ++i) {
       const int j = lane + kWarp * i;
@@ -79,8 +77,8 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       const float2 rk = rope_pair(kr[j], kr[j + D / 2], p, fuse.inv_freq[j], fuse.mscale);
       nk[i][0] = __float2bfloat16(rk.x), nk[i][1] = __float2bfloat16(rk.y);
       nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
-      kcw[base + j] = nk[i][0], kcw[base + j + D / 2] = nk[i][1];
-      vcw[base + j] = nv[i][0], vcw[base + j + D / 2] = nv[i][1];
+      kc[base + j] = nk[i][0], kc[base + j + D / 2] = nk[i][1];  // the cache's slot p: written once per step
+      vc[base + j] = nv[i][0], vc[base + j + D / 2] = nv[i][1];
     }
   }
 
@@ -117,7 +115,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       }
     }
   }
-  // Keys kb .. kb+31 into stage st (rows past k1 repeat key k1-1; they are masked).
+  // Keys kb .. kb + kKeys - 1 into stage st (rows past k1 repeat key k1-1; they are masked).
   auto issue = [&](int kb, int st) {
     __nv_bfloat16 *kd = kbuf(st), *vd = vbuf(st);
     for (int i = lane; i < kKeys * (D / 8); i += kWarp) {
@@ -307,7 +305,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
 }
 
 template <int D, int kKeys, int kStages, bool kRope>
-cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
+cudaError_t launch_dk(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
                       const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
                       const DecodeFusion& fuse, cudaStream_t s) {
   constexpr size_t smem = decode_smem_bytes<D, kKeys, kStages>();
@@ -319,8 +317,8 @@ cudaError_t launch_dk(const float* q, const void* kc, const void* vc, const int3
     return cudaErrorInvalidValue;
   attention_decode_mma<D, kKeys, kStages, kRope>
       <<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
-          q, static_cast<const __nv_bfloat16*>(kc), static_cast<const __nv_bfloat16*>(vc), pos, cap, window, nh, nkv,
-          nsplit, part, sinks, out, fuse);
+          q, static_cast<__nv_bfloat16*>(kc), static_cast<__nv_bfloat16*>(vc), pos, cap, window, nh, nkv, nsplit,
+          part, sinks, out, fuse);
   return cudaSuccess;
 }
 
@@ -331,7 +329,7 @@ constexpr int kKeysPerTile = 16;
 // 0.994x at 32k (H100, 20b decode, interleaved A/B; bench/cuda_notes.md, round 6).
 constexpr int kStages = 2;
 template <int D>
-cudaError_t launch_d(const float* q, const void* kc, const void* vc, const int32_t* pos, int cap, int window,
+cudaError_t launch_d(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
                      const DecodeFusion& fuse, cudaStream_t s) {
   if (fuse.k)
