@@ -48,6 +48,15 @@ class Model {
   double load_seconds_ = 0;
 };
 
+// Ops of a forward step, for profiling (Session::set_skip_ops).
+enum SkipOp : uint32_t {
+  kSkipQkv = 1,        // RMSNorm + q/k/v products
+  kSkipAttention = 2,  // RoPE, KV append, attention
+  kSkipOProj = 4,      // o_proj + residual
+  kSkipMoe = 8,        // RMSNorm + router + experts + residual
+  kSkipLmHead = 16,    // final RMSNorm + lm_head
+};
+
 struct SessionOptions {
   int max_context = 4096;  // positions this session may reach; KV memory scales with it
   int max_batch = 128;     // tokens per forward step; longer inputs are processed in chunks
@@ -80,6 +89,9 @@ class Session {
   // feed the context again.
   Status truncate(int pos);
   size_t kv_bytes() const;
+  // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the ops in `mask` (SkipOp bits),
+  // so that the time a step saves is what those ops cost inside it. The outputs are then meaningless.
+  void set_skip_ops(uint32_t mask) { skip_ops_ = mask; }
 
  private:
   Session() = default;
@@ -89,6 +101,7 @@ class Session {
   SessionOptions opts_;
   std::unique_ptr<KvCache> kv_;
   int pos_ = 0;
+  uint32_t skip_ops_ = 0;
   // Activations in backend memory, [max_batch, n] each.
   float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
   float* logits_ = nullptr;  // [max_batch, vocab]

@@ -140,6 +140,7 @@ struct BenchCmd {
   int prompt_tokens = 512, gen_tokens = 32, repeats = 1;
   int context = 0;  // decode measured after this many tokens of context (0: right after the prompt)
   bool json = false;
+  bool op_costs = false;
   int run() {
     o.max_context = std::max(o.max_context, std::max(context, prompt_tokens) + gen_tokens + 1);
     o.max_batch = std::max(o.max_batch, std::min(prompt_tokens, 2048));  // prefill in as few chunks as fit
@@ -162,25 +163,55 @@ struct BenchCmd {
       if (!res.ok()) return fail(res.status());
       prefill_best = std::min(prefill_best, seconds_since(t0));
     }
-    if (context > prompt_tokens) {  // fill the cache up to the requested context (timed separately)
+    // Decode: fill the cache up to the requested context (not timed), then gen_tokens greedy steps timed
+    // (forward_greedy takes the argmax on the device where the backend can) after one warm-up step
+    // (first touch of pages, graph capture). Returns seconds.
+    auto fill_context = [&]() -> Status {
+      if (context <= prompt_tokens) return {};
       std::vector<int32_t> fill(static_cast<size_t>(context - prompt_tokens), 1);
-      auto res = s.forward(fill);
-      if (!res.ok()) return fail(res.status());
+      return s.forward(fill).status();
+    };
+    auto timed_decode = [&]() -> Result<double> {
+      int32_t tok = prompt.back();
+      for (int i = -1; i < gen_tokens; ++i) {
+        if (i == 0) t0 = Clock::now();
+        auto res = s.forward_greedy(std::span<const int32_t>(&tok, 1));
+        if (!res.ok()) return res.status();
+        tok = *res;
+      }
+      return seconds_since(t0);
+    };
+    if (auto st = fill_context(); !st.ok()) return fail(st);
+    auto dec = timed_decode();
+    if (!dec.ok()) return fail(dec.status());
+    const double decode_s = *dec;
+    // --op-costs: the same decode with one op left out of every step, interleaved over 2 rounds; an op's cost
+    // is what leaving it out saves (best of the rounds against the best baseline).
+    struct OpCost {
+      const char* name;
+      uint32_t mask;
+      bool per_layer;
+      double best_s = 1e30;
+    };
+    std::vector<OpCost> costs;
+    double base_s = decode_s;
+    if (op_costs) {
+      costs = {{"none", 0, false},          {"qkv", kSkipQkv, true}, {"attention", kSkipAttention, true},
+               {"o_proj", kSkipOProj, true}, {"moe", kSkipMoe, true}, {"lm_head", kSkipLmHead, false}};
+      for (int round = 0; round < 2; ++round) {
+        for (OpCost& oc : costs) {
+          s.reset();
+          if (auto res = s.forward(prompt); !res.ok()) return fail(res.status());
+          if (auto st = fill_context(); !st.ok()) return fail(st);
+          s.set_skip_ops(oc.mask);
+          auto t = timed_decode();
+          s.set_skip_ops(0);
+          if (!t.ok()) return fail(t.status());
+          oc.best_s = std::min(oc.best_s, *t);
+        }
+      }
+      base_s = std::min(base_s, costs[0].best_s);
     }
-    // Greedy decode; forward_greedy takes the argmax on the device where the backend can.
-    int32_t tok = prompt.back();
-    {  // warm-up step (first-touch of pages, graph capture)
-      auto res = s.forward_greedy(std::span<const int32_t>(&tok, 1));
-      if (!res.ok()) return fail(res.status());
-      tok = *res;
-    }
-    t0 = Clock::now();
-    for (int i = 0; i < gen_tokens; ++i) {
-      auto res = s.forward_greedy(std::span<const int32_t>(&tok, 1));
-      if (!res.ok()) return fail(res.status());
-      tok = *res;
-    }
-    const double decode_s = seconds_since(t0);
     const double bw = m.backend().measure_bandwidth_gbs();
     const double prefill_tps = prompt_tokens / prefill_best, decode_tps = gen_tokens / decode_s;
     const double bytes = double(m.decode_bytes_per_token());
@@ -200,6 +231,12 @@ struct BenchCmd {
                         {"roofline_fraction", bw > 0 ? achieved / bw : 0.0},
                         {"kv_cache_bytes", s.kv_bytes()},
                         {"peak_rss_gib", peak_rss_gib()}};
+    const double step_us = base_s / gen_tokens * 1e6;
+    if (op_costs) {
+      nlohmann::json oj = {{"decode_step_us", step_us}};
+      for (size_t i = 1; i < costs.size(); ++i) oj[costs[i].name] = step_us - costs[i].best_s / gen_tokens * 1e6;
+      j["op_costs_us_per_token"] = oj;
+    }
     if (json) {
       std::printf("%s\n", j.dump().c_str());
     } else {
@@ -211,6 +248,16 @@ struct BenchCmd {
                   "tokens/s (%.0f%% of it)\n",
                   bytes / 1e9, achieved, bw, bw > 0 ? bw * 1e9 / bytes : 0.0, bw > 0 ? 100 * achieved / bw : 0.0);
       std::printf("memory       peak RSS %.2f GiB, KV cache %.2f GiB\n", peak_rss_gib(), double(s.kv_bytes()) / (1 << 30));
+      if (op_costs) {
+        std::printf("op costs     what leaving each op out of a decode step saves (best of 2 interleaved rounds; step "
+                    "%.1f us)\n", step_us);
+        for (size_t i = 1; i < costs.size(); ++i) {
+          const double us = step_us - costs[i].best_s / gen_tokens * 1e6;
+          std::printf("  %-10s %9.1f us per token %6.1f%%", costs[i].name, us, 100 * us / step_us);
+          if (costs[i].per_layer) std::printf("  %7.2f us per layer", us / c.num_hidden_layers);
+          std::printf("\n");
+        }
+      }
     }
     return 0;
   }
@@ -270,6 +317,9 @@ GPTOSS_REGISTER_COMMAND(50, [](CLI::App& app, CommandContext& ctx) {
   sub->add_option("--gen-tokens", cmd->gen_tokens, "Tokens to decode")->check(CLI::PositiveNumber);
   sub->add_option("--context", cmd->context, "Decode after this many tokens of context (e.g. 32768)");
   sub->add_option("--repeats", cmd->repeats, "Prefill repetitions (best is reported)");
+  sub->add_flag("--op-costs", cmd->op_costs,
+                "Also time decode with each op (q/k/v, attention, o_proj, MoE, lm_head) left out of every step: "
+                "what each costs inside a step (profiling; 12 more decode runs)");
   sub->add_flag("--json", cmd->json, "Print one JSON object");
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });

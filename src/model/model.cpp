@@ -124,33 +124,37 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   const float* xr = x_ + size_t(first) * size_t(H);
   // Backends that record steps (CUDA graphs) replay the ops of an identical earlier step instead of
   // receiving them again; the key names this session's buffers and the step's shape.
-  const uint64_t key = uint64_t(reinterpret_cast<uintptr_t>(x_)) * 1000003u + uint64_t(T) * 2u + (all_rows ? 1u : 0u);
+  const uint32_t skip = T == 1 ? skip_ops_ : 0u;  // profiling only (set_skip_ops)
+  const uint64_t key = uint64_t(reinterpret_cast<uintptr_t>(x_)) * 1000003u + uint64_t(T) * 2u + (all_rows ? 1u : 0u) +
+                       (uint64_t(skip) << 40);
   if (!be.replay_step(key)) {
     be.record_step_begin(key);
     be.embed(w.embed, x_);  // §4.1
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       const LayerWeights& L = w.layers[size_t(l)];
       // §4.3 attention block: x += o_proj(attn(rope(q), rope(k), v)) with sinks, window on sliding layers
-      if (!be.norm_qkv(L, x_, T, c.rms_norm_eps, q_, k_, v_)) {  // fused where the backend has it
+      if (!(skip & kSkipQkv) && !be.norm_qkv(L, x_, T, c.rms_norm_eps, q_, k_, v_)) {  // fused where it can be
         be.rmsnorm(x_, L.attn_norm, T, H, c.rms_norm_eps, h_);
         be.matmul(L.q, h_, T, L.q_bias, q_);
         be.matmul(L.k, h_, T, L.k_bias, k_);
         be.matmul(L.v, h_, T, L.v_bias, v_);
       }
-      be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
-      if (!be.matmul_add(L.o, attn_, T, L.o_bias, x_)) {  // fused where the backend has it
+      if (!(skip & kSkipAttention)) be.attention(*kv_, l, q_, k_, v_, L.sinks, L.sliding ? c.sliding_window : 0, attn_);
+      if (!(skip & kSkipOProj) && !be.matmul_add(L.o, attn_, T, L.o_bias, x_)) {  // fused where it can be
         be.matmul(L.o, attn_, T, L.o_bias, h_);
         be.add(x_, h_, size_t(T) * size_t(H));
       }
       // §4.5 MoE block: x += sum_k w_k * expert_k(rmsnorm(x))
-      if (!be.norm_moe(L, x_, T, c.rms_norm_eps, h_)) {
+      if (!(skip & kSkipMoe) && !be.norm_moe(L, x_, T, c.rms_norm_eps, h_)) {
         be.rmsnorm(x_, L.mlp_norm, T, H, c.rms_norm_eps, h_);
         be.moe(L, h_, T, x_);
       }
     }
     // §4.6 output: only the rows whose logits are wanted
-    be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);
-    be.matmul(w.lm_head, h_, rows, nullptr, logits_);
+    if (!(skip & kSkipLmHead)) {
+      be.rmsnorm(xr, w.final_norm, rows, H, c.rms_norm_eps, h_);
+      be.matmul(w.lm_head, h_, rows, nullptr, logits_);
+    }
     GPTOSS_TRY(be.record_step_end());
   }
   const size_t V = size_t(c.vocab_size);

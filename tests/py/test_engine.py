@@ -119,6 +119,13 @@ def test_bench_json(tiny_model, gptoss_bin):
     j = json.loads(r.stdout)
     for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "achieved_gb_per_s", "roofline_fraction"]:
         assert j[k] > 0, k
+    assert "op_costs_us_per_token" not in j
+    r = run_cli(gptoss_bin, "bench", "--model", tiny_model, "--device", "cpu", "--prompt-tokens", "16",
+                "--gen-tokens", "4", "--op-costs", "--json")
+    costs = json.loads(r.stdout)["op_costs_us_per_token"]
+    assert costs["decode_step_us"] > 0
+    assert sorted(costs) == ["attention", "decode_step_us", "lm_head", "moe", "o_proj", "qkv"]
+    assert all(abs(v) < 10 * costs["decode_step_us"] for v in costs.values())  # differences of step times
 
 
 def test_prefill_chunk_size_does_not_change_logits(tmp_path, tiny_model, gptoss_bin):

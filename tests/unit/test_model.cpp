@@ -90,6 +90,33 @@ TEST(Engine, RejectsBadTokensAndFullContext) {
   EXPECT_FALSE(too_long.ok());
 }
 
+// The profiling hook of `bench --op-costs`: one-token steps leave the masked ops out (lm_head skipped: the
+// previous logits stay; MoE skipped: other logits), longer steps never do.
+TEST(Engine, SkipOpsOnlyInOneTokenSteps) {
+  auto model = Model::open(golden_dir("tiny_b"), {.device = "cpu"});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  auto a = Session::create(**model, {.max_context = 32, .max_batch = 8});
+  auto b = Session::create(**model, {.max_context = 32, .max_batch = 8});
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::vector<int32_t> prompt = {1, 2, 3, 4}, one = {5}, two = {6, 7};
+  auto copy = [](Result<std::span<const float>> r) { return std::vector<float>(r->begin(), r->end()); };
+  const auto a0 = copy((*a)->forward(prompt)), a1 = copy((*a)->forward(one)), a2 = copy((*a)->forward(two));
+  (*b)->set_skip_ops(kSkipQkv | kSkipAttention | kSkipOProj | kSkipMoe | kSkipLmHead);
+  EXPECT_EQ(copy((*b)->forward(prompt)), a0);  // 4 tokens: nothing skipped
+  (*b)->set_skip_ops(kSkipLmHead);
+  EXPECT_EQ(copy((*b)->forward(one)), a0);  // the logits of the step before
+  (*b)->reset();
+  (*b)->set_skip_ops(0);
+  ASSERT_TRUE((*b)->forward(prompt).ok());
+  (*b)->set_skip_ops(kSkipMoe);
+  EXPECT_NE(copy((*b)->forward(one)), a1);
+  (*b)->set_skip_ops(0);
+  (*b)->reset();
+  ASSERT_TRUE((*b)->forward(prompt).ok());
+  ASSERT_TRUE((*b)->forward(one).ok());
+  EXPECT_EQ(copy((*b)->forward(two)), a2);
+}
+
 TEST(Engine, UnknownDevice) {
   auto model = Model::open(golden_dir("tiny_b"), {.device = "tpu"});
   ASSERT_FALSE(model.ok());
