@@ -2,7 +2,8 @@
 # One call on the GPU machine: configure + build (Release, CUDA on), run the CUDA parity tests,
 # generate a gpt-oss-20b-shaped checkpoint with the project's tool, and benchmark it:
 # `gptoss bench --device cuda` (decode at short and 32k context, prefill of 2048 tokens, load time,
-# device copy bandwidth) and the per-op time split of one decode step (bench_cuda_ops).
+# device copy bandwidth), what each op costs inside a decode step (`bench --op-costs`) and the per-op time
+# split of one decode step measured op by op (bench_cuda_ops).
 # End to end (PASS/FAIL lines in summary.txt): verify / generate --tokens / logits cuda vs cpu on the 20b-shaped
 # checkpoint; generate --prompt and chat from a pipe on a small real-vocabulary checkpoint with the real
 # tokenizer (carried as .gpudeps/tokenizer.json, a copy of ../shared/data/gpt-oss-tokenizer/tokenizer.json).
@@ -217,6 +218,9 @@ else
 fi
 
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
+# What each op costs inside the running decode step (each left out in turn; into the summary).
+timeout 200 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16 \
+  --op-costs 2>>"$out/bench.err" | sed -n '/^op costs/,$p' | tee -a "$summary"
 timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
