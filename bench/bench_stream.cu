@@ -134,6 +134,18 @@ int main(int argc, char** argv) {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
+  // launch(i) for i < n once (warm-up), then again between two events: the second pass's milliseconds,
+  // or a negative number on a CUDA error.
+  auto time_ms = [&](int n, auto launch) -> float {
+    for (int i = 0; i < n; ++i) launch(i);
+    float ms = -1;
+    if (cudaEventRecord(e0, s) != cudaSuccess) return ms;
+    for (int i = 0; i < n; ++i) launch(i);
+    if (cudaEventRecord(e1, s) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+        cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess && cudaGetLastError() == cudaSuccess)
+      return ms;
+    return -1;
+  };
   const int blocks = prop.multiProcessorCount * 8, threads = 256;
   std::printf("%s, %d SMs, %d blocks x %d threads, buffer %zu MiB\n", prop.name, prop.multiProcessorCount, blocks,
               threads, total >> 20);
@@ -144,17 +156,10 @@ int main(int argc, char** argv) {
     const size_t bytes = mb * 1000 * 1000 / 16 * 16;
     const int per_pass = int(total / bytes);
     const int launches = per_pass < 48 ? per_pass : 48;
-    auto run = [&] {
-      for (int i = 0; i < launches; ++i)
-        read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(buf + size_t(i) * bytes), bytes / 16, out);
-    };
-    run();  // warm-up
-    CK(cudaEventRecord(e0, s));
-    run();
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
+    const float ms = time_ms(launches, [&](int i) {
+      read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(buf + size_t(i) * bytes), bytes / 16, out);
+    });
+    if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
     gbs.push_back(double(bytes) * launches / (ms * 1e-3) / 1e9);
   }
   for (size_t i = 0; i < gbs.size(); ++i)
@@ -188,13 +193,8 @@ int main(int argc, char** argv) {
     const size_t bytes = size_t(rows) * row_bytes;
     const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
     auto timed = [&](const char* name, auto launch) -> int {
-      for (int i = 0; i < launches; ++i) launch(buf + size_t(i) * bytes);
-      CK(cudaEventRecord(e0, s));
-      for (int i = 0; i < launches; ++i) launch(buf + size_t(i) * bytes);
-      CK(cudaEventRecord(e1, s));
-      CK(cudaEventSynchronize(e1));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
+      const float ms = time_ms(launches, [&](int i) { launch(buf + size_t(i) * bytes); });
+      if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
       const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
       std::printf("35 MB as rows of 5760 B, %-44s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
                   g / gbs.back(), ms * 1e3 / launches);
@@ -238,13 +238,8 @@ int main(int argc, char** argv) {
       const size_t zsmem = size_t(kK) * kRows * sizeof(float);
       const unsigned rb = kRows / 8;
       auto timed = [&](const char* name, size_t bytes, auto launch) -> int {
-        for (int i = 0; i < launches; ++i) launch(i);
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < launches; ++i) launch(i);
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
+        const float ms = time_ms(launches, launch);
+        if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
         const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
         std::printf("MoE down pattern, %-58s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
                     g / gbs.back(), ms * 1e3 / launches);
