@@ -4,6 +4,8 @@
 # best decode / prefill tokens/s is printed with its ratio to the first value, the baseline of the same run.
 #   bench/ab_env.sh GPTOSS_BIN VAR "v1 v2 ..." ROUNDS -- gptoss bench arguments (without --json)
 # e.g. bench/ab_env.sh build/gptoss GPTOSS_CUDA_PREFETCH "0 3" 3 -- -m ck --device cuda --gen-tokens 128
+# VAR = BIN: the values are gptoss binaries instead (two builds compared, GPTOSS_BIN unused), e.g.
+#      bench/ab_env.sh - BIN "build-base/gptoss build/gptoss" 3 -- -m ck --device cuda
 set -uo pipefail
 bin=$1 var=$2 values=$3 rounds=$4
 shift 4
@@ -11,8 +13,10 @@ shift 4
 tmp=$(mktemp -d)
 for r in $(seq "$rounds"); do
   for v in $values; do
-    env "$var=$v" timeout 300 "$bin" bench "$@" --json >"$tmp/$v.$r.json" 2>"$tmp/$v.$r.err" ||
-      echo "run $var=$v round $r failed: $(tail -2 "$tmp/$v.$r.err")" >&2
+    if [ "$var" = BIN ]; then run=(timeout 300 "$v"); else run=(env "$var=$v" timeout 300 "$bin"); fi
+    f=$tmp/$(echo "$v" | tr / _)
+    "${run[@]}" bench "$@" --json >"$f.$r.json" 2>"$f.$r.err" ||
+      echo "run $var=$v round $r failed: $(tail -2 "$f.$r.err")" >&2
   done
 done
 python3 - "$tmp" "$var" "$rounds" $values <<'PY'
@@ -21,7 +25,7 @@ tmp, var, rounds, values = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[
 def runs(v, key):
     out = []
     for r in range(1, rounds + 1):
-        try: out.append(json.load(open(f"{tmp}/{v}.{r}.json"))[key])
+        try: out.append(json.load(open(f"{tmp}/{v.replace('/', '_')}.{r}.json"))[key])
         except Exception: pass
     return out
 for key in ("decode_tokens_per_s", "prefill_tokens_per_s"):

@@ -28,17 +28,22 @@
 #          --prefill-profile: per-kernel device time of one 512-token prefill chunk on the 20b checkpoint under ncu
 #          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench;
 #          --decode-profile: the same for a 1-token prompt and 4 decode steps (-> decode_profile.txt), with each kernel's
-#          DRAM bytes read and the rate they were read at.
+#          DRAM bytes read and the rate they were read at;
+#          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
+#          beside this one (in the background while the checks run), then decode of both binaries interleaved
+#          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k); the op-cost and op-by-op lines are skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0
-for a in "$@"; do
-  case $a in --quick) quick=1 ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=
+while [ $# -gt 0 ]; do
+  a=$1; shift
+  case $a in --quick) quick=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
+[ -z "$ab_base" ] || [ -f "$ab_base/CMakeLists.txt" ] || { echo "--ab-base $ab_base: no source tree there" >&2; exit 2; }
 summary="$out/summary.txt"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -80,6 +85,14 @@ elif [ -x .gpubin/gptoss_tests ]; then
 else
   note "build: FAILED"; tail -30 "$out/build.log" | tee -a "$summary"; exit 1
 fi
+
+if [ -n "$ab_base" ]; then  # the base tree builds while the checks below run; waited for before the A/B
+  ( cmake -S "$ab_base" -B build-base "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON &&
+    cmake --build build-base -j8 --target gptoss ) >"$out/build_base.log" 2>&1 &
+  base_pid=$!
+fi
+base_rc=1
+wait_base() { [ -z "${base_pid:-}" ] || { wait "$base_pid"; base_rc=$?; base_pid=; }; }  # before timing anything
 
 # check NAME COMMAND...: a PASS/FAIL line (exit status), output appended to e2e.log
 check() {
@@ -217,11 +230,12 @@ else
   note "FAIL generate/chat with text: .gpudeps/tokenizer.json not carried"
 fi
 
+wait_base
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
 # What each op costs inside the running decode step (each left out in turn; into the summary).
-timeout 200 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16 \
+[ -n "$ab_base" ] || timeout 200 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16 \
   --op-costs 2>>"$out/bench.err" | sed -n '/^op costs/,$p' | tee -a "$summary"
-timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
+[ -n "$ab_base" ] || timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
   timeout 60 "$bin/bench_cuda_ops" 32768 2>&1 | tail -14 | tee -a "$summary"
@@ -283,6 +297,19 @@ PY
   rm -f /tmp/long_*.npy
 }
 [ $only_big = 1 ] || [ $skip_main = 1 ] || main_checks
+if [ -n "$ab_base" ]; then
+  wait_base
+  if [ $base_rc = 0 ]; then
+    make_20b
+    note "A/B: $ab_base (build-base) vs this tree ($bin), decode interleaved"
+    A=(-m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16)
+    bench/ab_env.sh - BIN "build-base/gptoss $bin/gptoss" 3 -- "${A[@]}" 2>&1 | grep decode | tee -a "$summary"
+    bench/ab_env.sh - BIN "build-base/gptoss $bin/gptoss" 2 -- "${A[@]}" --context 32768 --max-context 32900 2>&1 |
+      grep decode | sed 's/^/32k /' | tee -a "$summary"
+  else
+    note "A/B: the base tree did not build"; tail -15 "$out/build_base.log" | tee -a "$summary"
+  fi
+fi
 [ $long = 1 ] && { make_20b; long_prompt; }
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16

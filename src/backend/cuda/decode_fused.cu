@@ -91,16 +91,17 @@ __global__ void __launch_bounds__(kRows * kWarp, kMinBlocks)
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
   Raw8<WT> raw[kFetchBatch] = {};
   if (active) fetch_batch<WT>(w, r, lane, H / 8, raw);
+  const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
+  const float b = active && bias ? __ldg(bias + r) : 0.0f;  // requested now, not after the products
   stage_normed(x, nw, eps, T, H, xs, red);
   if (!active) return;
   float acc[NT] = {};
   row_dot<WT>(w, r, lane, raw, lut, xs, H, T, acc);
-  const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
   float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float s = warp_sum(acc[t]);
-    if (lane == 0 && t < T) y[int64_t(t) * w.rows + r] = s + (bias ? bias[r] : 0.0f);
+    if (lane == 0 && t < T) y[int64_t(t) * w.rows + r] = s + b;
   }
 }
 
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
 #pragma unroll
   for (int u = 0; u < kPer; ++u)
     if (tid + u * int(blockDim.x) < n8) raw[u] = fetch8<WT>(w, 0, e, tid + u * int(blockDim.x));
+  const float b = bias ? __ldg(bias + e) : 0.0f;  // requested now, not after the products
   stage_normed(x, nw, eps, T, H, xs, red);
   if (e == 0)
     for (int i = tid; i < T * H; i += blockDim.x) h[i] = xs[i];
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
   if (tid < T) {
     float s = 0.0f;
     for (int ww = 0; ww < int(blockDim.x) / kWarp; ++ww) s += red[tid * kWarp + ww];
-    logits[int64_t(tid) * E + e] = s + (bias ? bias[e] : 0.0f);
+    logits[int64_t(tid) * E + e] = s + b;
   }
   // Publish the logits, then take a ticket; the block with the last ticket sees every block's logits.
   __threadfence();

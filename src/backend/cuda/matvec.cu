@@ -28,14 +28,16 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
   float acc[NT] = {};
   Raw8<WT> raw[kFetchBatch] = {};
   fetch_batch<WT>(w, r, lane, w.cols / 8, raw);
+  // The epilogue's operands (bias, the y being added to) requested now: lane t holds token t's (see
+  // f32_xw_matvec_x1).
+  const float b = bias ? __ldg(bias + r) : 0.0f;
+  const float y0 = accumulate && lane < nt ? y[int64_t(t0 + lane) * w.rows + r] : 0.0f;
   row_dot<WT>(w, r, lane, raw, lut, x + t0 * w.cols, w.cols, nt, acc);
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float s = warp_sum(acc[t]);
-    if (lane == 0 && t < nt) {
-      float* yp = y + int64_t(t0 + t) * w.rows + r;
-      *yp = s + (bias ? bias[r] : 0.0f) + (accumulate ? *yp : 0.0f);
-    }
+    const float yt = __shfl_sync(0xffffffffu, y0, t);
+    if (lane == 0 && t < nt) y[int64_t(t0 + t) * w.rows + r] = s + b + yt;
   }
 }
 
@@ -54,6 +56,10 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   const int lane = threadIdx.x % kWarp;
   Raw8<WT> raw[kFetchBatch] = {};
   if (active) fetch_batch<WT>(w, r, lane, w.cols / 8, raw);
+  // The epilogue's operands are requested now, not after the products: loaded there, they put one more
+  // DRAM round trip at the end of the kernel's last warps.
+  const float b = active && bias ? __ldg(bias + r) : 0.0f;
+  const float y0 = active && accumulate ? y[r] : 0.0f;
   for (int i = threadIdx.x; i < int(w.cols / 4); i += blockDim.x)
     cp_async16(reinterpret_cast<float4*>(xs) + i, reinterpret_cast<const float4*>(x) + i);
   cp_async_commit();
@@ -63,7 +69,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   float acc[1] = {};
   row_dot<WT>(w, r, lane, raw, lut, xs, w.cols, 1, acc);
   const float s = warp_sum(acc[0]);
-  if (lane == 0) y[r] = s + (bias ? bias[r] : 0.0f) + (accumulate ? y[r] : 0.0f);
+  if (lane == 0) y[r] = s + b + y0;
 }
 
 template <typename T>

@@ -199,6 +199,15 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
   for (int j = 0; j < k; ++j) stage_swizzled_async(z + (int64_t(t) * k + j) * I, I, zs + int64_t(j) * (I / 4));
   cp_async_commit();
   fetch(0, 0);
+  // The epilogue's operands, requested now rather than after the products (where they cost one more DRAM
+  // round trip at the end of the last warps): lane j < k holds expert j's routing weight and bias of row r.
+  float wj = 0.0f, bj = 0.0f;
+  if (active && lane < k) {
+    const int a = t * k + lane;
+    wj = wts[a];
+    bj = bias[int64_t(idx[a]) * H + r];
+  }
+  const float x0 = active ? x[int64_t(t) * H + r] : 0.0f;
   cp_async_wait<0>();
   __syncthreads();
   if (!active) return;
@@ -223,13 +232,11 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     for (int jj = 0; jj < kExpertsInFlight; ++jj) {
       const int j = j0 + jj;
       const float d = warp_sum(acc[jj]);
-      if (j < k) {
-        const int a = t * k + j, e = idx[a];
-        total += wts[a] * (d + bias[int64_t(e) * H + r]);
-      }
+      const float wt = __shfl_sync(0xffffffffu, wj, j % kWarp), b = __shfl_sync(0xffffffffu, bj, j % kWarp);
+      if (j < k) total += wt * (d + b);
     }
   }
-  if (lane == 0) x[int64_t(t) * H + r] += total;
+  if (lane == 0) x[int64_t(t) * H + r] = x0 + total;
 }
 
 }  // namespace

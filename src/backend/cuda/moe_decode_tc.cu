@@ -96,6 +96,11 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   fetch(0);
   const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
   const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
+  // The epilogue's biases (gate, up of rows ra and rb), requested now rather than after the products.
+  const float* bb = bias + int64_t(e) * R;
+  const bool ea = q == 0 && (g & 1) == 0 && va && ra + 1 < R, eb = q == 0 && (g & 1) == 0 && vb && rb + 1 < R;
+  const float bga = ea ? __ldg(bb + ra) : 0.0f, bua = ea ? __ldg(bb + ra + 1) : 0.0f;
+  const float bgb = eb ? __ldg(bb + rb) : 0.0f, bub = eb ? __ldg(bb + rb + 1) : 0.0f;
   const float* x = h + int64_t(a / k) * H;
   float* raw = reinterpret_cast<float*>(xs + nb * 16);
   // x copied whole (cp.async, one L2 round trip), then permuted from shared memory.
@@ -143,10 +148,8 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   const float ya = (c[0] + c[1]) * e8m0_to_f32(ma), yb = (c[2] + c[3]) * e8m0_to_f32(mb);
   // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, 0) is in lane (g + 1, 0) = lane + 4.
   const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
-  if (q != 0 || (g & 1) != 0) return;
-  const float* bb = bias + int64_t(e) * R;
-  if (va && ra + 1 < R) z[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + bb[ra], ua + bb[ra + 1], limit);
-  if (vb && rb + 1 < R) z[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + bb[rb], ub + bb[rb + 1], limit);
+  if (ea) z[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + bga, ua + bua, limit);
+  if (eb) z[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + bgb, ub + bub, limit);
 }
 
 // out[r] = max over the row's scale bytes (rows of nb bytes).
