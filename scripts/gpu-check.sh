@@ -31,7 +31,7 @@
 #          DRAM bytes read and the rate they were read at;
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
-#          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k); the op-cost and op-by-op lines are skipped.
+#          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
@@ -233,9 +233,9 @@ fi
 wait_base
 bench short --prompt-tokens 2048 --gen-tokens 128 --repeats 3 --kv-precision bf16
 # What each op costs inside the running decode step (each left out in turn; into the summary).
-[ -n "$ab_base" ] || timeout 200 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16 \
+timeout 200 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 2048 --gen-tokens 128 --kv-precision bf16 \
   --op-costs 2>>"$out/bench.err" | sed -n '/^op costs/,$p' | tee -a "$summary"
-[ -n "$ab_base" ] || timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
+timeout 60 "$bin/bench_cuda_ops" 4096 2>&1 | tee -a "$summary"
 if [ $quick = 0 ]; then
   bench ctx32k --prompt-tokens 2048 --gen-tokens 64 --context 32768 --max-context 32900 --kv-precision bf16
   timeout 60 "$bin/bench_cuda_ops" 32768 2>&1 | tail -14 | tee -a "$summary"

@@ -58,6 +58,10 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const int n = p - lo + 1, chunk = (n + nsplit - 1) / nsplit;
   const int k0 = lo + sp * chunk, k1 = min(p + 1, k0 + chunk);
   const int64_t row = int64_t(nkv) * D;
+  // The sinks of g's heads, requested now: read only at the end (the output or the merge), where their load
+  // would be one more round trip after the last tile. Published in sink_s with the warps' partials below.
+  __shared__ float sink_s[kMaxGroupDecode];
+  const float my_sink = threadIdx.x < G ? sinks[g * G + threadIdx.x] : 0.0f;
 
   // The new key and value (kRope): the block whose split ends at p stores them, rotated and rounded to bf16,
   // in the cache, and its warp that owns p's tile keeps them to patch that tile (its cp.async copy of slot p
@@ -222,6 +226,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   float* fs = reinterpret_cast<float*>(sm);
   float *m_s = fs, *l_s = fs + kWarps * 8, *o_s = fs + 2 * kWarps * 8;
   if (lane % 4 == 0) m_s[warp * 8 + r] = m, l_s[warp * 8 + r] = l;
+  if (threadIdx.x < G) sink_s[threadIdx.x] = my_sink;
 #pragma unroll
   for (int dn = 0; dn < D / 8; ++dn) {
     o_s[(warp * 8 + r) * D + dn * 8 + c2] = o[dn][0];
@@ -231,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   if (nsplit == 1) {  // the final output, with the sink (as f32_attention_merge)
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
       const int h = i / D, e = i % D;
-      const float sink = sinks[g * G + h];
+      const float sink = sink_s[h];
       float M = sink;
       for (int w = 0; w < kWarps; ++w)
         if (l_s[w * 8 + h] > 0.0f) M = fmaxf(M, m_s[w * 8 + h]);
@@ -278,7 +283,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   const float* pt = part + (int64_t(t) * nh + g * G) * nsplit * (D + 2);
   for (int h = warp; h < G; h += kWarps) {
     const float* ph = pt + int64_t(h) * nsplit * (D + 2);
-    const float sink = sinks[g * G + h];
+    const float sink = sink_s[h];
     float mx = -FLT_MAX;
     for (int s2 = lane; s2 < nsplit; s2 += kWarp)
       if (__ldcg(ph + s2 * (D + 2) + D + 1) > 0.0f) mx = fmaxf(mx, __ldcg(ph + s2 * (D + 2) + D));

@@ -166,6 +166,7 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     f32_mxfp4w_moe_down_combine(WView w, const float* __restrict__ z, const int32_t* __restrict__ idx,
                                 const float* __restrict__ wts, int k, const float* __restrict__ bias,
                                 float* __restrict__ x) {
+  pdl_trigger();  // the next layer's q/k/v kernel may start requesting its weights as this grid's blocks retire
   extern __shared__ float4 zs[];
   const int t = blockIdx.y, lane = threadIdx.x % kWarp;
   const int64_t H = w.rows;
