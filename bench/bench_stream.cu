@@ -4,7 +4,8 @@
 // reader (16-byte loads, grid-stride, one add per load) over sizes from 4 MB to 1 GB, each launch on a
 // region the previous launches did not touch (a 4 GB buffer walked in order, so nothing is in the 50 MB
 // L2), kernels back to back in one stream; also a CUDA graph of 24 such kernels (a decode step's shape), row
-// readers of the matvec's shape, and the MoE down kernel's reads taken apart (expert ids, z staging).
+// readers of the matvec's shape, the MoE down kernel's reads taken apart (expert ids, z staging), and the
+// bulk copy engine (cp.async.bulk into shared memory) against the grid-stride reader.
 // Prints GB/s per size and its ratio to the 1 GB figure of the same run.
 //   bench_stream [total MiB to allocate = 4096]
 #include <cuda_runtime.h>
@@ -105,6 +106,63 @@ __global__ void __launch_bounds__(256, 3)
   }
   if (kStageZ) acc += __float_as_uint(zs[threadIdx.x]);
   if (acc == 0x12345678u) *out = acc;
+}
+
+
+// Hopper's bulk copy engine (cp.async.bulk, completion on an mbarrier): block b reads its own contiguous span
+// (1/grid of the bytes, as a matvec block would own a range of rows); one thread keeps kStages copies of
+// kChunk bytes in flight into shared memory, the block's 256 threads consume each chunk once it lands. No
+// registers hold loads in flight, so the bytes in flight per SM are set by shared memory alone.
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(256) read_bulk(const uint8_t* __restrict__ p, size_t bytes, unsigned* __restrict__ out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint8_t sbuf[];
+  __shared__ __align__(8) uint64_t bar[kStages];
+  const size_t per = bytes / gridDim.x / 16 * 16;
+  const size_t beg = per * blockIdx.x, end = blockIdx.x + 1 == gridDim.x ? bytes / 16 * 16 : beg + per;
+  const int nchunks = int((end - beg + kChunk - 1) / kChunk);
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st)
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(unsigned(__cvta_generic_to_shared(bar + st))));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  auto issue = [&](int c) {
+    const int st = c % kStages;
+    const size_t off = beg + size_t(c) * kChunk;
+    const unsigned n = unsigned(end - off < size_t(kChunk) ? end - off : size_t(kChunk));
+    const unsigned b = unsigned(__cvta_generic_to_shared(bar + st));
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(n) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     unsigned(__cvta_generic_to_shared(sbuf + size_t(st) * kChunk))),
+                 "l"(p + off), "r"(n), "r"(b)
+                 : "memory");
+  };
+  if (threadIdx.x == 0)
+    for (int c = 0; c < kStages && c < nchunks; ++c) issue(c);
+  uint32_t acc = 0;
+  for (int c = 0; c < nchunks; ++c) {
+    const int st = c % kStages;
+    const unsigned b = unsigned(__cvta_generic_to_shared(bar + st)), parity = unsigned(c / kStages) & 1u;
+    unsigned done = 0;
+    while (!done)
+      asm volatile(
+          "{ .reg .pred P; mbarrier.try_wait.parity.shared::cta.b64 P, [%1], %2; selp.u32 %0, 1, 0, P; }\n"
+          : "=r"(done)
+          : "r"(b), "r"(parity)
+          : "memory");
+    const size_t off = beg + size_t(c) * kChunk;
+    const int n16 = int((end - off < size_t(kChunk) ? end - off : size_t(kChunk)) / 16);
+    const uint4* v4 = reinterpret_cast<const uint4*>(sbuf + size_t(st) * kChunk);
+    for (int i = threadIdx.x; i < n16; i += blockDim.x) {
+      const uint4 v = v4[i];
+      acc += v.x ^ v.y ^ v.z ^ v.w;
+    }
+    __syncthreads();  // stage st is read: it may be refilled
+    if (threadIdx.x == 0 && c + kStages < nchunks) issue(c + kStages);
+  }
+  if (acc == 0x12345678u) *out = acc;
+#endif
 }
 
 #define CK(x)                                                                        \
@@ -268,6 +326,37 @@ int main(int argc, char** argv) {
         read_moe_down<4, true, true><<<rb, 256, zsmem, s>>>(codes, scales, ids + kK * i, 4 * i, z, out);
       });
       cudaFree(ids);
+    }
+  }
+
+  // The bulk copy engine against the grid-stride reader at the decode kernels' sizes (16-35 MB), each kernel on
+  // fresh regions, back to back in one stream: does a deep queue of large copies per SM get closer to the 1 GB
+  // rate than loads held in registers? (H100, round 7: no, 0.84-0.93x of the grid-stride reader.)
+  {
+    auto run_bulk = [&](const char* name, size_t mb, int grid, size_t smem, auto kern) -> int {
+      const size_t bytes = mb * 1000 * 1000 / 16 * 16;
+      const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
+      if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+        return std::fprintf(stderr, "bench_stream: %s: shared memory\n", name), 1;
+      const float ms_b = time_ms(launches, [&](int i) { kern<<<grid, 256, smem, s>>>(buf + size_t(i) * bytes, bytes, out); });
+      const float ms_g = time_ms(launches, [&](int i) {
+        read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(buf + size_t(i) * bytes), bytes / 16, out);
+      });
+      if (ms_b < 0 || ms_g < 0) return std::fprintf(stderr, "bench_stream: CUDA error (%s)\n", name), 1;
+      const double gb = double(bytes) * launches / (ms_b * 1e-3) / 1e9, gg = double(bytes) * launches / (ms_g * 1e-3) / 1e9;
+      std::printf("bulk %3zu MB, %-30s grid %3d: %6.0f GB/s, %6.2f us per kernel (grid-stride: %6.0f GB/s) x %.2f\n", mb,
+                  name, grid, gb, ms_b * 1e3 / launches, gg, gb / gg);
+      return 0;
+    };
+    const int sms = prop.multiProcessorCount;
+    for (size_t mb : {16, 24, 35}) {
+      if (run_bulk("16 KB x 4 stages", mb, sms, 4 * 16384, read_bulk<16384, 4>) ||
+          run_bulk("16 KB x 4 stages", mb, 2 * sms, 4 * 16384, read_bulk<16384, 4>) ||
+          run_bulk("16 KB x 8 stages", mb, sms, 8 * 16384, read_bulk<16384, 8>) ||
+          run_bulk("32 KB x 6 stages", mb, sms, 6 * 32768, read_bulk<32768, 6>) ||
+          run_bulk("8 KB x 8 stages", mb, 2 * sms, 8 * 8192, read_bulk<8192, 8>) ||
+          run_bulk("8 KB x 8 stages", mb, 3 * sms, 8 * 8192, read_bulk<8192, 8>))
+        return 1;
     }
   }
   cudaFree(buf);

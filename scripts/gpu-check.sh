@@ -87,6 +87,7 @@ else
 fi
 
 if [ -n "$ab_base" ]; then  # the base tree builds while the checks below run; waited for before the A/B
+  rm -rf build-base  # a warm machine keeps build folders, and the carried tree's timestamps may predate them
   ( cmake -S "$ab_base" -B build-base "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON &&
     cmake --build build-base -j8 --target gptoss ) >"$out/build_base.log" 2>&1 &
   base_pid=$!
