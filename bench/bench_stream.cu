@@ -4,8 +4,9 @@
 // reader (16-byte loads, grid-stride, one add per load) over sizes from 4 MB to 1 GB, each launch on a
 // region the previous launches did not touch (a 4 GB buffer walked in order, so nothing is in the 50 MB
 // L2), kernels back to back in one stream; also a CUDA graph of 24 such kernels (a decode step's shape), row
-// readers of the matvec's shape, the MoE down kernel's reads taken apart (expert ids, z staging), and the
-// bulk copy engine (cp.async.bulk into shared memory) against the grid-stride reader.
+// readers of the matvec's shape, the MoE down kernel's reads taken apart (expert ids, z staging), the
+// tensor-core gate_up kernel's read pattern (16-row tiles, 256 bytes per row per round) against contiguous
+// rounds, and the bulk copy engine (cp.async.bulk into shared memory) against the grid-stride reader.
 // Prints GB/s per size and its ratio to the 1 GB figure of the same run.
 //   bench_stream [total MiB to allocate = 4096]
 #include <cuda_runtime.h>
@@ -163,6 +164,48 @@ __global__ void __launch_bounds__(256) read_bulk(const uint8_t* __restrict__ p, 
   }
   if (acc == 0x12345678u) *out = acc;
 #endif
+}
+
+
+// The tensor-core gate_up kernel's reads without its arithmetic (moe_decode_tc.cu): block = 4 warps, warp = a
+// tile of 16 rows (5,760 rows of 90 MXFP4 blocks per expert, the 4 selected experts as blockIdx.y), lane (g, q)
+// reads rows g and g + 8, block b0 + 4 s + q for s < 4 per round (so a round is 256 bytes of each of the 16 rows,
+// rows 1,440 bytes apart) plus the two scale bytes, 6 rounds. kContiguous: the same bytes per warp, but each
+// round one contiguous 4 KB piece of the warp's 23 KB (what a tile-major weight layout would give).
+template <bool kContiguous>
+__global__ void __launch_bounds__(128, 4)
+    read_gate_up_tiles(const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales, int first_expert,
+                       unsigned* __restrict__ out) {
+  constexpr int kRows = 5760, kNb = 90, kE = 32, kSteps = 4;
+  const int e = (first_expert + int(blockIdx.y)) % kE;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int64_t r0 = (int64_t(blockIdx.x) * 4 + warp) * 16;
+  const uint8_t* base = codes + (int64_t(e) * kRows + r0) * kNb * 16;  // the warp's 16 rows: 23,040 bytes
+  const uint8_t* sbase = scales + (int64_t(e) * kRows + r0) * kNb;
+  uint32_t acc = 0;
+  for (int b0 = 0; b0 < kNb; b0 += 4 * kSteps) {
+    uint4 wa[kSteps], wb[kSteps];
+    uint32_t ca[kSteps], cb[kSteps];
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st) {
+      const int b = b0 + 4 * st + q;
+      const bool in = b < kNb;
+      if constexpr (kContiguous) {  // round b0 / 16: bytes [round * 4096, +4096) of the warp's span, 8 x 16 per lane
+        const int64_t off = int64_t(b0 / 16) * 4096 + (2 * st) * 512 + lane * 16;
+        wa[st] = off < 23040 ? __ldg(reinterpret_cast<const uint4*>(base + off)) : make_uint4(0, 0, 0, 0);
+        wb[st] = off + 512 < 23040 ? __ldg(reinterpret_cast<const uint4*>(base + off + 512)) : make_uint4(0, 0, 0, 0);
+      } else {
+        wa[st] = in ? __ldg(reinterpret_cast<const uint4*>(base + (int64_t(g) * kNb + b) * 16)) : make_uint4(0, 0, 0, 0);
+        wb[st] = in ? __ldg(reinterpret_cast<const uint4*>(base + (int64_t(g + 8) * kNb + b) * 16)) : make_uint4(0, 0, 0, 0);
+      }
+      ca[st] = in ? __ldg(sbase + g * kNb + b) : 0u;
+      cb[st] = in ? __ldg(sbase + (g + 8) * kNb + b) : 0u;
+    }
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st)
+      acc += wa[st].x ^ wa[st].y ^ wa[st].z ^ wa[st].w ^ wb[st].x ^ wb[st].y ^ wb[st].z ^ wb[st].w ^ ca[st] ^ cb[st];
+  }
+  if (acc == 0x12345678u) *out = acc;
 }
 
 #define CK(x)                                                                        \
@@ -329,6 +372,43 @@ int main(int argc, char** argv) {
     }
   }
 
+
+  // The gate_up kernel's pattern: 4 of 32 experts per launch (35.6 MB), launch i reading experts 4i..4i+3 (mod 32)
+  // of a 282 MB expert array; beside it the same bytes in contiguous 4 KB pieces per warp round, and the
+  // grid-stride reader over the 4 experts' codes.
+  {
+    constexpr int kRows = 5760, kNb = 90, kE = 32, kK = 4;
+    const size_t per_expert = size_t(kRows) * kNb * 16, code_bytes = size_t(kE) * per_expert;
+    const size_t scale_bytes = size_t(kE) * kRows * kNb;
+    if (code_bytes + scale_bytes > total) {
+      std::printf("gate_up pattern: buffer too small\n");
+    } else {
+      const uint8_t* codes = buf;
+      const uint8_t* scales = buf + code_bytes;
+      const int launches = 48;
+      const size_t read = size_t(kK) * kRows * kNb * 17;
+      const dim3 grid{unsigned(kRows / 64), unsigned(kK)};
+      auto timed = [&](const char* name, size_t bytes, auto launch) -> int {
+        const float ms = time_ms(launches, launch);
+        if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
+        const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
+        std::printf("gate_up pattern, %-60s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
+                    g / gbs.back(), ms * 1e3 / launches);
+        return 0;
+      };
+      if (timed("grid-stride over the 4 experts' codes (33.2 MB)", kK * per_expert, [&](int i) {
+            read_sum<<<blocks, threads, 0, s>>>(
+                reinterpret_cast<const uint4*>(codes + size_t((4 * i) % kE) * per_expert), kK * per_expert / 16, out);
+          }) ||
+          timed("16-row tiles, 256 B of each row per round (the real kernel)", read, [&](int i) {
+            read_gate_up_tiles<false><<<grid, 128, 0, s>>>(codes, scales, 4 * i, out);
+          }) ||
+          timed("16-row tiles, one contiguous 4 KB per round (tile-major)", read, [&](int i) {
+            read_gate_up_tiles<true><<<grid, 128, 0, s>>>(codes, scales, 4 * i, out);
+          }))
+        return 1;
+    }
+  }
   // The bulk copy engine against the grid-stride reader at the decode kernels' sizes (16-35 MB), each kernel on
   // fresh regions, back to back in one stream: does a deep queue of large copies per SM get closer to the 1 GB
   // rate than loads held in registers? (H100, round 7: no, 0.84-0.93x of the grid-stride reader.)

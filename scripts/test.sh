@@ -12,6 +12,8 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 echo "== build (Release)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
+# Benchmarks are not tests, but their code (CUDA included: bench_stream, bench_cuda_ops) has to keep compiling.
+cmake --build build -j"$JOBS" --target benchmarks
 
 echo "== C++ unit tests"
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
