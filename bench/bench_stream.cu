@@ -265,6 +265,16 @@ int main(int argc, char** argv) {
   }
   for (size_t i = 0; i < gbs.size(); ++i)
     std::printf("%10zu %8d %10.0f %9.2f\n", sizes_mb[i], int(total / (sizes_mb[i] * 1000 * 1000)) < 48 ? int(total / (sizes_mb[i] * 1000 * 1000)) : 48, gbs[i], gbs[i] / gbs.back());
+  // Times launch(i) for i < launches (time_ms) and prints the read rate of `bytes` per launch beside the 1 GB
+  // figure: "what, name (padded to width)  GB/s ..."; 1 on a CUDA error.
+  auto report = [&](const char* what, int width, const char* name, size_t bytes, int launches, auto launch) -> int {
+    const float ms = time_ms(launches, launch);
+    if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
+    const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
+    std::printf("%s, %-*s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", what, width, name, g, g / gbs.back(),
+                ms * 1e3 / launches);
+    return 0;
+  };
   // 24 kernels of 35 MB as one graph (a decode step's MoE-sized reads), replayed.
   {
     const size_t bytes = size_t(35) * 1000 * 1000 / 16 * 16;
@@ -293,13 +303,9 @@ int main(int argc, char** argv) {
     const int64_t rows = int64_t(35) * 1000 * 1000 / row_bytes;
     const size_t bytes = size_t(rows) * row_bytes;
     const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
-    auto timed = [&](const char* name, auto launch) -> int {
-      const float ms = time_ms(launches, [&](int i) { launch(buf + size_t(i) * bytes); });
-      if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
-      const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
-      std::printf("35 MB as rows of 5760 B, %-44s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
-                  g / gbs.back(), ms * 1e3 / launches);
-      return 0;
+    auto timed = [&](const char* name, auto launch) {
+      return report("35 MB as rows of 5760 B", 44, name, bytes, launches,
+                    [&](int i) { launch(buf + size_t(i) * bytes); });
     };
     const unsigned rb = unsigned((rows + 7) / 8);
     timed("grid-stride (as above)", [&](const uint8_t* p) {
@@ -338,13 +344,8 @@ int main(int argc, char** argv) {
       CK(cudaMemcpy(ids, h_ids.data(), h_ids.size() * sizeof(int), cudaMemcpyHostToDevice));
       const size_t zsmem = size_t(kK) * kRows * sizeof(float);
       const unsigned rb = kRows / 8;
-      auto timed = [&](const char* name, size_t bytes, auto launch) -> int {
-        const float ms = time_ms(launches, launch);
-        if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
-        const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
-        std::printf("MoE down pattern, %-58s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
-                    g / gbs.back(), ms * 1e3 / launches);
-        return 0;
+      auto timed = [&](const char* name, size_t bytes, auto launch) {
+        return report("MoE down pattern", 58, name, bytes, launches, launch);
       };
       CK(cudaFuncSetAttribute(read_moe_down<2, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(zsmem)));
       CK(cudaFuncSetAttribute(read_moe_down<4, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(zsmem)));
@@ -388,13 +389,8 @@ int main(int argc, char** argv) {
       const int launches = 48;
       const size_t read = size_t(kK) * kRows * kNb * 17;
       const dim3 grid{unsigned(kRows / 64), unsigned(kK)};
-      auto timed = [&](const char* name, size_t bytes, auto launch) -> int {
-        const float ms = time_ms(launches, launch);
-        if (ms < 0) return std::fprintf(stderr, "bench_stream: CUDA error\n"), 1;
-        const double g = double(bytes) * launches / (ms * 1e-3) / 1e9;
-        std::printf("gate_up pattern, %-60s %6.0f GB/s (x %.2f of 1 GB), %.2f us per kernel\n", name, g,
-                    g / gbs.back(), ms * 1e3 / launches);
-        return 0;
+      auto timed = [&](const char* name, size_t bytes, auto launch) {
+        return report("gate_up pattern", 60, name, bytes, launches, launch);
       };
       if (timed("grid-stride over the 4 experts' codes (33.2 MB)", kK * per_expert, [&](int i) {
             read_sum<<<blocks, threads, 0, s>>>(
