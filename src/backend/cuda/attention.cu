@@ -289,12 +289,8 @@ void launch_attention(bool kv_bf16, const float* q, const void* kc, const void* 
       f32_attention_split<float, 4><<<grid, threads, 0, s>>>(q, kf, vf, pos, cap, window, nh, nkv, d, nsplit, part,
                                                             sinks, out);
   }
-  if (nsplit > 1) launch_attention_merge(part, sinks, T, nh, d, nsplit, out, s);
-}
-
-void launch_attention_merge(const float* part, const float* sinks, int T, int nh, int d, int nsplit, float* out,
-                            cudaStream_t s) {
-  f32_attention_merge<<<unsigned(T * nh), 128, size_t(nsplit) * sizeof(float), s>>>(part, sinks, nh, d, nsplit, out);
+  if (nsplit > 1)
+    f32_attention_merge<<<unsigned(T * nh), 128, size_t(nsplit) * sizeof(float), s>>>(part, sinks, nh, d, nsplit, out);
 }
 
 }  // namespace gptoss::cuda

@@ -78,10 +78,6 @@ bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const flo
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
                              cudaStream_t s);
 
-// out[t, h, :] from the nsplit partial softmaxes in part (the split kernels' layout) and the sink.
-void launch_attention_merge(const float* part, const float* sinks, int T, int nh, int d, int nsplit, float* out,
-                            cudaStream_t s);
-
 // ---- attention_decode.cu: the decode attention (T <= 8 tokens) for a bf16 cache on the tensor cores, same
 // split layout as launch_attention, splits merged in the kernel (nsplit <= attention_decode_max_splits).
 // Supported: nh/nkv <= 8, d in {16, 32, 64, 128}.
