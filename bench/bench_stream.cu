@@ -109,7 +109,6 @@ __global__ void __launch_bounds__(256, 3)
   if (acc == 0x12345678u) *out = acc;
 }
 
-
 // Hopper's bulk copy engine (cp.async.bulk, completion on an mbarrier): block b reads its own contiguous span
 // (1/grid of the bytes, as a matvec block would own a range of rows); one thread keeps kStages copies of
 // kChunk bytes in flight into shared memory, the block's 256 threads consume each chunk once it lands. No
@@ -165,7 +164,6 @@ __global__ void __launch_bounds__(256) read_bulk(const uint8_t* __restrict__ p, 
   if (acc == 0x12345678u) *out = acc;
 #endif
 }
-
 
 // The tensor-core gate_up kernel's reads without its arithmetic (moe_decode_tc.cu): block = 4 warps, warp = a
 // tile of 16 rows (5,760 rows of 90 MXFP4 blocks per expert, the 4 selected experts as blockIdx.y), lane (g, q)
@@ -373,7 +371,6 @@ int main(int argc, char** argv) {
     }
   }
 
-
   // The gate_up kernel's pattern: 4 of 32 experts per launch (35.6 MB), launch i reading experts 4i..4i+3 (mod 32)
   // of a 282 MB expert array; beside it the same bytes in contiguous 4 KB pieces per warp round, and the
   // grid-stride reader over the 4 experts' codes.
@@ -409,15 +406,17 @@ int main(int argc, char** argv) {
   // fresh regions, back to back in one stream: does a deep queue of large copies per SM get closer to the 1 GB
   // rate than loads held in registers? (H100, round 7: no, 0.84-0.93x of the grid-stride reader.)
   {
-    auto run_bulk = [&](const char* name, size_t mb, int grid, size_t smem, auto kern) -> int {
-      const size_t bytes = mb * 1000 * 1000 / 16 * 16;
-      const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
+    // The grid-stride reader of `bytes` per launch, timed once per size: the reference of every bulk variant.
+    auto grid_stride = [&](size_t bytes, int launches) {
+      return time_ms(launches, [&](int i) {
+        read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(buf + size_t(i) * bytes), bytes / 16, out);
+      });
+    };
+    auto run_bulk = [&](const char* name, size_t mb, size_t bytes, int launches, float ms_g, int grid, size_t smem,
+                        auto kern) -> int {
       if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
         return std::fprintf(stderr, "bench_stream: %s: shared memory\n", name), 1;
       const float ms_b = time_ms(launches, [&](int i) { kern<<<grid, 256, smem, s>>>(buf + size_t(i) * bytes, bytes, out); });
-      const float ms_g = time_ms(launches, [&](int i) {
-        read_sum<<<blocks, threads, 0, s>>>(reinterpret_cast<const uint4*>(buf + size_t(i) * bytes), bytes / 16, out);
-      });
       if (ms_b < 0 || ms_g < 0) return std::fprintf(stderr, "bench_stream: CUDA error (%s)\n", name), 1;
       const double gb = double(bytes) * launches / (ms_b * 1e-3) / 1e9, gg = double(bytes) * launches / (ms_g * 1e-3) / 1e9;
       std::printf("bulk %3zu MB, %-30s grid %3d: %6.0f GB/s, %6.2f us per kernel (grid-stride: %6.0f GB/s) x %.2f\n", mb,
@@ -426,12 +425,15 @@ int main(int argc, char** argv) {
     };
     const int sms = prop.multiProcessorCount;
     for (size_t mb : {16, 24, 35}) {
-      if (run_bulk("16 KB x 4 stages", mb, sms, 4 * 16384, read_bulk<16384, 4>) ||
-          run_bulk("16 KB x 4 stages", mb, 2 * sms, 4 * 16384, read_bulk<16384, 4>) ||
-          run_bulk("16 KB x 8 stages", mb, sms, 8 * 16384, read_bulk<16384, 8>) ||
-          run_bulk("32 KB x 6 stages", mb, sms, 6 * 32768, read_bulk<32768, 6>) ||
-          run_bulk("8 KB x 8 stages", mb, 2 * sms, 8 * 8192, read_bulk<8192, 8>) ||
-          run_bulk("8 KB x 8 stages", mb, 3 * sms, 8 * 8192, read_bulk<8192, 8>))
+      const size_t bytes = mb * 1000 * 1000 / 16 * 16;
+      const int launches = int(total / bytes) < 48 ? int(total / bytes) : 48;
+      const float ms_g = grid_stride(bytes, launches);
+      if (run_bulk("16 KB x 4 stages", mb, bytes, launches, ms_g, sms, 4 * 16384, read_bulk<16384, 4>) ||
+          run_bulk("16 KB x 4 stages", mb, bytes, launches, ms_g, 2 * sms, 4 * 16384, read_bulk<16384, 4>) ||
+          run_bulk("16 KB x 8 stages", mb, bytes, launches, ms_g, sms, 8 * 16384, read_bulk<16384, 8>) ||
+          run_bulk("32 KB x 6 stages", mb, bytes, launches, ms_g, sms, 6 * 32768, read_bulk<32768, 6>) ||
+          run_bulk("8 KB x 8 stages", mb, bytes, launches, ms_g, 2 * sms, 8 * 8192, read_bulk<8192, 8>) ||
+          run_bulk("8 KB x 8 stages", mb, bytes, launches, ms_g, 3 * sms, 8 * 8192, read_bulk<8192, 8>))
         return 1;
     }
   }

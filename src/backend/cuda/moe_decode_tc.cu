@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
   // The epilogue's biases (gate, up of rows ra and rb), requested now rather than after the products.
   const float* bb = bias + int64_t(e) * R;
-  const bool ea = q == 0 && (g & 1) == 0 && va && ra + 1 < R, eb = q == 0 && (g & 1) == 0 && vb && rb + 1 < R;
+  const bool pair_lane = q == 0 && (g & 1) == 0;  // holds a gate row of the mma's result; its up row is lane + 4
+  const bool ea = pair_lane && va && ra + 1 < R, eb = pair_lane && vb && rb + 1 < R;
   const float bga = ea ? __ldg(bb + ra) : 0.0f, bua = ea ? __ldg(bb + ra + 1) : 0.0f;
   const float bgb = eb ? __ldg(bb + rb) : 0.0f, bub = eb ? __ldg(bb + rb + 1) : 0.0f;
   const float* x = h + int64_t(a / k) * H;
