@@ -7,11 +7,11 @@
 // other block reads that slot). Both fusions remove a launch that was all latency: the RoPE/append kernel
 // (4 us per layer on an H100) and the merge kernel (8.4 us per full-attention layer, ncu, 20b decode).
 //
-// Block = (key split, kv head g, token t), 4 warps. The G <= 8 query heads of g are the rows of one
+// Block = (key split, kv head g, token t), kWarps warps. The G <= 8 query heads of g are the rows of one
 // m16n8k16 tile (rows G..15 are zero), so one K/V tile read serves all of them. Each warp walks its own
-// 16-key tiles (keys k0 + 16 * (warp + 4 i)), copied global -> shared with cp.async, double-buffered
+// 16-key tiles (keys k0 + 16 * (warp + kWarps i)), copied global -> shared with cp.async, double-buffered
 // (16-byte copies, coalesced), read back with ldmatrix (V transposed by ldmatrix.trans), S = Q K^T and
-// O += P V on the tensor cores with an online softmax in registers; the 4 warps' partial softmaxes are
+// O += P V on the tensor cores with an online softmax in registers; the warps' partial softmaxes are
 // combined in shared memory at the end.
 // Precision: the cache is bf16 already (exact operands); q and P are split into bf16 hi/lo pairs
 // (hi*K + lo*K), so the result matches the CUDA-core kernel and the CPU to f32 rounding.
@@ -25,7 +25,11 @@ namespace gptoss::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;
+// 8 warps: at short context each warp walks fewer 16-key tiles in sequence (a 512-key split: 4 instead of 8).
+// H100, 20b decode, interleaved A/B (3 runs): 4 -> 8 warps 456.8 -> 466.7 tok/s at context 2048, 406.6 ->
+// 409.2 at 32k; 16 warps (one 144 KB block per SM) 453.8 / 393.2; 4 warps on the sliding-window layers only
+// ~1.004x, not kept (bench/cuda_notes.md, round 9).
+constexpr int kWarps = 8;
 constexpr int kPad = 8;    // bf16 per smem row: 16-byte aligned rows, conflict-free ldmatrix
 constexpr int kMaxGroupDecode = 8;  // query heads per kv head: the rows of one m16n8k16 tile's upper half
 
@@ -315,6 +319,7 @@ cudaError_t launch_dk(const float* q, void* kc, void* vc, const int32_t* pos, in
                       const DecodeFusion& fuse, cudaStream_t s) {
   constexpr size_t smem = decode_smem_bytes<D, kKeys, kStages>();
   static_assert(smem >= (2 * kWarps * 8 + kWarps * 8 * D) * sizeof(float), "the warps' combine reuses the staging");
+  static_assert(smem <= 227 * 1024, "the staging exceeds a block's largest dynamic shared memory");
   static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kStages, kRope>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (attr != cudaSuccess) return attr;
@@ -327,8 +332,9 @@ cudaError_t launch_dk(const float* q, void* kc, void* vc, const int32_t* pos, in
   return cudaSuccess;
 }
 
-// 16-key tiles: 37 KB of staging per block instead of 74 KB, twice the resident blocks. H100, same run:
-// decode at 32k 299 / 300 -> 307 / 308 tok/s (32-key tiles), context 2048 unchanged (372-373).
+// 16-key tiles: half the staging of 32-key ones (37 KB instead of 74 KB per block of 4 warps), twice the
+// resident blocks. H100, same run: decode at 32k 299 / 300 -> 307 / 308 tok/s (32-key tiles), context 2048
+// unchanged (372-373).
 constexpr int kKeysPerTile = 16;
 // Two stages (one tile in flight ahead of the one in use): 4 stages measured 0.984x at context 2048 and
 // 0.994x at 32k (H100, 20b decode, interleaved A/B; bench/cuda_notes.md, round 6).

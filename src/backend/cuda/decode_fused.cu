@@ -7,6 +7,7 @@
 //    launch so captured graphs replay it).
 // Each block recomputes the norm of x (H floats from L2) into shared memory: y = w * (x * inv_rms), the
 // same expression as launch_rmsnorm.
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
@@ -75,36 +76,52 @@ struct Mat3 {
 };
 
 // Warp per stacked row; the row's first batch of weight chunks is requested before x is staged.
-// NT: most tokens per launch (1 or kFusedMaxT), as f32_xw_matvec.
-template <int WT, int NT, int kMinBlocks>
+// NT: most tokens per launch (1 or kFusedMaxT), as f32_xw_matvec. kPersist: the grid may be smaller than the
+// rows need (the resident blocks); each warp then takes rows gr, gr + gridDim * kRows, ..., so x is staged
+// and normalised once per block instead of again by a second wave of blocks (gpt-oss: 5120 rows = 640
+// blocks for 396 resident slots on an H100).
+template <int WT, int NT, int kMinBlocks, bool kPersist>
 __global__ void __launch_bounds__(kRows * kWarp, kMinBlocks)
     f32_norm_matvec3(Mat3 m, const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H) {
   extern __shared__ __align__(16) float xs[];  // [T, H]
   __shared__ float red[kFusedMaxT * kWarp];
   const int lane = threadIdx.x % kWarp;
-  const int64_t gr = int64_t(blockIdx.x) * kRows + threadIdx.x / kWarp;
-  const int mi = gr < m.end[0] ? 0 : gr < m.end[1] ? 1 : 2;
-  const bool active = mi < m.n && gr < m.end[mi];
-  const WView w = mi == 0 ? m.w[0] : mi == 1 ? m.w[1] : m.w[2];
-  const int64_t r = gr - (mi == 0 ? 0 : m.end[mi - 1]);
+  const int64_t total = m.end[m.n - 1], step = int64_t(gridDim.x) * kRows;
+  int64_t gr = int64_t(blockIdx.x) * kRows + threadIdx.x / kWarp;
+  int mi = 0;  // which matrix row gr falls in, and its row r there
+  int64_t r = 0;
+  auto locate = [&] {
+    mi = gr < m.end[0] ? 0 : gr < m.end[1] ? 1 : 2;
+    r = gr - (mi == 0 ? 0 : m.end[mi - 1]);
+  };
+  locate();
+  const bool active = gr < total;
+  // Selected by value, not indexed: an index into the kernel's parameters would copy them to local memory.
+  auto wv = [&] { return mi == 0 ? m.w[0] : mi == 1 ? m.w[1] : m.w[2]; };
+  auto bias = [&] { return mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2]; };
   __shared__ float lut[16];  // E2M1 table for MXFP4 weights
   if (threadIdx.x < 16) lut[threadIdx.x] = kFp4Lut[threadIdx.x];  // visible after stage_normed's barriers
   Raw8<WT> raw[kFetchBatch] = {};
-  if (active) fetch_batch<WT>(w, r, lane, H / 8, raw);
-  const float* bias = mi == 0 ? m.bias[0] : mi == 1 ? m.bias[1] : m.bias[2];
-  const float b = active && bias ? __ldg(bias + r) : 0.0f;  // requested now, not after the products
+  if (active) fetch_batch<WT>(wv(), r, lane, H / 8, raw);
+  float b = active && bias() ? __ldg(bias() + r) : 0.0f;  // requested now, not after the products
   // One token: launched as a programmatic dependent of the previous layer's MoE down kernel, so the loads
   // above overlap its tail; x is its output.
   pdl_wait();
   stage_normed(x, nw, eps, T, H, xs, red);
   if (!active) return;
-  float acc[NT] = {};
-  row_dot<WT>(w, r, lane, raw, lut, xs, H, T, acc);
-  float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
+  while (true) {
+    float acc[NT] = {};
+    row_dot<WT>(wv(), r, lane, raw, lut, xs, H, T, acc);
+    float* y = mi == 0 ? m.y[0] : mi == 1 ? m.y[1] : m.y[2];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float s = warp_sum(acc[t]);
-    if (lane == 0 && t < T) y[int64_t(t) * w.rows + r] = s + b;
+    for (int t = 0; t < NT; ++t) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0 && t < T) y[int64_t(t) * wv().rows + r] = s + b;
+    }
+    if (!kPersist || (gr += step) >= total) return;
+    locate();
+    fetch_batch<WT>(wv(), r, lane, H / 8, raw);
+    b = bias() ? __ldg(bias() + r) : 0.0f;
   }
 }
 
@@ -198,11 +215,17 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
     // One token: a programmatic dependent of the kernel before it (the MoE down kernel of the previous
     // layer): its weights stream while that kernel's last blocks run. H100 20b decode, interleaved A/B:
     // 446.5 -> 451.4 tok/s at context 2048 (bench/cuda_notes.md, round 7).
+    // The grid is at most one wave (3 blocks per SM, the launch bound), each warp looping over rows: H100 20b
+    // decode, interleaved A/B against one block per 8 rows: 450.1 -> 456.7 tok/s (bench/cuda_notes.md, round 9).
     if (T == 1) {
-      launch_dependent(f32_norm_matvec3<WT, 1, 3>, dim3{blocks}, dim3{unsigned(kRows * kWarp)}, smem, s, m, x, nw, eps,
-                       T, int(H));
+      int dev = 0, sms = 0;
+      cudaGetDevice(&dev);
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      const unsigned grid = std::min(blocks, unsigned(3 * std::max(sms, 1)));
+      launch_dependent(f32_norm_matvec3<WT, 1, 3, true>, dim3{grid}, dim3{unsigned(kRows * kWarp)}, smem, s, m, x, nw,
+                       eps, T, int(H));
     } else {
-      f32_norm_matvec3<WT, kFusedMaxT, 1><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
+      f32_norm_matvec3<WT, kFusedMaxT, 1, false><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
     }
   });
   return true;
