@@ -75,7 +75,9 @@ class Session {
   Result<std::span<const float>> forward(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
   // Greedy decoding: like forward(tokens) but returns the argmax of the last token's logits (first id on
   // ties, as Sampler with temperature 0). Backends with a device argmax copy 4 bytes instead of the
-  // logits; the span of an earlier forward() is then not refreshed.
+  // logits; the span of an earlier forward() is then not refreshed. On such backends the step after it is
+  // started at once with that argmax as its token, so the device does not idle while the caller turns
+  // around; the next forward_greedy of exactly that token only waits for it (any other call discards it).
   Result<int32_t> forward_greedy(std::span<const int32_t> tokens);
   // Like forward(tokens) then sampler.sample(logits), with the draw on the device where the backend can
   // (greedy, or no top-k / top-p cut): the logits then stay where they are. Same caveat as forward_greedy.
@@ -83,10 +85,15 @@ class Session {
 
   int position() const { return pos_; }
   const SessionOptions& options() const { return opts_; }
-  void reset() { pos_ = 0; }
+  void reset() {
+    cancel_chained();
+    pos_ = 0;
+    clobbered_ = false;
+  }
   // Forgets the tokens after `pos` (e.g. to re-render the end of a chat). Sliding-window layers keep
-  // only a ring of recent keys, so going back more than max_batch tokens fails: then reset() and
-  // feed the context again.
+  // only a ring of recent keys, so going back more than max_batch tokens fails (max_batch - 1 after a
+  // forward_greedy whose started next step was discarded: it wrote the ring's oldest slot): then reset()
+  // and feed the context again.
   Status truncate(int pos);
   size_t kv_bytes() const;
   // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the ops in `mask` (SkipOp bits),
@@ -96,12 +103,19 @@ class Session {
  private:
   Session() = default;
   Status run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last);
-  Status step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last);
+  // chained: a one-token step at pos_ whose token is the backend's last argmax_async (pos_ unchanged).
+  Status step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last,
+              bool chained = false);
+  void cancel_chained();
   Model* model_ = nullptr;
   SessionOptions opts_;
   std::unique_ptr<KvCache> kv_;
   int pos_ = 0;
   uint32_t skip_ops_ = 0;
+  // forward_greedy's started next step: at position pos_, for token chained_token_ (not yet in pos_).
+  bool chained_ = false;
+  int32_t chained_token_ = -1;
+  bool clobbered_ = false;  // a discarded chained step wrote slot pos_ of the sliding-window rings
   // Activations in backend memory, [max_batch, n] each.
   float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
   float* logits_ = nullptr;  // [max_batch, vocab]

@@ -84,6 +84,13 @@ class Backend {
   // Optional: index of the largest of x[0, n) (first index on ties), computed where x lives so that
   // greedy decoding copies 4 bytes instead of n floats. Returns -1 where the backend has no such op.
   virtual Result<int32_t> argmax(const float* /*x*/, int /*n*/) { return -1; }
+  // Optional chained greedy decoding (Session::forward_greedy): argmax_async enqueues the argmax of x[0, n) and
+  // its copy to the host, returning false (nothing done) where the backend has no such op; argmax_wait
+  // returns that id once it has arrived, while later work in the stream may still run; begin_step_chained
+  // begins a one-token step at pos0 (as begin_step) whose token is that argmax, read on the device.
+  virtual bool argmax_async(const float* /*x*/, int /*n*/) { return false; }
+  virtual Result<int32_t> argmax_wait() { return Error("argmax_wait: no argmax_async on this backend"); }
+  virtual Status begin_step_chained(int /*pos0*/) { return Error("begin_step_chained: not on this backend"); }
   // Optional: a draw from softmax(x[0, n) / temperature) by the inverse CDF in id order at u in [0, 1)
   // (Sampler::sample_at), computed where x lives. Returns -1 where the backend has no such op.
   virtual Result<int32_t> sample(const float* /*x*/, int /*n*/, float /*temperature*/, double /*u*/) { return -1; }

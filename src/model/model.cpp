@@ -8,7 +8,17 @@
 namespace gptoss {
 
 Model::~Model() = default;
-Session::~Session() = default;
+Session::~Session() { cancel_chained(); }
+
+// A started next step is discarded: wait for it (its writes land in buffers this session is about to reuse or
+// free). Its only trace is slot pos_ of the sliding-window rings (clobbered_, see truncate).
+void Session::cancel_chained() {
+  if (!chained_) return;
+  chained_ = false;
+  clobbered_ = true;
+  float sink = 0.0f;
+  (void)model_->backend().to_host(logits_, 1, &sink);  // waits for the stream; errors resurface on the next call
+}
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const BackendOptions& bo,
                                            const CheckpointOptions& co) {
@@ -53,10 +63,11 @@ Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOpti
 size_t Session::kv_bytes() const { return kv_->bytes(); }
 
 Status Session::truncate(int pos) {
+  cancel_chained();
   if (pos < 0 || pos > pos_) return Error("truncate: position {} is outside 0..{}", pos, pos_);
-  if (pos_ - pos > opts_.max_batch && pos > 0)
-    return Error("truncate: cannot go back {} tokens (sliding-window cache keeps {} extra)", pos_ - pos,
-                 opts_.max_batch);
+  const int keep = opts_.max_batch - (clobbered_ ? 1 : 0);
+  if (pos_ - pos > keep && pos > 0)
+    return Error("truncate: cannot go back {} tokens (sliding-window cache keeps {} extra)", pos_ - pos, keep);
   pos_ = pos;
   return {};
 }
@@ -67,10 +78,30 @@ Result<std::span<const float>> Session::forward(std::span<const int32_t> tokens,
 }
 
 Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
-  GPTOSS_TRY(run(tokens, nullptr, false));
+  Backend& be = model_->backend();
   const int V = model_->config().vocab_size;
+  if (chained_ && tokens.size() == 1 && tokens[0] == chained_token_) {
+    chained_ = false;  // this token's step is already in the stream (started by the previous call)
+    clobbered_ = false;
+    ++pos_;
+  } else {
+    GPTOSS_TRY(run(tokens, nullptr, false));
+  }
   // The last step ran with all_rows false: its only logits row is logits_[0, V).
-  GPTOSS_ASSIGN(int32_t id, model_->backend().argmax(logits_, V));
+  if (be.argmax_async(logits_, V)) {
+    // Greedy decoding feeds this argmax back: its step is started before the host has the id, so the device
+    // does not idle while the caller turns around (H100, 20b decode: ~21 us of idle per token measured
+    // between steps; bench/cuda_notes.md, round 9).
+    if (pos_ < opts_.max_context) {
+      const int32_t unused = 0;
+      GPTOSS_TRY(step(std::span<const int32_t>(&unused, 1), false, nullptr, false, /*chained=*/true));
+      chained_ = true;
+    }
+    GPTOSS_ASSIGN(int32_t id, be.argmax_wait());
+    chained_token_ = id;
+    return id;
+  }
+  GPTOSS_ASSIGN(int32_t id, be.argmax(logits_, V));
   if (id >= 0) return id;
   GPTOSS_TRY(model_->backend().to_host(logits_, size_t(V), last_logits_.data()));
   return int32_t(std::max_element(last_logits_.begin(), last_logits_.end()) - last_logits_.begin());
@@ -92,6 +123,7 @@ Result<int32_t> Session::forward_sample(std::span<const int32_t> tokens, Sampler
 }
 
 Status Session::run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last) {
+  cancel_chained();
   const ModelConfig& c = model_->config();
   if (tokens.empty()) return Error("forward: no tokens");
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -114,12 +146,13 @@ Status Session::run(std::span<const int32_t> tokens, std::vector<float>* all_log
 }
 
 // One forward step over T <= max_batch tokens at positions pos_ .. pos_+T-1.
-Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last) {
+Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logits_host, bool copy_last,
+                     bool chained) {
   const ModelConfig& c = model_->config();
   const ModelWeights& w = model_->weights();
   Backend& be = model_->backend();
   const int T = int(tokens.size()), H = c.hidden_size;
-  GPTOSS_TRY(be.begin_step(tokens, pos_));
+  GPTOSS_TRY(chained ? be.begin_step_chained(pos_) : be.begin_step(tokens, pos_));
   const int first = all_rows ? 0 : T - 1, rows = T - first;
   const float* xr = x_ + size_t(first) * size_t(H);
   // Backends that record steps (CUDA graphs) replay the ops of an identical earlier step instead of
@@ -160,7 +193,8 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   const size_t V = size_t(c.vocab_size);
   if (logits_host) GPTOSS_TRY(be.to_host(logits_, size_t(rows) * V, logits_host));
   if (copy_last) GPTOSS_TRY(be.to_host(logits_ + size_t(rows - 1) * V, V, last_logits_.data()));
-  pos_ += T;
+  if (!chained) pos_ += T;
+  clobbered_ = clobbered_ && chained;  // a real step rewrote slot pos_ of the rings
   return {};
 }
 

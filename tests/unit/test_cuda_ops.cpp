@@ -502,6 +502,61 @@ INSTANTIATE_TEST_SUITE_P(Engine, CudaGolden,
                          ::testing::Combine(::testing::Values("tiny_a", "tiny_b"), ::testing::Values(128, 5, 1),
                                             ::testing::Values(KvPrecision::F32, KvPrecision::BF16)));
 
+// forward_greedy starts the next step with its own argmax before returning it (chained greedy decoding):
+// fed back, the tokens equal those of plain forward() steps with the argmax taken on the host; fed another
+// token, or interrupted by forward / truncate / reset, the started step is discarded without a trace
+// except the one ring slot truncate then keeps out of reach. Sliding window 8 on tiny_a: 40 tokens wrap it.
+TEST(CudaBackend, ChainedGreedyDecoding) {
+  REQUIRE_CUDA();
+  auto model = Model::open(golden_dir("tiny_a"), {.device = "cuda"});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  const size_t V = size_t((*model)->config().vocab_size);
+  for (const int max_batch : {1, 4}) {
+    const SessionOptions so{.max_context = 64, .max_batch = max_batch, .kv_precision = KvPrecision::BF16};
+    auto plain = Session::create(**model, so), chained = Session::create(**model, so);
+    ASSERT_TRUE(plain.ok() && chained.ok());
+    auto host_argmax = [&](std::span<const float> l) { return int32_t(std::max_element(l.begin(), l.end()) - l.begin()); };
+    std::vector<int32_t> want, got;
+    int32_t a = 7, b = 7;
+    for (int i = 0; i < 40; ++i) {
+      auto l = (*plain)->forward(std::span<const int32_t>(&a, 1));
+      ASSERT_TRUE(l.ok()) << l.status().message();
+      ASSERT_EQ(l->size(), V);
+      want.push_back(a = host_argmax(*l));
+      auto id = (*chained)->forward_greedy(std::span<const int32_t>(&b, 1));
+      ASSERT_TRUE(id.ok()) << id.status().message();
+      got.push_back(b = *id);
+      EXPECT_EQ((*chained)->position(), (*plain)->position());
+    }
+    EXPECT_EQ(got, want) << "max_batch " << max_batch;
+    // Another token than the started step's: discarded, and the result is that of the plain session.
+    const int32_t other = (b + 1) % int32_t(V);
+    auto l = (*plain)->forward(std::span<const int32_t>(&other, 1));
+    auto id = (*chained)->forward_greedy(std::span<const int32_t>(&other, 1));
+    ASSERT_TRUE(l.ok() && id.ok());
+    EXPECT_EQ(*id, host_argmax(*l));
+    // A discarded step wrote the sliding rings' oldest slot: truncate keeps one token less within reach.
+    ASSERT_TRUE((*chained)->forward(std::span<const int32_t>(&other, 1)).ok());  // discards the started step
+    ASSERT_TRUE((*plain)->forward(std::span<const int32_t>(&other, 1)).ok());
+    ASSERT_TRUE((*chained)->forward_greedy(std::span<const int32_t>(&other, 1)).ok());  // starts one more
+    ASSERT_TRUE((*plain)->forward(std::span<const int32_t>(&other, 1)).ok());
+    const int pos = (*chained)->position();
+    EXPECT_EQ(pos, (*plain)->position());
+    EXPECT_FALSE((*chained)->truncate(pos - max_batch).ok());
+    if (max_batch > 1) {
+      ASSERT_TRUE((*chained)->truncate(pos - max_batch + 1).ok());
+      ASSERT_TRUE((*plain)->truncate(pos - max_batch + 1).ok());
+      std::vector<int32_t> again(size_t(max_batch - 1), 3);
+      auto la = (*chained)->forward(again), lb = (*plain)->forward(again);
+      ASSERT_TRUE(la.ok() && lb.ok());
+      EXPECT_LE(rel_err(la->data(), lb->data(), V), 1e-6);
+    }
+    (*chained)->reset();
+    auto first = (*chained)->forward_greedy(std::span<const int32_t>(&a, 1));  // after reset: a fresh session
+    ASSERT_TRUE(first.ok());
+  }
+}
+
 TEST(CudaBackend, ClearErrorWhenTheModelDoesNotFit) {
   REQUIRE_CUDA();
   auto model = Model::open(golden_dir("tiny_a"), {.device = "cuda", .gpu_memory_limit = 1 << 20});

@@ -88,6 +88,9 @@ class CudaBackend final : public Backend {
   bool norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) override;
   bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
   Result<int32_t> argmax(const float* x, int n) override;
+  bool argmax_async(const float* x, int n) override;
+  Result<int32_t> argmax_wait() override;
+  Status begin_step_chained(int pos0) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
   Result<int32_t> drawn_id();
   void add(float* x, const float* y, size_t n) override {
@@ -168,6 +171,7 @@ class CudaBackend final : public Backend {
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
   int32_t* h_argmax_ = nullptr;  // pinned result
+  cudaEvent_t argmax_done_ = nullptr;  // argmax_async's copy to h_argmax_ has landed
 
   // Graph of one recorded step, keyed by the caller.
   bool recording_ = false;
@@ -183,6 +187,7 @@ CudaBackend::~CudaBackend() {
   if (h_step_) cudaFreeHost(h_step_);
   if (h_pinned_) cudaFreeHost(h_pinned_);
   if (h_argmax_) cudaFreeHost(h_argmax_);
+  if (argmax_done_) cudaEventDestroy(argmax_done_);
   if (blas_) cublasDestroy(blas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -211,6 +216,7 @@ Status CudaBackend::init() {
   d_attn_tickets_ = static_cast<unsigned*>(at);
   GPTOSS_CUDA_TRY(cudaMemset(d_attn_tickets_, 0, nt));
   GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
+  GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&argmax_done_, cudaEventDisableTiming));
   return {};
 }
 
@@ -654,6 +660,35 @@ Result<int32_t> CudaBackend::drawn_id() {
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
   GPTOSS_TRY(sticky_);
   return *h_argmax_;
+}
+
+bool CudaBackend::argmax_async(const float* x, int n) {
+  if (!sticky_.ok()) return false;
+  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
+  check_launch("argmax");
+  const cudaError_t e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, stream_);
+  if (e != cudaSuccess) fail(Error("cuda: argmax copy: {}", cudaGetErrorString(e)));
+  const cudaError_t r = cudaEventRecord(argmax_done_, stream_);
+  if (r != cudaSuccess) fail(Error("cuda: argmax event: {}", cudaGetErrorString(r)));
+  return true;
+}
+
+Result<int32_t> CudaBackend::argmax_wait() {
+  GPTOSS_CUDA_TRY(cudaEventSynchronize(argmax_done_));
+  GPTOSS_TRY(sticky_);
+  return *h_argmax_;
+}
+
+// The token is the last argmax, copied on the device; the position comes with the launch. No host sync: the
+// pinned step buffer is not touched (begin_step syncs before it rewrites it).
+Status CudaBackend::begin_step_chained(int pos0) {
+  GPTOSS_TRY(sticky_);
+  T_ = 1;
+  GPTOSS_TRY(ensure_step_scratch(T_));
+  cuda::launch_step_from_argmax(d_argmax_ + 2 * cuda::kArgmaxBlocks, pos0, d_step_, stream_);
+  check_launch("chained step input");
+  return sticky_;
 }
 
 Result<int32_t> CudaBackend::argmax(const float* x, int n) {
