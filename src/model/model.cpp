@@ -103,7 +103,7 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
   }
   GPTOSS_ASSIGN(int32_t id, be.argmax(logits_, V));
   if (id >= 0) return id;
-  GPTOSS_TRY(model_->backend().to_host(logits_, size_t(V), last_logits_.data()));
+  GPTOSS_TRY(be.to_host(logits_, size_t(V), last_logits_.data()));
   return int32_t(std::max_element(last_logits_.begin(), last_logits_.end()) - last_logits_.begin());
 }
 

@@ -92,6 +92,7 @@ class CudaBackend final : public Backend {
   Result<int32_t> argmax_wait() override;
   Status begin_step_chained(int pos0) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  void copy_drawn_id();
   Result<int32_t> drawn_id();
   void add(float* x, const float* y, size_t n) override {
     cuda::launch_add(x, y, n, stream_);
@@ -171,7 +172,7 @@ class CudaBackend final : public Backend {
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
   int32_t* h_argmax_ = nullptr;  // pinned result
-  cudaEvent_t argmax_done_ = nullptr;  // argmax_async's copy to h_argmax_ has landed
+  cudaEvent_t argmax_done_ = nullptr;  // copy_drawn_id's copy to h_argmax_ has landed
 
   // Graph of one recorded step, keyed by the caller.
   bool recording_ = false;
@@ -653,11 +654,20 @@ bool CudaBackend::matmul_add(const MatrixRef& W, const float* x, int T, const fl
   return true;
 }
 
-// The device draws (argmax, sample) leave one id after the 2 * kArgmaxBlocks words of scratch.
+// The device draws (argmax, sample) leave one id after the 2 * kArgmaxBlocks words of scratch: copy_drawn_id
+// enqueues its copy to h_argmax_ (and marks it with argmax_done_), drawn_id waits for that copy alone, so
+// work enqueued after it (a chained step) may still run.
+void CudaBackend::copy_drawn_id() {
+  const cudaError_t e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, stream_);
+  if (e != cudaSuccess) fail(Error("cuda: drawn id copy: {}", cudaGetErrorString(e)));
+  const cudaError_t r = cudaEventRecord(argmax_done_, stream_);
+  if (r != cudaSuccess) fail(Error("cuda: drawn id event: {}", cudaGetErrorString(r)));
+}
+
 Result<int32_t> CudaBackend::drawn_id() {
-  GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
-                                  cudaMemcpyDeviceToHost, stream_));
-  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  GPTOSS_TRY(sticky_);
+  GPTOSS_CUDA_TRY(cudaEventSynchronize(argmax_done_));
   GPTOSS_TRY(sticky_);
   return *h_argmax_;
 }
@@ -666,19 +676,11 @@ bool CudaBackend::argmax_async(const float* x, int n) {
   if (!sticky_.ok()) return false;
   cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
   check_launch("argmax");
-  const cudaError_t e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
-                                        cudaMemcpyDeviceToHost, stream_);
-  if (e != cudaSuccess) fail(Error("cuda: argmax copy: {}", cudaGetErrorString(e)));
-  const cudaError_t r = cudaEventRecord(argmax_done_, stream_);
-  if (r != cudaSuccess) fail(Error("cuda: argmax event: {}", cudaGetErrorString(r)));
+  copy_drawn_id();
   return true;
 }
 
-Result<int32_t> CudaBackend::argmax_wait() {
-  GPTOSS_CUDA_TRY(cudaEventSynchronize(argmax_done_));
-  GPTOSS_TRY(sticky_);
-  return *h_argmax_;
-}
+Result<int32_t> CudaBackend::argmax_wait() { return drawn_id(); }
 
 // The token is the last argmax, copied on the device; the position comes with the launch. No host sync: the
 // pinned step buffer is not touched (begin_step syncs before it rewrites it).
@@ -693,8 +695,7 @@ Status CudaBackend::begin_step_chained(int pos0) {
 
 Result<int32_t> CudaBackend::argmax(const float* x, int n) {
   GPTOSS_TRY(sticky_);
-  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
-  check_launch("argmax");
+  argmax_async(x, n);
   return drawn_id();
 }
 
@@ -751,6 +752,7 @@ Result<int32_t> CudaBackend::sample(const float* x, int n, float temperature, do
   GPTOSS_TRY(sticky_);
   cuda::launch_sample(x, n, temperature, u, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
   check_launch("sample");
+  copy_drawn_id();
   return drawn_id();
 }
 
