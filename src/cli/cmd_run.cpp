@@ -10,6 +10,9 @@
 #include "cli/run_options.h"
 #include "cli/text_generate.h"
 #include "core/npy.h"
+#ifdef GPTOSS_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace gptoss::cli {
 
@@ -218,6 +221,18 @@ struct BenchCmd {
     const double prefill_tps = prompt_tokens / prefill_best, decode_tps = gen_tokens / decode_s;
     const double bytes = double(m.decode_bytes_per_token());
     const double achieved = bytes * decode_tps / 1e9;
+    // Bytes the device reads per token where the CUDA backend packed the bf16 matrices (12 bits per weight
+    // instead of 16, plus 4 bytes per row; the few escapes are read only with their rows).
+    double device_bytes = bytes;
+    nlohmann::json packed = nullptr;
+#ifdef GPTOSS_WITH_CUDA
+    if (const CudaPackStats ps = cuda_pack_stats(m.backend()); ps.matrices > 0) {
+      const double rows_bytes = double(ps.bytes) - 1.5 * double(ps.weights) - 8.0 * double(ps.escapes);
+      device_bytes = bytes - 2.0 * double(ps.weights) + 1.5 * double(ps.weights) + rows_bytes;
+      packed = {{"matrices", ps.matrices}, {"weights", ps.weights}, {"escapes", ps.escapes},
+                {"escape_fraction", double(ps.escapes) / double(ps.weights)}, {"device_bytes", ps.bytes}};
+    }
+#endif
     nlohmann::json j = {{"model", o.model},
                         {"device", m.backend().name()},
                         {"load_seconds", load_s},
@@ -227,6 +242,8 @@ struct BenchCmd {
                         {"prefill_tokens_per_s", prefill_tps},
                         {"decode_tokens_per_s", decode_tps},
                         {"decode_bytes_per_token", bytes},
+                        {"device_bytes_per_token", device_bytes},
+                        {"packed_bf16", packed},
                         {"achieved_gb_per_s", achieved},
                         {"memory_bandwidth_gb_per_s", bw},
                         {"roofline_tokens_per_s", bw > 0 ? bw * 1e9 / bytes : 0.0},
@@ -249,6 +266,9 @@ struct BenchCmd {
       std::printf("bandwidth    %.2f GB read per token -> %.1f GB/s achieved; measured %.1f GB/s = roofline %.1f "
                   "tokens/s (%.0f%% of it)\n",
                   bytes / 1e9, achieved, bw, bw > 0 ? bw * 1e9 / bytes : 0.0, bw > 0 ? 100 * achieved / bw : 0.0);
+      if (!packed.is_null())
+        std::printf("packed bf16  %zu matrices, %.3f GB read per token on the device (%.3g%% of the weights escapes)\n",
+                    packed["matrices"].get<size_t>(), device_bytes / 1e9, 100 * packed["escape_fraction"].get<double>());
       std::printf("memory       peak RSS %.2f GiB, KV cache %.2f GiB\n", peak_rss_gib(), double(s.kv_bytes()) / (1 << 30));
       if (op_costs) {
         std::printf("op costs     what leaving each op out of a decode step saves (best of 2 interleaved rounds; step "

@@ -12,6 +12,10 @@ void add_run_options(CLI::App* app, RunOptions& o) {
   app->add_option("--threads", o.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
   app->add_option("--gpu-memory-limit", o.gpu_memory_limit,
                   "Most GPU memory to use: bytes with a unit (20GiB, 500MB) or a fraction of the card (0.5)");
+  app->add_option("--gpu-bf16", o.gpu_bf16,
+                  "CUDA storage of the bf16 projections and output head: packed (lossless, about 12 bits per weight, "
+                  "faster decoding) or plain")
+      ->check(CLI::IsMember({"packed", "plain"}));
   app->add_option("--max-context", o.max_context, "Context length the KV cache is sized for")
       ->check(CLI::PositiveNumber);
   app->add_option("--kv-precision", o.kv_precision, "KV cache precision: f32 (exact) or bf16 (half the memory)")
@@ -55,6 +59,7 @@ Result<Loaded> load_model(const RunOptions& o) {
   BackendOptions b;
   b.device = o.device.empty() ? (cuda_available() ? "cuda" : "cpu") : o.device;
   b.threads = o.threads;
+  b.gpu_pack_bf16 = o.gpu_bf16 != "plain";
   GPTOSS_TRY(parse_memory(o.gpu_memory_limit, b));
   CheckpointOptions co;
   if (o.test_only) co.max_layers = 2;

@@ -15,6 +15,7 @@ struct RunOptions {
   std::string device;  // empty: cuda when available, else cpu
   int threads = 0;
   std::string gpu_memory_limit;
+  std::string gpu_bf16 = "packed";
   int max_context = 4096;
   int max_batch = 128;
   std::string kv_precision = "f32";

@@ -115,6 +115,7 @@ struct BackendOptions {
   int threads = 0;
   size_t gpu_memory_limit = 0;     // bytes; 0 = whatever the device has
   double gpu_memory_fraction = 0;  // of the device's total memory; 0 = unused (the seed's MEM_FRACTION)
+  bool gpu_pack_bf16 = true;       // CUDA: bf16 projections and output head packed losslessly (fewer bytes)
 };
 
 // Whether a CUDA device is usable by this build (false without the CUDA backend or a GPU).

@@ -126,6 +126,7 @@ struct MatmulCase {
   WeightType type;
   bool transposed;
   int rows, cols, T;
+  bool packed = false;  // bf16 packed on the device (cuda_pack_bf16), as upload() stores the projections
 };
 
 class CudaMatmul : public ::testing::TestWithParam<MatmulCase> {};
@@ -137,6 +138,11 @@ TEST_P(CudaMatmul, MatchesCpu) {
   ASSERT_TRUE(b.gpu);
   size_t s0, s1;
   auto [hw, dw] = b.matrix(p.type, p.rows, p.cols, p.transposed, 1, &s0, &s1);
+  if (p.packed) {
+    auto r = cuda_pack_bf16(*b.gpu, dw);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    dw = *r;
+  }
   auto x = b.randn(size_t(p.T) * size_t(p.cols));
   auto bias = b.randn(size_t(p.rows));
   std::vector<float> ref(size_t(p.T) * size_t(p.rows));
@@ -157,6 +163,7 @@ std::vector<MatmulCase> matmul_cases() {
         for (auto [r, c] : {std::pair{64, 128}, std::pair{197, 2880}, std::pair{2880, 64}}) {
           if (t == WeightType::MXFP4 && tr) continue;
           v.push_back({t, tr, r, c, T});
+          if (t == WeightType::BF16 && !tr) v.push_back({t, tr, r, c, T, true});
         }
   return v;
 }
@@ -199,17 +206,19 @@ TEST(CudaOps, MatmulAddAndArgmax) {
   REQUIRE_CUDA();
   Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
   ASSERT_TRUE(b.gpu);
-  for (WeightType t : {WeightType::BF16, WeightType::MXFP4}) {
+  for (int variant = 0; variant < 3; ++variant) {  // bf16, bf16 packed, MXFP4
+    const WeightType t = variant == 2 ? WeightType::MXFP4 : WeightType::BF16;
     for (int T : {1, 4}) {
       size_t s0, s1;
       auto [hw, dw] = b.matrix(t, 2880, 4096, false, 1, &s0, &s1);
+      if (variant == 1) dw = *cuda_pack_bf16(*b.gpu, dw);
       auto x = b.randn(size_t(T) * 4096), bias = b.randn(2880), y = b.randn(size_t(T) * 2880);
       std::vector<float> ref(y.size());
       b.cpu->matmul(hw, x.data(), T, bias.data(), ref.data());
       b.cpu->add(ref.data(), y.data(), ref.size());
       float* dy = b.dev_f(y);
       ASSERT_TRUE(b.gpu->matmul_add(dw, b.dev_f(x), T, b.dev_f(bias), dy));
-      EXPECT_LE(rel_err(b.get(dy, ref.size()).data(), ref.data(), ref.size()), 1e-4) << "T=" << T;
+      EXPECT_LE(rel_err(b.get(dy, ref.size()).data(), ref.data(), ref.size()), 1e-4) << "T=" << T << " variant " << variant;
     }
   }
   for (int n : {1, 300, 201088}) {
@@ -223,6 +232,88 @@ TEST(CudaOps, MatmulAddAndArgmax) {
   }
 }
 
+// Packed bf16 (packed_bf16.cu) with every kind of escape: zeros, values far below their row's largest,
+// subnormals, rows of zeros, rows whose largest is huge. The prefill path decodes the planes back to bf16
+// (its GEMM must give the plain matrix's output bit for bit); the decode kernels apply the
+// escapes as corrections (against the CPU's product of the same weights, to f32 rounding).
+TEST(CudaOps, PackedBf16IsLossless) {
+  REQUIRE_CUDA();
+  Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
+  ASSERT_TRUE(b.gpu);
+  for (int cols : {64, 2880}) {
+    const int rows = 41;
+    std::vector<uint16_t> w(size_t(rows) * size_t(cols));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    size_t planted = 0;
+    for (int r = 0; r < rows; ++r) {
+      const float scale = std::ldexp(1.0f, r % 24 - 12);
+      for (int c = 0; c < cols; ++c) {
+        float v = nd(b.rng) * scale;
+        if (r == 3) v = 0.0f;                                  // a row of zeros
+        if (r == 4) v = c == 5 ? 1.5f : 0.0f;                  // one nonzero
+        if (r == 5) v = nd(b.rng) * 1e30f;                     // huge values (exponent field > 200)
+        if (r != 3 && r != 4 && c % 7 == 3) v = 0.0f, ++planted;           // zeros among normal values
+        if (r != 3 && r != 4 && c % 11 == 6) v = scale * 1e-7f, ++planted;  // far below the row's largest
+        uint16_t bits = f32_to_bf16(v);
+        if (r == 6 && c % 5 == 0) bits = uint16_t(1 + c % 120), ++planted;  // subnormals
+        w[size_t(r) * size_t(cols) + size_t(c)] = bits;
+      }
+    }
+    MatrixRef hw{WeightType::BF16, nullptr, nullptr, rows, cols, false};
+    hw.data = b.keep(w.data(), w.size() * 2);
+    MatrixRef dw = hw;
+    dw.data = b.dev(w.data(), w.size() * 2);
+    const CudaPackStats before = cuda_pack_stats(*b.gpu);
+    auto packed = cuda_pack_bf16(*b.gpu, dw);
+    ASSERT_TRUE(packed.ok()) << packed.status().message();
+    const CudaPackStats after = cuda_pack_stats(*b.gpu);
+    EXPECT_EQ(after.weights - before.weights, w.size());
+    EXPECT_GE(after.escapes - before.escapes, planted) << "cols " << cols;
+    EXPECT_LT(after.escapes - before.escapes, w.size() / 2) << "cols " << cols;
+
+    // Exact: the prefill path decodes the planes to bf16 and patches the escapes in, then runs the same GEMM as
+    // for the plain matrix: the outputs must agree bit for bit.
+    {
+      const int T = 33;
+      auto x = b.randn(size_t(T) * size_t(cols));
+      float* dx = b.dev_f(x);
+      float* dp = *b.gpu->alloc(size_t(T) * size_t(rows));
+      float* dq = *b.gpu->alloc(size_t(T) * size_t(rows));
+      b.gpu->matmul(*packed, dx, T, nullptr, dp);
+      b.gpu->matmul(dw, dx, T, nullptr, dq);
+      const auto yp = b.get(dp, size_t(T) * size_t(rows)), yq = b.get(dq, size_t(T) * size_t(rows));
+      EXPECT_EQ(std::memcmp(yp.data(), yq.data(), yp.size() * 4), 0) << "cols " << cols;
+    }
+    // The decode kernels (1 and 4 tokens, the fused residual add) against the CPU and the plain bf16 kernels.
+    for (int Td : {1, 4}) {
+      auto x = b.randn(size_t(Td) * size_t(cols));
+      std::vector<float> ref(size_t(Td) * size_t(rows));
+      b.cpu->matmul(hw, x.data(), Td, nullptr, ref.data());
+      float* dp = *b.gpu->alloc(ref.size());
+      float* dq = *b.gpu->alloc(ref.size());
+      float* dx = b.dev_f(x);
+      b.gpu->matmul(*packed, dx, Td, nullptr, dp);
+      b.gpu->matmul(dw, dx, Td, nullptr, dq);
+      const auto yp = b.get(dp, ref.size()), yq = b.get(dq, ref.size());
+      for (int t = 0; t < Td; ++t) {  // per token and row: rows span 2^-12 .. 2^30 in scale
+        for (int r = 0; r < rows; ++r) {
+          const size_t i = size_t(t) * size_t(rows) + size_t(r);
+          double mag = 0;
+          for (int c = 0; c < cols; ++c)
+            mag += std::fabs(double(bf16_to_f32(w[size_t(r) * size_t(cols) + size_t(c)])) * x[size_t(t) * size_t(cols) + size_t(c)]);
+          EXPECT_LE(std::fabs(double(yp[i]) - ref[i]), 1e-6 * mag + 1e-30) << "r " << r << " T " << Td;
+          EXPECT_LE(std::fabs(double(yp[i]) - yq[i]), 1e-6 * mag + 1e-30) << "r " << r << " T " << Td;
+        }
+      }
+      std::vector<float> acc = b.randn(ref.size());
+      float* da = b.dev_f(acc);
+      ASSERT_TRUE(b.gpu->matmul_add(*packed, dx, Td, nullptr, da));
+      const auto ya = b.get(da, ref.size());
+      for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(ya[i] - acc[i], yp[i], 1e-5 * (std::fabs(yp[i]) + std::fabs(acc[i])) + 1e-30);
+    }
+  }
+}
+
 // Decode fusions: RMSNorm + q/k/v in one launch, RMSNorm + router + top-k (then the experts) in one;
 // against the CPU's rmsnorm + matmul / rmsnorm + moe.
 TEST(CudaOps, FusedNormQkv) {
@@ -230,12 +321,15 @@ TEST(CudaOps, FusedNormQkv) {
   for (auto [H, nh, nkv, d] : {std::tuple{64, 4, 2, 16}, std::tuple{2880, 64, 8, 64}}) {
     Pair b(small_config(H, nh, nkv, d, 4, 2, 64, 8));
     ASSERT_TRUE(b.gpu);
-    for (WeightType t : {WeightType::F32, WeightType::BF16}) {
+    for (int variant = 0; variant < 3; ++variant) {  // f32, bf16, bf16 packed
+      const WeightType t = variant == 0 ? WeightType::F32 : WeightType::BF16;
       LayerWeights hl, dl;
       size_t s0, s1;
       std::tie(hl.q, dl.q) = b.matrix(t, nh * d, H, false, 1, &s0, &s1);
       std::tie(hl.k, dl.k) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
       std::tie(hl.v, dl.v) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
+      if (variant == 2)
+        for (MatrixRef* m : {&dl.q, &dl.k, &dl.v}) *m = *cuda_pack_bf16(*b.gpu, *m);
       auto qb = b.randn(size_t(nh * d)), kb = b.randn(size_t(nkv * d)), vb = b.randn(size_t(nkv * d));
       auto nw = b.randn(size_t(H));
       hl.q_bias = qb.data(), hl.k_bias = kb.data(), hl.v_bias = vb.data(), hl.attn_norm = nw.data();

@@ -73,6 +73,13 @@ template <>
 struct Raw8<kMXFP4> {
   uint32_t q, s;
 };
+// kBF12: the 8 low bytes, the 8 codes (byte k: weight k in bits 0-3, weight 4 + k in bits 4-7) and the row's
+// base replicated in every byte (the same register for a whole batch: fetch_batch loads it once per row).
+template <>
+struct Raw8<kBF12> {
+  uint2 lo;
+  uint32_t nib, base4;
+};
 
 template <int WT>
 __device__ __forceinline__ Raw8<WT> fetch8(const WView& w, int e, int64_t r, int64_t c8) {
@@ -82,6 +89,10 @@ __device__ __forceinline__ Raw8<WT> fetch8(const WView& w, int e, int64_t r, int
     raw.a = __ldg(p), raw.b = __ldg(p + 1);
   } else if constexpr (WT == kBF16) {
     raw.q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.estride) + (r * w.cols) / 8 + c8);
+  } else if constexpr (WT == kBF12) {  // single matrices: e == 0
+    raw.lo = __ldg(reinterpret_cast<const uint2*>(w.data) + (r * w.cols) / 8 + c8);
+    raw.nib = __ldg(reinterpret_cast<const uint32_t*>(w.nib) + (r * w.cols) / 8 + c8);
+    raw.base4 = (__ldg(w.meta + r) & 0xffu) * 0x01010101u;
   } else {
     const int64_t nb = w.cols / 32;  // 8 values = 4 bytes of a 16-byte block; block b = c8 / 4
     raw.q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.estride) + r * nb * 4 + c8);
@@ -97,6 +108,19 @@ __device__ __forceinline__ void decode8(const Raw8<WT>& raw, const float* lut, f
     v[4] = raw.b.x, v[5] = raw.b.y, v[6] = raw.b.z, v[7] = raw.b.w;
   } else if constexpr (WT == kBF16) {
     const uint32_t u[4] = {raw.q.x, raw.q.y, raw.q.z, raw.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __uint_as_float(u[i] << 16);
+      v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+  } else if constexpr (WT == kBF12) {
+    // The bf16 high byte of each weight: sign << 7 | (base + offset) (base + 7 <= 127: no carry into the
+    // sign), then (low, high) byte pairs -> bf16 pairs -> f32. 3 + 4 + 8 instructions per 8 weights.
+    const uint32_t a = raw.nib & 0x0f0f0f0fu, b = (raw.nib >> 4) & 0x0f0f0f0fu;
+    const uint32_t ha = ((a & 0x07070707u) + raw.base4) | ((a & 0x08080808u) << 4);
+    const uint32_t hb = ((b & 0x07070707u) + raw.base4) | ((b & 0x08080808u) << 4);
+    const uint32_t u[4] = {__byte_perm(raw.lo.x, ha, 0x5140), __byte_perm(raw.lo.x, ha, 0x7362),
+                           __byte_perm(raw.lo.y, hb, 0x5140), __byte_perm(raw.lo.y, hb, 0x7362)};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       v[2 * i] = __uint_as_float(u[i] << 16);
@@ -157,9 +181,38 @@ inline constexpr int kFetchBatch = 8;
 template <int WT>
 __device__ __forceinline__ void fetch_batch(const WView& w, int64_t r, int64_t c0, int64_t n8,
                                             Raw8<WT> (&raw)[kFetchBatch]) {
+  if constexpr (WT == kBF12) {  // the row's base once, not per chunk
+    const uint32_t base4 = (__ldg(w.meta + r) & 0xffu) * 0x01010101u;
+    const uint2* lo = reinterpret_cast<const uint2*>(w.data) + (r * w.cols) / 8;
+    const uint32_t* nib = reinterpret_cast<const uint32_t*>(w.nib) + (r * w.cols) / 8;
 #pragma unroll
-  for (int u = 0; u < kFetchBatch; ++u)
-    if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
+    for (int u = 0; u < kFetchBatch; ++u)
+      if (c0 + u * kWarp < n8) raw[u] = {__ldg(lo + c0 + u * kWarp), __ldg(nib + c0 + u * kWarp), base4};
+  } else {
+#pragma unroll
+    for (int u = 0; u < kFetchBatch; ++u)
+      if (c0 + u * kWarp < n8) raw[u] = fetch8<WT>(w, 0, r, c0 + u * kWarp);
+  }
+}
+
+// kBF12: acc[t] += the escapes' share of row r: each escaped weight was decoded as the row's base value
+// (bits base << 8), so (weight - that) * x[col] restores the exact product up to f32 rounding. Lane i takes
+// escapes i, i + 32, ... of the row. `first`: the lane's first escape, loaded by the caller while the
+// products ran (rows without escapes load nothing).
+template <int NT>
+__device__ __forceinline__ void bf12_escapes(const WView& w, int64_t r, int lane, float2 first, const float* x,
+                                             int64_t stride, int T, float (&acc)[NT]) {
+  const uint32_t m0 = __ldg(w.meta + r), m1 = __ldg(w.meta + r + 1);
+  const int e0 = int(m0 >> 8), n = int(m1 >> 8) - e0;
+  const float enc = __uint_as_float((m0 & 0xffu) << 24);
+  for (int i = lane; i < n; i += kWarp) {
+    const float2 ent = i == lane ? first : __ldg(w.esc + e0 + i);
+    const int col = __float_as_int(ent.x);
+    const float d = ent.y - enc;
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+      if (t < T) acc[t] += d * x[t * stride + col];
+  }
 }
 
 // acc[t] += W[r, :] . x[t, :] (t < T, rows of x `stride` apart) over the lane's chunks (lane, lane + 32, ...),
@@ -169,6 +222,11 @@ template <int WT, int NT>
 __device__ __forceinline__ void row_dot(const WView& w, int64_t r, int lane, Raw8<WT> (&raw)[kFetchBatch],
                                         const float* lut, const float* x, int64_t stride, int T, float (&acc)[NT]) {
   const int64_t n8 = w.cols / 8;
+  float2 esc = {};  // kBF12: the lane's first escape of the row, requested before the products
+  if constexpr (WT == kBF12) {
+    const uint32_t m0 = __ldg(w.meta + r), m1 = __ldg(w.meta + r + 1);
+    if (int(m0 >> 8) + lane < int(m1 >> 8)) esc = __ldg(w.esc + (m0 >> 8) + lane);
+  }
   for (int64_t c0 = lane; c0 < n8; c0 += kFetchBatch * kWarp) {
     if (c0 != lane) fetch_batch<WT>(w, r, c0, n8, raw);
 #pragma unroll
@@ -178,6 +236,7 @@ __device__ __forceinline__ void row_dot(const WView& w, int64_t r, int lane, Raw
       fma_chunk<WT>(raw[u], lut, x, stride, T, c, acc);
     }
   }
+  if constexpr (WT == kBF12) bf12_escapes(w, r, lane, esc, x, stride, T, acc);
 }
 
 // v = hi + lo with hi, lo bf16 (about 16 significant bits): GEMMs on both halves keep prefill

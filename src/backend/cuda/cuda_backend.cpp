@@ -109,6 +109,7 @@ class CudaBackend final : public Backend {
 
  private:
   Result<void*> dev_alloc(size_t bytes, const char* what);
+  void dev_free(void* p, size_t bytes);
   Status copy_to_device(void* dst, const void* src, size_t bytes);
   Result<MatrixRef> upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride, const char* what,
                                   size_t* new_stride, size_t* new_sstride);
@@ -124,8 +125,32 @@ class CudaBackend final : public Backend {
     if (sticky_.ok()) sticky_ = std::move(s);
   }
   WView view(const MatrixRef& m, size_t estride = 0, size_t sstride = 0) const {
-    return WView{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(estride), int64_t(sstride)};
+    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(estride), int64_t(sstride)};
+    if (const auto it = packed_.find(m.data); it != packed_.end())
+      v.nib = it->second.nib, v.meta = it->second.meta, v.esc = it->second.esc;
+    return v;
   }
+  // The kernels' weight type of a device matrix: kBF12 for a packed bf16 matrix.
+  Wt wt_of(const MatrixRef& m) const { return packed_.count(m.data) ? cuda::kBF12 : to_wt(m.type); }
+
+ public:
+  // A bf16 matrix on the device (row-major, cols % 8 == 0) packed losslessly (packed_bf16.cu): the returned
+  // ref (type BF16, data = the low-byte plane) is read through view() / wt_of() as kBF12. free_source: the
+  // bf16 matrix is freed (it must come from dev_alloc). A matrix with 2^24 escapes or more stays as it is.
+  Result<MatrixRef> pack_bf16(const MatrixRef& m, const char* what, bool free_source);
+  struct PackStats {
+    size_t matrices = 0, weights = 0, escapes = 0, bytes = 0;
+  };
+  const PackStats& pack_stats() const { return pack_stats_; }
+
+ private:
+  struct Packed {
+    const uint8_t* nib;
+    const uint32_t* meta;
+    const float2* esc;
+  };
+  std::unordered_map<const void*, Packed> packed_;  // keyed by the low-byte plane (MatrixRef::data)
+  PackStats pack_stats_;
   void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
   void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
@@ -239,6 +264,57 @@ Result<void*> CudaBackend::dev_alloc(size_t bytes, const char* what) {
   allocs_.push_back(p);
   used_ += bytes;
   return p;
+}
+
+void CudaBackend::dev_free(void* p, size_t bytes) {
+  const auto it = std::find(allocs_.begin(), allocs_.end(), p);
+  if (it == allocs_.end()) return;
+  allocs_.erase(it);
+  cudaFree(p);
+  used_ -= std::min(used_, std::max<size_t>(bytes, 16));
+}
+
+Result<MatrixRef> CudaBackend::pack_bf16(const MatrixRef& m, const char* what, bool free_source) {
+  if (m.type != WeightType::BF16 || m.transposed || m.cols % 8 != 0 || m.rows <= 0)
+    return Error("cuda: {} cannot be packed (row-major bf16 with a multiple of 8 columns only)", what);
+  const size_t rows = size_t(m.rows), cols = size_t(m.cols);
+  const auto* w = static_cast<const uint16_t*>(m.data);
+  // Pass 1: each row's base and escape count, then their prefix on the host (rows words).
+  GPTOSS_ASSIGN(void* scratch, dev_alloc(rows * 5, "packing scratch"));
+  auto* d_cnt = static_cast<uint32_t*>(scratch);
+  auto* d_base = static_cast<uint8_t*>(scratch) + rows * 4;
+  cuda::launch_bf16_pack_rows(w, m.rows, m.cols, d_base, d_cnt, stream_);
+  std::vector<uint32_t> cnt(rows);
+  std::vector<uint8_t> base(rows);
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(cnt.data(), d_cnt, rows * 4, cudaMemcpyDeviceToHost, stream_));
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(base.data(), d_base, rows, cudaMemcpyDeviceToHost, stream_));
+  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  dev_free(scratch, rows * 5);
+  std::vector<uint32_t> meta(rows + 1);
+  uint64_t total = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    meta[r] = uint32_t(total << 8) | base[r];
+    total += cnt[r];
+  }
+  if (total >= (uint64_t(1) << 24)) return m;
+  meta[rows] = uint32_t(total << 8);
+  GPTOSS_ASSIGN(void* planes, dev_alloc(rows * cols + rows * cols / 2, what));
+  GPTOSS_ASSIGN(void* d_meta, upload_bytes(meta.data(), meta.size() * 4, what));
+  GPTOSS_ASSIGN(void* esc, dev_alloc(size_t(total) * sizeof(float2), what));
+  auto* lo = static_cast<uint8_t*>(planes);
+  cuda::launch_bf16_pack(w, m.rows, m.cols, static_cast<const uint32_t*>(d_meta), lo, lo + rows * cols,
+                         static_cast<float2*>(esc), stream_);
+  GPTOSS_CUDA_TRY(cudaGetLastError());
+  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  if (free_source) dev_free(const_cast<void*>(m.data), rows * cols * 2);
+  packed_[lo] = Packed{lo + rows * cols, static_cast<const uint32_t*>(d_meta), static_cast<const float2*>(esc)};
+  pack_stats_.matrices += 1;
+  pack_stats_.weights += rows * cols;
+  pack_stats_.escapes += size_t(total);
+  pack_stats_.bytes += rows * cols * 3 / 2 + meta.size() * 4 + size_t(total) * sizeof(float2);
+  MatrixRef d = m;
+  d.data = lo;
+  return d;
 }
 
 template <typename Ty>
@@ -376,6 +452,13 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
   ModelWeights d;
   GPTOSS_ASSIGN(d.embed, upload_matrix(host.embed, 1, 0, 0, "embed", nullptr, nullptr));
   GPTOSS_ASSIGN(d.lm_head, upload_matrix(host.lm_head, 1, 0, 0, "lm_head", nullptr, nullptr));
+  // The decode products read these once per token: packed (lossless, 12 bits per weight and the escapes).
+  auto pack = [&](MatrixRef& m, const char* what) -> Status {
+    if (!opts_.gpu_pack_bf16 || m.type != WeightType::BF16 || m.transposed || m.cols % 8 != 0) return {};
+    GPTOSS_ASSIGN(m, pack_bf16(m, what, /*free_source=*/true));
+    return {};
+  };
+  GPTOSS_TRY(pack(d.lm_head, "lm_head"));
   GPTOSS_ASSIGN(d.final_norm, upload_floats(host.final_norm, size_t(H), "final_norm"));
   const size_t I = size_t(c.intermediate_size);
   for (const LayerWeights& L : host.layers) {
@@ -384,6 +467,10 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
     GPTOSS_ASSIGN(o.k, upload_matrix(L.k, 1, 0, 0, "k_proj", nullptr, nullptr));
     GPTOSS_ASSIGN(o.v, upload_matrix(L.v, 1, 0, 0, "v_proj", nullptr, nullptr));
     GPTOSS_ASSIGN(o.o, upload_matrix(L.o, 1, 0, 0, "o_proj", nullptr, nullptr));
+    GPTOSS_TRY(pack(o.q, "q_proj"));
+    GPTOSS_TRY(pack(o.k, "k_proj"));
+    GPTOSS_TRY(pack(o.v, "v_proj"));
+    GPTOSS_TRY(pack(o.o, "o_proj"));
     GPTOSS_ASSIGN(o.router, upload_matrix(L.router, 1, 0, 0, "router", nullptr, nullptr));
     GPTOSS_ASSIGN(o.gate_up, upload_matrix(L.gate_up, E, L.gate_up_stride, L.gate_up_scales_stride, "gate_up_proj",
                                            &o.gate_up_stride, &o.gate_up_scales_stride));
@@ -511,7 +598,7 @@ void CudaBackend::gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, cons
 }
 
 void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) {
-  const Wt wt = to_wt(W.type);
+  const Wt wt = wt_of(W);
   if (T <= kDecodeMaxT) {
     if (W.transposed)
       cuda::launch_matvec_transposed(wt, view(W), x, T, bias, y, stream_);
@@ -531,10 +618,11 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
     if (!sticky_.ok()) return;
     cuda::launch_f32_to_bf16x2(x, size_t(T) * size_t(W.cols), xb, stream_);
     const __nv_bfloat16* wb = static_cast<const __nv_bfloat16*>(W.data);
-    if (W.type == WeightType::MXFP4) {
+    if (W.type == WeightType::MXFP4 || wt == cuda::kBF12) {
       __nv_bfloat16* s = grow(wb_, wb_cap_, size_t(W.rows) * size_t(W.cols), "decoded weights");
       if (!sticky_.ok()) return;
       cuda::launch_weight_to_bf16(wt, false, view(W), 0, s, stream_);
+      if (wt == cuda::kBF12) cuda::launch_bf12_patch_escapes(view(W), s, stream_);  // the same bf16 matrix
       wb = s;
     }
     gemm_bf16(W, wb, xb, T, y);
@@ -623,13 +711,13 @@ void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, floa
 
 // Decode: RMSNorm + q/k/v products in one launch (same weight type, row-major).
 bool CudaBackend::norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) {
-  if (T > cuda::kFusedMaxT || L.q.transposed || L.k.transposed || L.v.transposed || L.k.type != L.q.type ||
-      L.v.type != L.q.type)
+  if (T > cuda::kFusedMaxT || L.q.transposed || L.k.transposed || L.v.transposed || wt_of(L.k) != wt_of(L.q) ||
+      wt_of(L.v) != wt_of(L.q))
     return false;
   const WView w[3] = {view(L.q), view(L.k), view(L.v)};
   const float* bias[3] = {L.q_bias, L.k_bias, L.v_bias};
   float* y[3] = {q, k, v};
-  if (!cuda::launch_norm_matvec3(to_wt(L.q.type), w, bias, y, 3, x, L.attn_norm, float(eps), T, stream_)) return false;
+  if (!cuda::launch_norm_matvec3(wt_of(L.q), w, bias, y, 3, x, L.attn_norm, float(eps), T, stream_)) return false;
   check_launch("norm qkv");
   return true;
 }
@@ -637,7 +725,7 @@ bool CudaBackend::norm_qkv(const LayerWeights& L, const float* x, int T, double 
 // Decode: RMSNorm + router + top-k in one launch, then the expert kernels.
 bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) {
   if (T > cuda::kFusedMaxT || L.router.transposed) return false;
-  if (!cuda::launch_norm_router_topk(to_wt(L.router.type), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T,
+  if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T,
                                      c_.num_experts_per_tok, h, router_logits_, moe_idx_, moe_wts_, d_router_counter_,
                                      stream_))
     return false;
@@ -649,7 +737,7 @@ bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, f
 // Decode only (few tokens, row-major weights): the matvec kernel adds into y.
 bool CudaBackend::matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) {
   if (T > kDecodeMaxT || W.transposed) return false;
-  cuda::launch_matvec(to_wt(W.type), view(W), x, T, bias, y, stream_, /*accumulate=*/true);
+  cuda::launch_matvec(wt_of(W), view(W), x, T, bias, y, stream_, /*accumulate=*/true);
   check_launch("matvec add");
   return true;
 }
@@ -848,6 +936,19 @@ Result<void*> cuda_upload_bytes(Backend& b, const void* host, size_t bytes) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   if (!cb) return Error("cuda_upload_bytes: backend '{}' is not the CUDA backend", b.name());
   return cb->upload_bytes(host, bytes, "test data");
+}
+
+Result<MatrixRef> cuda_pack_bf16(Backend& b, const MatrixRef& m) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  if (!cb) return Error("cuda_pack_bf16: backend '{}' is not the CUDA backend", b.name());
+  return cb->pack_bf16(m, "test matrix", /*free_source=*/false);
+}
+
+CudaPackStats cuda_pack_stats(Backend& b) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  if (!cb) return {};
+  const auto& s = cb->pack_stats();
+  return {s.matrices, s.weights, s.escapes, s.bytes};
 }
 
 std::string cuda_device_name(Backend& b) {

@@ -186,6 +186,7 @@ void by_type(Wt wt, F&& f) {
     case kF32: f(std::integral_constant<int, kF32>{}); break;
     case kBF16: f(std::integral_constant<int, kBF16>{}); break;
     case kMXFP4: f(std::integral_constant<int, kMXFP4>{}); break;
+    case kBF12: break;  // launch_norm_matvec3 instantiates it itself; the router kernel takes none
   }
 }
 
@@ -210,7 +211,7 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
   const unsigned blocks = unsigned((rows + kRows - 1) / kRows);
   const size_t smem = size_t(T) * size_t(H) * sizeof(float);
   // One token: one accumulator, 3 blocks per SM (as launch_matvec).
-  by_type(wt, [&](auto W) {
+  auto launch = [&](auto W) {
     constexpr int WT = decltype(W)::value;
     // One token: a programmatic dependent of the kernel before it (the MoE down kernel of the previous
     // layer): its weights stream while that kernel's last blocks run. H100 20b decode, interleaved A/B:
@@ -227,7 +228,11 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
     } else {
       f32_norm_matvec3<WT, kFusedMaxT, 1, false><<<blocks, kRows * kWarp, smem, s>>>(m, x, nw, eps, T, int(H));
     }
-  });
+  };
+  if (wt == kBF12)  // packed bf16 (the row products apply its escapes)
+    launch(std::integral_constant<int, kBF12>{});
+  else
+    by_type(wt, launch);
   return true;
 }
 
@@ -235,6 +240,7 @@ bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const flo
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
                              cudaStream_t s) {
   const int64_t H = w.cols;
+  if (wt == kBF12) return false;  // its products are per chunk, without the escapes of packed bf16
   if (T < 1 || T > kFusedMaxT || H % 8 != 0 || H / 8 > 4 * kRows * kWarp || H / 4 > kNormPer * kRows * kWarp || w.rows > kMaxExperts ||
       k > kMaxTopK || size_t(T) * size_t(H) * sizeof(float) > 48 * 1024)
     return false;

@@ -17,12 +17,19 @@ inline constexpr int kWarp = 32;
 // A weight matrix on the device in its stored format (see core/matrix.h for layouts):
 //  kF32 / kBF16: row-major [rows, cols];  kMXFP4: blocks [rows, cols/32, 16] + scales [rows, cols/32].
 // `estride` / `sstride`: bytes from one expert's matrix to the next (0 for a single matrix).
-enum Wt : int { kF32 = 0, kBF16 = 1, kMXFP4 = 2 };
+//  kBF12: a bf16 matrix packed losslessly on the device (packed_bf16.cu): data = the low byte of every bf16
+//  [rows, cols], nib = a 4-bit code per weight [rows, cols/2] (sign + the exponent's upper 7 bits as an
+//  offset 0..7 from the row's base), meta [rows + 1] = (first escape << 8) | base, esc = the weights outside
+//  the row's window as (column, exact value), applied as corrections. Single matrices only.
+enum Wt : int { kF32 = 0, kBF16 = 1, kMXFP4 = 2, kBF12 = 3 };
 struct WView {
   const uint8_t* data;
   const uint8_t* scales;
   int64_t rows, cols;
   int64_t estride, sstride;
+  const uint8_t* nib = nullptr;     // kBF12 only
+  const uint32_t* meta = nullptr;   // kBF12 only
+  const float2* esc = nullptr;      // kBF12 only: {column as int bits, weight}
 };
 
 // ---- matvec.cu: dense products for few tokens (decode), weights read once for up to 4 tokens.
@@ -35,6 +42,15 @@ void launch_matvec_transposed(Wt wt, const WView& w, const float* x, int T, cons
                               cudaStream_t s);
 // out[r, c] = bf16(W[r, c]) for expert e, from any stored type (transposed: W stored [c, r]).
 void launch_weight_to_bf16(Wt wt, bool transposed, const WView& w, int e, __nv_bfloat16* out, cudaStream_t s);
+
+// ---- packed_bf16.cu: the lossless packing of a bf16 matrix w [rows, cols] (cols % 8 == 0), in two passes:
+// base[r] and the number of escapes cnt[r] of each row; then, with meta = (exclusive prefix of cnt << 8) |
+// base (rows + 1 words, computed by the caller), the planes and the escapes.
+void launch_bf16_pack_rows(const uint16_t* w, int64_t rows, int64_t cols, uint8_t* base, uint32_t* cnt, cudaStream_t s);
+void launch_bf16_pack(const uint16_t* w, int64_t rows, int64_t cols, const uint32_t* meta, uint8_t* lo, uint8_t* nib,
+                      float2* esc, cudaStream_t s);
+// out[r, c] = W[r, c] for the escapes of a kBF12 matrix (after launch_weight_to_bf16 decoded the planes).
+void launch_bf12_patch_escapes(const WView& w, __nv_bfloat16* out, cudaStream_t s);
 
 // ---- elementwise.cu
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);

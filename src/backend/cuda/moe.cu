@@ -208,6 +208,7 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
     case kF32: f32_xw_moe_gate_up_swiglu<kF32><<<grid, threads, 0, s>>>(w, h, idx, k, bias, limit, z); break;
     case kBF16: f32_xw_moe_gate_up_swiglu<kBF16><<<grid, threads, 0, s>>>(w, h, idx, k, bias, limit, z); break;
     case kMXFP4: f32_xw_moe_gate_up_swiglu<kMXFP4><<<grid, threads, 0, s>>>(w, h, idx, k, bias, limit, z); break;
+    case kBF12: break;  // experts are never packed (CudaBackend::upload packs single matrices)
   }
 }
 
@@ -228,6 +229,7 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
     case kF32: f32_xw_moe_down_combine<kF32><<<grid, threads, 0, s>>>(w, z, idx, wts, k, bias, x); break;
     case kBF16: f32_xw_moe_down_combine<kBF16><<<grid, threads, 0, s>>>(w, z, idx, wts, k, bias, x); break;
     case kMXFP4: f32_xw_moe_down_combine<kMXFP4><<<grid, threads, 0, s>>>(w, z, idx, wts, k, bias, x); break;
+    case kBF12: break;  // experts are never packed (CudaBackend::upload packs single matrices)
   }
 }
 
