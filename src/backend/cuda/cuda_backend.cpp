@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <unordered_map>
@@ -725,11 +726,31 @@ bool CudaBackend::norm_qkv(const LayerWeights& L, const float* x, int T, double 
 // Decode: RMSNorm + router + top-k in one launch, then the expert kernels.
 bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) {
   if (T > cuda::kFusedMaxT || L.router.transposed) return false;
-  if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T,
-                                     c_.num_experts_per_tok, h, router_logits_, moe_idx_, moe_wts_, d_router_counter_,
-                                     stream_))
+  const int E = c_.num_local_experts, k = c_.num_experts_per_tok;
+  // Experiment switch GPTOSS_AB_GU_TOPK=1: the router kernel writes the logits only and the tensor-core gate_up
+  // kernel picks the experts (no last-block handoff in the router).
+  static const bool gu_topk_on = [] {
+    const char* e = std::getenv("GPTOSS_AB_GU_TOPK");
+    return e && e[0] == '1';
+  }();
+  const bool gu_topk = gu_topk_on && E <= 32 && L.gate_up.type == WeightType::MXFP4 &&
+                       L.down.type == WeightType::MXFP4 && !L.gate_up.transposed && !L.down.transposed;
+  const uint8_t* rowmax = gu_topk ? row_max(L.gate_up, E, L.gate_up_scales_stride) : nullptr;
+  if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T, k,
+                                     h, router_logits_, moe_idx_, moe_wts_, d_router_counter_, stream_,
+                                     /*topk=*/!gu_topk))
     return false;
   check_launch("norm router topk");
+  if (gu_topk) {
+    if (cuda::launch_moe_mxfp4_decode(view(L.gate_up, L.gate_up_stride, L.gate_up_scales_stride),
+                                      view(L.down, L.down_stride, L.down_scales_stride), h, moe_idx_, moe_wts_, T, k,
+                                      L.gate_up_bias, L.down_bias, float(c_.swiglu_limit), moe_z_, x, stream_, rowmax,
+                                      router_logits_, E)) {
+      check_launch("moe mxfp4 decode (top-k in gate_up)");
+      return true;
+    }
+    cuda::launch_router_topk(router_logits_, T, E, k, moe_idx_, moe_wts_, stream_);  // not taken: top-k here
+  }
   moe_experts(L, h, T, x);
   return true;
 }

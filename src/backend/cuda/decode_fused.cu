@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
     f32_norm_router_topk(WView w, const float* __restrict__ bias, const float* __restrict__ x,
                          const float* __restrict__ nw, float eps, int T, int H, int k, float* __restrict__ h,
                          float* __restrict__ logits, int32_t* __restrict__ idx, float* __restrict__ wts,
-                         unsigned* __restrict__ counter) {
+                         unsigned* __restrict__ counter, bool topk) {
   extern __shared__ __align__(16) float xs[];  // [T, H]
   __shared__ float red[kFusedMaxT * kWarp];
   __shared__ float lut[16];
@@ -169,6 +169,7 @@ __global__ void __launch_bounds__(kRows * kWarp)
     for (int ww = 0; ww < int(blockDim.x) / kWarp; ++ww) s += red[tid * kWarp + ww];
     logits[int64_t(tid) * E + e] = s + b;
   }
+  if (!topk) return;  // the next kernel picks the experts itself
   // Publish the logits, then take a ticket; the block with the last ticket sees every block's logits.
   __threadfence();
   __syncthreads();
@@ -238,7 +239,7 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
 
 bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const float* x, const float* nw, float eps,
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
-                             cudaStream_t s) {
+                             cudaStream_t s, bool topk) {
   const int64_t H = w.cols;
   if (wt == kBF12) return false;  // its products are per chunk, without the escapes of packed bf16
   if (T < 1 || T > kFusedMaxT || H % 8 != 0 || H / 8 > 4 * kRows * kWarp || H / 4 > kNormPer * kRows * kWarp || w.rows > kMaxExperts ||
@@ -247,7 +248,7 @@ bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const flo
   const size_t smem = size_t(T) * size_t(H) * sizeof(float);
   by_type(wt, [&](auto W) {
     f32_norm_router_topk<decltype(W)::value><<<unsigned(w.rows), kRows * kWarp, smem, s>>>(
-        w, bias, x, nw, eps, T, int(H), k, h, logits, idx, wts, counter);
+        w, bias, x, nw, eps, T, int(H), k, h, logits, idx, wts, counter, topk);
   });
   return true;
 }

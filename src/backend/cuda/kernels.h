@@ -92,9 +92,10 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
                          const float* nw, float eps, int T, cudaStream_t s);
 // h = rmsnorm(x; nw, eps) [T, H]; logits [T, E] = h W^T + bias; idx / wts [T, k] = top-k + softmax (as
 // launch_router_topk). counter: a device word that is 0 before the launch (left 0 after it).
+// topk false: logits (and h) only, no top-k (the gate_up kernel picks the experts: launch_moe_mxfp4_decode).
 bool launch_norm_router_topk(Wt wt, const WView& w, const float* bias, const float* x, const float* nw, float eps,
                              int T, int k, float* h, float* logits, int32_t* idx, float* wts, unsigned* counter,
-                             cudaStream_t s);
+                             cudaStream_t s, bool topk = true);
 
 // ---- attention_decode.cu: the decode attention (T <= 8 tokens) for a bf16 cache on the tensor cores, same
 // split layout as launch_attention, splits merged in the kernel (nsplit <= attention_decode_max_splits).
@@ -139,16 +140,22 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
 // launch_moe_down_combine; returns false (nothing launched) for shapes it does not take (H or I not a
 // multiple of 32, too much shared memory).
 cudaError_t init_moe_decode_kernels();
+// logits: as launch_moe_gate_up_tc (then the tensor-core gate_up must be usable: returns false, having
+// launched nothing, where it is not).
 bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
                              const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
                              float limit, float* z, float* x, cudaStream_t s,
-                             const uint8_t* gate_up_rowmax = nullptr);
+                             const uint8_t* gate_up_rowmax = nullptr, const float* logits = nullptr, int E = 0);
 // ---- moe_decode_tc.cu: the decode gate_up product on the tensor cores (used by launch_moe_mxfp4_decode
 // when given gate_up_rowmax). rowmax [E, rows]: the largest scale byte of each row, from
 // launch_mxfp4_row_max over the experts' scales ([E * rows, nb] bytes).
 void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* out, cudaStream_t s);
+// logits [T, E] (E <= 32): the kernel picks the experts from the router's logits itself and writes idx and
+// wts ([T, k], as launch_router_topk) for the down kernel; otherwise it reads idx.
 bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
-                           int k, const float* bias, float limit, float* z, cudaStream_t s);
+                           int k, const float* bias, float limit, float* z, cudaStream_t s,
+                           const float* logits = nullptr, int E = 0, float* wts = nullptr);
+bool moe_gate_up_tc_supported(const WView& gate_up, const uint8_t* rowmax);
 // Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
 // bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].

@@ -60,18 +60,66 @@ __device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
 
 __device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
 
+// The router's top-k of one token from its E <= 32 logits, by every warp that needs it (no barrier): each
+// lane ranks its logit among all (larger first, the lower index first on ties, as warp_topk_softmax orders
+// them) and the lane of rank j is the j-th expert. With out_idx, lane 0 also writes the k experts and their
+// softmax weights exactly as warp_topk_softmax does.
+__device__ __forceinline__ int warp_topk_pick(const float* logits, int E, int k, int j, int32_t* out_idx,
+                                              float* out_wts) {
+  const int lane = threadIdx.x % kWarp;
+  const float v = lane < E ? logits[lane] : -INFINITY;
+  int rank = 0;
+#pragma unroll
+  for (int i = 0; i < kWarp; ++i) {
+    const float u = __shfl_sync(0xffffffffu, v, i);
+    rank += i < E && (u > v || (u == v && i < lane));
+  }
+  const unsigned pick = __ballot_sync(0xffffffffu, lane < E && rank == j);
+  if (out_idx) {  // the k selected in order: values shuffled to every lane, lane 0 writes
+    float sel[kMaxTopK];
+    int sel_i[kMaxTopK];
+#pragma unroll
+    for (int jj = 0; jj < kMaxTopK; ++jj) {
+      if (jj >= k) break;
+      const unsigned m = __ballot_sync(0xffffffffu, lane < E && rank == jj);
+      sel_i[jj] = m ? __ffs(m) - 1 : 0;
+      sel[jj] = __shfl_sync(0xffffffffu, v, sel_i[jj]);
+    }
+    if (lane == 0) {
+      float sum = 0.0f;
+      for (int jj = 0; jj < k; ++jj) sum += expf(sel[jj] - sel[0]);
+      for (int jj = 0; jj < k; ++jj) {
+        out_idx[jj] = sel_i[jj];
+        out_wts[jj] = expf(sel[jj] - sel[0]) / sum;
+      }
+    }
+  }
+  return pick ? __ffs(pick) - 1 : 0;  // 0 where NaN logits leave no lane of rank j
+}
+
 // z[a, i] = swiglu(gate_i + bg, up_i + bu) for assignment a (token a / k, expert idx[a]); W: [2I, H] per
 // expert, rows 2i / 2i+1 = gate_i / up_i. rowmax: [E, 2I] largest scale byte of each row.
-template <int kMinBlocks>
+// kTopk: the expert comes from the router's logits [T, E] instead (warp_topk_pick, E <= 32); the blocks of
+// column 0 write each token's idx / wts for the down kernel.
+template <int kMinBlocks, bool kTopk>
 __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
     f16mma_mxfp4w_moe_gate_up_swiglu(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ h,
-                                     const int32_t* __restrict__ idx, int k, const float* __restrict__ bias,
-                                     float limit, float* __restrict__ z) {
+                                     int32_t* __restrict__ idx, int k, const float* __restrict__ bias,
+                                     float limit, float* __restrict__ z, const float* __restrict__ logits, int E,
+                                     float* __restrict__ wts) {
   extern __shared__ uint2 xs[];  // [word 4][p 2][block nb][hi, lo]: (b0, b1) operands of x; then H raw floats
   const int a = blockIdx.y, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
   const int H = int(w.cols), nb = H / 32;
   const int64_t R = w.rows, I = R / 2;
-  const int e = idx[a];
+  int e;
+  if constexpr (kTopk) {
+    const int t = a / k, j = a % k;
+    const bool writer = blockIdx.x == 0 && j == 0 && threadIdx.x < kWarp;
+    e = warp_topk_pick(logits + int64_t(t) * E, E, k, j, writer ? idx + int64_t(t) * k : nullptr,
+                       writer ? wts + int64_t(t) * k : nullptr);
+  } else {
+    e = idx[a];
+  }
   const int64_t r0 = (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16;
   const int64_t ra = r0 + g, rb = r0 + g + 8;
   const bool va = ra < R, vb = rb < R;
@@ -174,14 +222,27 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
   mxfp4_row_max<<<unsigned((rows + 255) / 256), 256, 0, s>>>(scales, rows, nb, out);
 }
 
-bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
-                           int k, const float* bias, float limit, float* z, cudaStream_t s) {
+bool moe_gate_up_tc_supported(const WView& gate_up, const uint8_t* rowmax) {
   const int64_t H = gate_up.cols, R = gate_up.rows;
   const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2) + size_t(H) * sizeof(float);
-  if (!rowmax || H % 32 != 0 || R % 2 != 0 || smem > 48 * 1024) return false;
+  return rowmax && H % 32 == 0 && R % 2 == 0 && smem <= 48 * 1024;
+}
+
+bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
+                           int k, const float* bias, float limit, float* z, cudaStream_t s, const float* logits, int E,
+                           float* wts) {
+  if (!moe_gate_up_tc_supported(gate_up, rowmax) || (logits && (E > kWarp || k > kMaxTopK))) return false;
+  const int64_t H = gate_up.cols, R = gate_up.rows;
+  const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2) + size_t(H) * sizeof(float);
   const int rows_per_block = kTcWarps * 16;
   const dim3 grid{unsigned((R + rows_per_block - 1) / rows_per_block), unsigned(T * k)};
-  f16mma_mxfp4w_moe_gate_up_swiglu<4><<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx, k, bias, limit, z);
+  int32_t* idx_rw = const_cast<int32_t*>(idx);  // written only with logits (kTopk)
+  if (logits)
+    f16mma_mxfp4w_moe_gate_up_swiglu<4, true>
+        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx_rw, k, bias, limit, z, logits, E, wts);
+  else
+    f16mma_mxfp4w_moe_gate_up_swiglu<4, false>
+        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx_rw, k, bias, limit, z, nullptr, 0, nullptr);
   return true;
 }
 
