@@ -92,6 +92,7 @@ class CudaBackend final : public Backend {
   Result<int32_t> argmax_wait() override;
   Status begin_step_chained(int pos0) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  void before_draw();
   void copy_drawn_id();
   Result<int32_t> drawn_id();
   void add(float* x, const float* y, size_t n) override {
@@ -195,9 +196,11 @@ class CudaBackend final : public Backend {
   int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
   unsigned* d_router_counter_ = nullptr;  // the fused router kernel's last-block ticket (0 between launches)
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
-  int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result]
+  int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result, argmax ticket]
   int32_t* h_argmax_ = nullptr;  // pinned result
   cudaEvent_t argmax_done_ = nullptr;  // copy_drawn_id's copy to h_argmax_ has landed
+  cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
+  cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream
 
   // Graph of one recorded step, keyed by the caller.
   bool recording_ = false;
@@ -213,7 +216,10 @@ CudaBackend::~CudaBackend() {
   if (h_step_) cudaFreeHost(h_step_);
   if (h_pinned_) cudaFreeHost(h_pinned_);
   if (h_argmax_) cudaFreeHost(h_argmax_);
+  if (copy_stream_) cudaStreamSynchronize(copy_stream_);
   if (argmax_done_) cudaEventDestroy(argmax_done_);
+  if (drawn_ready_) cudaEventDestroy(drawn_ready_);
+  if (copy_stream_) cudaStreamDestroy(copy_stream_);
   if (blas_) cublasDestroy(blas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -232,8 +238,9 @@ Status CudaBackend::init() {
   GPTOSS_ASSIGN(const float* f, upload_floats(rope_.inv_freq.data(), rope_.inv_freq.size(), "rope inv_freq"));
   d_inv_freq_ = const_cast<float*>(f);
   GPTOSS_CUDA_TRY(cuda::init_moe_decode_kernels());
-  GPTOSS_ASSIGN(void* am, dev_alloc((2 * cuda::kArgmaxBlocks + 1) * sizeof(int32_t), "argmax scratch"));
+  GPTOSS_ASSIGN(void* am, dev_alloc((2 * cuda::kArgmaxBlocks + 2) * sizeof(int32_t), "argmax scratch"));
   d_argmax_ = static_cast<int32_t*>(am);
+  GPTOSS_CUDA_TRY(cudaMemset(d_argmax_, 0, (2 * cuda::kArgmaxBlocks + 2) * sizeof(int32_t)));  // the ticket
   GPTOSS_ASSIGN(void* rc, dev_alloc(sizeof(unsigned), "router counter"));
   d_router_counter_ = static_cast<unsigned*>(rc);
   GPTOSS_CUDA_TRY(cudaMemset(d_router_counter_, 0, sizeof(unsigned)));
@@ -243,6 +250,8 @@ Status CudaBackend::init() {
   GPTOSS_CUDA_TRY(cudaMemset(d_attn_tickets_, 0, nt));
   GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
   GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&argmax_done_, cudaEventDisableTiming));
+  GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&drawn_ready_, cudaEventDisableTiming));
+  GPTOSS_CUDA_TRY(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
   return {};
 }
 
@@ -761,14 +770,21 @@ bool CudaBackend::matmul_add(const MatrixRef& W, const float* x, int T, const fl
 }
 
 // The device draws (argmax, sample) leave one id after the 2 * kArgmaxBlocks words of scratch: copy_drawn_id
-// enqueues its copy to h_argmax_ (and marks it with argmax_done_), drawn_id waits for that copy alone, so
-// work enqueued after it (a chained step) may still run.
+// enqueues its copy to h_argmax_ on a second stream (marked by argmax_done_), so the step stream goes on at
+// once with what follows (a chained step) instead of waiting for the copy; drawn_id waits for that copy
+// alone. Each draw's kernel first waits for the previous copy (before_draw): the id word is reused.
+void CudaBackend::before_draw() {
+  const cudaError_t e = cudaStreamWaitEvent(stream_, argmax_done_, 0);
+  if (e != cudaSuccess) fail(Error("cuda: drawn id wait: {}", cudaGetErrorString(e)));
+}
 void CudaBackend::copy_drawn_id() {
-  const cudaError_t e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t),
-                                        cudaMemcpyDeviceToHost, stream_);
+  cudaError_t e = cudaEventRecord(drawn_ready_, stream_);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(copy_stream_, drawn_ready_, 0);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                        copy_stream_);
+  if (e == cudaSuccess) e = cudaEventRecord(argmax_done_, copy_stream_);
   if (e != cudaSuccess) fail(Error("cuda: drawn id copy: {}", cudaGetErrorString(e)));
-  const cudaError_t r = cudaEventRecord(argmax_done_, stream_);
-  if (r != cudaSuccess) fail(Error("cuda: drawn id event: {}", cudaGetErrorString(r)));
 }
 
 Result<int32_t> CudaBackend::drawn_id() {
@@ -780,6 +796,7 @@ Result<int32_t> CudaBackend::drawn_id() {
 
 bool CudaBackend::argmax_async(const float* x, int n) {
   if (!sticky_.ok()) return false;
+  before_draw();
   cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
   check_launch("argmax");
   copy_drawn_id();
@@ -856,6 +873,7 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
 
 Result<int32_t> CudaBackend::sample(const float* x, int n, float temperature, double u) {
   GPTOSS_TRY(sticky_);
+  before_draw();
   cuda::launch_sample(x, n, temperature, u, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
   check_launch("sample");
   copy_drawn_id();

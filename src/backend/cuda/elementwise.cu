@@ -79,8 +79,7 @@ __global__ void f32_add_bias(float* __restrict__ y, const float* __restrict__ bi
   if (i < total) y[i] += bias[i % n];
 }
 
-// Two passes: block b reduces a strided share of x to (value, index) in part[2b], part[2b+1]; one
-// block then reduces the kArgmaxBlocks partials. Ties keep the first index.
+// Argmax helpers: (value, index) pairs; ties keep the first index.
 __device__ __forceinline__ void argmax_pair(float& best, int& bi, float v, int j) {
   if (v > best || (v == best && j < bi)) best = v, bi = j;
 }
@@ -96,25 +95,35 @@ __device__ void block_argmax(float best, int bi, float* sv, int* si) {
   }
   __syncthreads();
 }
-__global__ void f32_argmax_partial(const float* __restrict__ x, int n, int32_t* __restrict__ part) {
+// Greedy decoding's draw in one launch: each block's partial over a grid-stride share, then the last block to
+// finish (a ticket, left 0 for the next launch) reduces the partials in block order. A second launch for that
+// reduction was one more kernel boundary on every token's critical path.
+__global__ void f32_argmax(const float* __restrict__ x, int n, int32_t* __restrict__ part, int32_t* __restrict__ out,
+                           unsigned* __restrict__ ticket) {
   __shared__ float sv[32];
   __shared__ int si[32];
+  __shared__ bool last;
   float best = -INFINITY;
   int bi = 0x7fffffff;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) argmax_pair(best, bi, x[i], i);
   block_argmax(best, bi, sv, si);
-  if (threadIdx.x == 0) part[2 * blockIdx.x] = __float_as_int(sv[0]), part[2 * blockIdx.x + 1] = si[0];
-}
-__global__ void f32_argmax_final(const int32_t* __restrict__ part, int nparts, int32_t* __restrict__ out) {
-  __shared__ float sv[32];
-  __shared__ int si[32];
-  float best = -INFINITY;
-  int bi = 0x7fffffff;
-  for (int i = threadIdx.x; i < nparts; i += blockDim.x) argmax_pair(best, bi, __int_as_float(part[2 * i]), part[2 * i + 1]);
+  if (threadIdx.x == 0) {
+    part[2 * blockIdx.x] = __float_as_int(sv[0]), part[2 * blockIdx.x + 1] = si[0];
+    __threadfence();
+    last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  best = -INFINITY, bi = 0x7fffffff;
+  for (int i = threadIdx.x; i < int(gridDim.x); i += blockDim.x)
+    argmax_pair(best, bi, __int_as_float(__ldcg(part + 2 * i)), __ldcg(part + 2 * i + 1));
   block_argmax(best, bi, sv, si);
-  if (threadIdx.x == 0) out[0] = si[0] == 0x7fffffff ? 0 : si[0];
+  if (threadIdx.x == 0) {
+    out[0] = si[0] == 0x7fffffff ? 0 : si[0];
+    *ticket = 0u;
+  }
 }
-
 unsigned blocks_for(size_t n, int threads) { return unsigned((n + size_t(threads) - 1) / size_t(threads)); }
 
 // Sampling (Sampler::sample_at on the device): kArgmaxBlocks blocks own contiguous chunks of x.
@@ -258,8 +267,7 @@ void launch_sample(const float* x, int n, float temperature, double u, int32_t* 
 }
 
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s) {
-  f32_argmax_partial<<<kArgmaxBlocks, 256, 0, s>>>(x, n, part);
-  f32_argmax_final<<<1, kArgmaxBlocks, 0, s>>>(part, kArgmaxBlocks, out);
+  f32_argmax<<<kArgmaxBlocks, 256, 0, s>>>(x, n, part, out, reinterpret_cast<unsigned*>(out + 1));
 }
 
 }  // namespace gptoss::cuda

@@ -62,7 +62,8 @@ void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st);
 void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
 // y[t, r] += bias[r]
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
-// out[0] = argmax(x[0..n)) (first index on ties). part: scratch of 2 * kArgmaxBlocks words.
+// out[0] = argmax(x[0..n)) (first index on ties). part: scratch of 2 * kArgmaxBlocks words; out[1]: a ticket
+// word, 0 before the launch (left 0 after it).
 inline constexpr int kArgmaxBlocks = 128;
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s);
 // step[0] = *id, step[1] = pos0: a one-token step's input (token, position) from a device argmax.
