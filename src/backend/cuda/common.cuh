@@ -263,6 +263,17 @@ __device__ __forceinline__ float warp_max(float v) {
 // __ldcg (L2): the fused router kernel reads values other blocks wrote in the same launch.
 inline constexpr int kMaxExperts = 256;  // 8 logits per lane
 inline constexpr int kMaxTopK = 8;
+// idx[j] = sel_i[j], wts[j] = softmax over the k selected logits sel_v (descending): the one expression of the
+// routing weights for every kernel that picks experts.
+__device__ __forceinline__ void store_topk_softmax(const float* sel_v, const int* sel_i, int k, int32_t* idx,
+                                                   float* wts) {
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += expf(sel_v[j] - sel_v[0]);
+  for (int j = 0; j < k; ++j) {
+    idx[j] = sel_i[j];
+    wts[j] = expf(sel_v[j] - sel_v[0]) / sum;
+  }
+}
 __device__ __forceinline__ void warp_topk_softmax(const float* logits, int E, int k, int32_t* idx, float* wts) {
   const int lane = threadIdx.x % kWarp;
   float v[kMaxExperts / kWarp];
@@ -293,14 +304,7 @@ __device__ __forceinline__ void warp_topk_softmax(const float* logits, int E, in
     for (int i = 0; i < kMaxExperts / kWarp; ++i)
       if (lane + kWarp * i == bi) v[i] = -INFINITY;
   }
-  if (lane == 0) {
-    float sum = 0.0f;
-    for (int j = 0; j < k; ++j) sum += expf(sel_v[j] - sel_v[0]);
-    for (int j = 0; j < k; ++j) {
-      idx[j] = sel_i[j];
-      wts[j] = expf(sel_v[j] - sel_v[0]) / sum;
-    }
-  }
+  if (lane == 0) store_topk_softmax(sel_v, sel_i, k, idx, wts);
 }
 
 // Sum (is_max false) or maximum of v over the block, returned to every thread; red: 32 floats of shared

@@ -85,14 +85,7 @@ __device__ __forceinline__ int warp_topk_pick(const float* logits, int E, int k,
       sel_i[jj] = m ? __ffs(m) - 1 : 0;
       sel[jj] = __shfl_sync(0xffffffffu, v, sel_i[jj]);
     }
-    if (lane == 0) {
-      float sum = 0.0f;
-      for (int jj = 0; jj < k; ++jj) sum += expf(sel[jj] - sel[0]);
-      for (int jj = 0; jj < k; ++jj) {
-        out_idx[jj] = sel_i[jj];
-        out_wts[jj] = expf(sel[jj] - sel[0]) / sum;
-      }
-    }
+    if (lane == 0) store_topk_softmax(sel, sel_i, k, out_idx, out_wts);
   }
   return pick ? __ffs(pick) - 1 : 0;  // 0 where NaN logits leave no lane of rank j
 }
