@@ -3,6 +3,8 @@
 // head), 300 back-to-back launches timed with a host clock around a final sync, so the figures
 // include launch gaps that the recorded step graph removes. Prints µs and GB/s per op and the
 // step total assembled from them (24 layers: 12 sliding, 12 full at --context).
+// The bf16 projections and head are packed as upload() packs them (normal-like values, so few escapes);
+// BENCH_PLAIN_BF16=1 times them plain (GB/s counts the bytes of the format timed: 1.5 or 2 per weight).
 //   bench_cuda_ops [context=4096]
 #include <algorithm>
 #include <chrono>
@@ -20,14 +22,29 @@ using namespace gptoss;
 
 namespace {
 
-std::vector<uint8_t> noise(size_t n, uint32_t seed, bool bf16) {
+std::vector<uint8_t> noise(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);
   uint32_t x = seed * 2654435761u + 1;
   for (size_t i = 0; i < n; i += 4) {
     x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    uint32_t w = x;
-    if (bf16) w &= 0xbcffbcffu;  // keep bf16 values finite and small (exponent < 2^-6)
-    std::memcpy(&v[i], &w, std::min<size_t>(4, n - i));
+    std::memcpy(&v[i], &x, std::min<size_t>(4, n - i));
+  }
+  return v;
+}
+
+// n bf16 values ~ 0.02 * (a sum of four uniforms, about normal), as gptoss-make-checkpoint writes them: the
+// packed format's escapes depend on the values' spread, so they have to look like weights.
+std::vector<uint8_t> normal_bf16(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(2 * n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;  // its four bytes are the four uniforms
+    const float sum = float((x & 0xffu) + (x >> 8 & 0xffu) + (x >> 16 & 0xffu) + (x >> 24)) / 256.0f;
+    const float f = 0.02f * 1.7320508f * (sum - 2.0f);  // variance 1/3 -> 1
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    const uint16_t h = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    std::memcpy(&v[2 * i], &h, 2);
   }
   return v;
 }
@@ -50,22 +67,26 @@ int main(int argc, char** argv) {
   Backend& be = **be_r;
   const int H = c.hidden_size, E = c.num_local_experts, I = c.intermediate_size;
   auto dev = [&](const std::vector<uint8_t>& v) { return *cuda_upload_bytes(be, v.data(), v.size()); };
+  const bool plain = std::getenv("BENCH_PLAIN_BF16") != nullptr;
   auto bf16m = [&](int rows, int cols, uint32_t seed) {
-    return MatrixRef{WeightType::BF16, dev(noise(size_t(rows) * cols * 2, seed, true)), nullptr, rows, cols, false};
+    const MatrixRef m{WeightType::BF16, dev(normal_bf16(size_t(rows) * cols, seed)), nullptr, rows, cols, false};
+    return plain ? m : *cuda_pack_bf16(be, m);
   };
+  const double wb = plain ? 2.0 : 1.5;  // bytes per bf16 weight read
   auto floats = [&](size_t n) {
     std::vector<float> v(n, 0.01f);
     return static_cast<const float*>(*cuda_upload_bytes(be, v.data(), n * 4));
   };
   LayerWeights L;
   L.q = bf16m(c.q_dim(), H, 1), L.k = bf16m(c.kv_dim(), H, 2), L.v = bf16m(c.kv_dim(), H, 3);
-  L.o = bf16m(H, c.q_dim(), 4), L.router = bf16m(E, H, 5);
+  L.o = bf16m(H, c.q_dim(), 4);
+  L.router = MatrixRef{WeightType::BF16, dev(normal_bf16(size_t(E) * H, 5)), nullptr, E, H, false};  // never packed
   std::vector<uint8_t> gs(size_t(E) * 2 * I * H / 32), ds(size_t(E) * H * I / 32);
   for (auto& s : gs) s = 120;
   for (auto& s : ds) s = 120;
-  L.gate_up = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6, false)),
+  L.gate_up = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6)),
                         static_cast<const uint8_t*>(dev(gs)), 2 * I, H, false};
-  L.down = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7, false)),
+  L.down = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7)),
                      static_cast<const uint8_t*>(dev(ds)), H, I, false};
   L.gate_up_stride = size_t(2) * I * H / 2, L.gate_up_scales_stride = size_t(2) * I * H / 32;
   L.down_stride = size_t(H) * I / 2, L.down_scales_stride = size_t(H) * I / 32;
@@ -101,26 +122,26 @@ int main(int argc, char** argv) {
     const double mxfp4_expert = (2.0 * I * H + double(H) * I) * (0.5 + 1.0 / 32);
     std::vector<Row> rows = {
         {"rmsnorm", time_us([&] { be.rmsnorm(x, norm, 1, H, 1e-5, h); }), 2.0 * H * 4, 2.0 * 24 + 1},
-        {"matmul q (bf16 4096x2880)", time_us([&] { be.matmul(L.q, h, 1, nullptr, q); }), 2.0 * c.q_dim() * H, 24},
-        {"matmul k (bf16 512x2880)", time_us([&] { be.matmul(L.k, h, 1, nullptr, k); }), 2.0 * c.kv_dim() * H, 24},
-        {"matmul v (bf16 512x2880)", time_us([&] { be.matmul(L.v, h, 1, nullptr, v); }), 2.0 * c.kv_dim() * H, 24},
+        {"matmul q (4096x2880)", time_us([&] { be.matmul(L.q, h, 1, nullptr, q); }), wb * c.q_dim() * H, 24},
+        {"matmul k (512x2880)", time_us([&] { be.matmul(L.k, h, 1, nullptr, k); }), wb * c.kv_dim() * H, 24},
+        {"matmul v (512x2880)", time_us([&] { be.matmul(L.v, h, 1, nullptr, v); }), wb * c.kv_dim() * H, 24},
         {"attention sliding (128 keys)", time_us([&] { be.attention(**kv, 0, q, k, v, sinks, 128, att); }),
          2.0 * 128 * c.kv_dim() * kvb, 12},
         {"attention full (context keys)", time_us([&] { be.attention(**kv, 1, q, k, v, sinks, 0, att); }),
          2.0 * ctx * c.kv_dim() * kvb, 12},
-        {"matmul o + residual (fused)", time_us([&] { be.matmul_add(L.o, att, 1, nullptr, x); }), 2.0 * c.q_dim() * H, 24},
-        {"(unfused: matmul o)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), 2.0 * c.q_dim() * H, 0},
+        {"matmul o + residual (fused)", time_us([&] { be.matmul_add(L.o, att, 1, nullptr, x); }), wb * c.q_dim() * H, 24},
+        {"(unfused: matmul o)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), wb * c.q_dim() * H, 0},
         {"(unfused: add)", time_us([&] { be.add(x, h, size_t(H)); }), 3.0 * H * 4, 0},
         {"(router alone: bf16 32x2880)", time_us([&] { be.matmul(L.router, h, 1, L.router_bias, logits); }),
          2.0 * E * H, 0},
         {"moe (router+top4+mxfp4 experts)", time_us([&] { be.moe(L, h, 1, x); }), 4 * mxfp4_expert + 2.0 * E * H, 24},
-        {"lm_head (bf16 201088x2880)", time_us([&] { be.matmul(head, h, 1, nullptr, logits); }),
-         2.0 * c.vocab_size * H, 1},
+        {"lm_head (201088x2880)", time_us([&] { be.matmul(head, h, 1, nullptr, logits); }),
+         wb * c.vocab_size * H, 1},
         {"argmax (greedy, on the device)", time_us([&] { (void)be.argmax(logits, c.vocab_size); }), 4.0 * c.vocab_size, 1},
     };
     double total = 0, total_bytes = 0;
-    std::printf("\n%s, KV %s, context %d: one op at a time (launch gaps included)\n", be.name().c_str(),
-                kvp == KvPrecision::BF16 ? "bf16" : "f32", ctx);
+    std::printf("\n%s, KV %s, context %d, bf16 projections and head %s: one op at a time (launch gaps included)\n",
+                be.name().c_str(), kvp == KvPrecision::BF16 ? "bf16" : "f32", ctx, plain ? "plain" : "packed");
     std::printf("%-34s %10s %10s %8s %12s\n", "op", "us", "GB/s", "x/step", "us/step");
     for (const Row& r : rows) {
       std::printf("%-34s %10.2f %10.1f %8.0f %12.1f\n", r.name, r.us, r.bytes / (r.us * 1e3), r.per_step,
