@@ -221,14 +221,13 @@ struct BenchCmd {
     const double prefill_tps = prompt_tokens / prefill_best, decode_tps = gen_tokens / decode_s;
     const double bytes = double(m.decode_bytes_per_token());
     const double achieved = bytes * decode_tps / 1e9;
-    // Bytes the device reads per token where the CUDA backend packed the bf16 matrices (12 bits per weight
-    // instead of 16, plus 4 bytes per row; the few escapes are read only with their rows).
+    // Bytes the device reads per token where the CUDA backend packed the bf16 matrices: their packed bytes (12
+    // bits per weight plus 4 per row) instead of 2 per weight; the few escapes are read only with their rows.
     double device_bytes = bytes;
     nlohmann::json packed = nullptr;
 #ifdef GPTOSS_WITH_CUDA
     if (const CudaPackStats ps = cuda_pack_stats(m.backend()); ps.matrices > 0) {
-      const double rows_bytes = double(ps.bytes) - 1.5 * double(ps.weights) - 8.0 * double(ps.escapes);
-      device_bytes = bytes - 2.0 * double(ps.weights) + 1.5 * double(ps.weights) + rows_bytes;
+      device_bytes = bytes - 2.0 * double(ps.weights) + double(ps.bytes) - 8.0 * double(ps.escapes);
       packed = {{"matrices", ps.matrices}, {"weights", ps.weights}, {"escapes", ps.escapes},
                 {"escape_fraction", double(ps.escapes) / double(ps.weights)}, {"device_bytes", ps.bytes}};
     }

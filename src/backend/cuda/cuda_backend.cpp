@@ -50,6 +50,10 @@ size_t matrix_data_bytes(const MatrixRef& m) {
   }
   return 0;
 }
+// What pack_bf16 takes: a single row-major bf16 matrix with a multiple of 8 columns.
+bool packable(const MatrixRef& m) {
+  return m.type == WeightType::BF16 && !m.transposed && m.cols % 8 == 0 && m.rows > 0;
+}
 size_t matrix_scale_bytes(const MatrixRef& m) { return m.type == WeightType::MXFP4 ? size_t(m.rows * m.cols / 32) : 0; }
 
 class CudaKvCache final : public KvCache {
@@ -139,10 +143,7 @@ class CudaBackend final : public Backend {
   // ref (type BF16, data = the low-byte plane) is read through view() / wt_of() as kBF12. free_source: the
   // bf16 matrix is freed (it must come from dev_alloc). A matrix with 2^24 escapes or more stays as it is.
   Result<MatrixRef> pack_bf16(const MatrixRef& m, const char* what, bool free_source);
-  struct PackStats {
-    size_t matrices = 0, weights = 0, escapes = 0, bytes = 0;
-  };
-  const PackStats& pack_stats() const { return pack_stats_; }
+  const CudaPackStats& pack_stats() const { return pack_stats_; }
 
  private:
   struct Packed {
@@ -151,7 +152,7 @@ class CudaBackend final : public Backend {
     const float2* esc;
   };
   std::unordered_map<const void*, Packed> packed_;  // keyed by the low-byte plane (MatrixRef::data)
-  PackStats pack_stats_;
+  CudaPackStats pack_stats_;
   void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
   void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
@@ -284,7 +285,7 @@ void CudaBackend::dev_free(void* p, size_t bytes) {
 }
 
 Result<MatrixRef> CudaBackend::pack_bf16(const MatrixRef& m, const char* what, bool free_source) {
-  if (m.type != WeightType::BF16 || m.transposed || m.cols % 8 != 0 || m.rows <= 0)
+  if (!packable(m))
     return Error("cuda: {} cannot be packed (row-major bf16 with a multiple of 8 columns only)", what);
   const size_t rows = size_t(m.rows), cols = size_t(m.cols);
   const auto* w = static_cast<const uint16_t*>(m.data);
@@ -463,7 +464,7 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
   GPTOSS_ASSIGN(d.lm_head, upload_matrix(host.lm_head, 1, 0, 0, "lm_head", nullptr, nullptr));
   // The decode products read these once per token: packed (lossless, 12 bits per weight and the escapes).
   auto pack = [&](MatrixRef& m, const char* what) -> Status {
-    if (!opts_.gpu_pack_bf16 || m.type != WeightType::BF16 || m.transposed || m.cols % 8 != 0) return {};
+    if (!opts_.gpu_pack_bf16 || !packable(m)) return {};
     GPTOSS_ASSIGN(m, pack_bf16(m, what, /*free_source=*/true));
     return {};
   };
@@ -983,8 +984,7 @@ Result<MatrixRef> cuda_pack_bf16(Backend& b, const MatrixRef& m) {
 CudaPackStats cuda_pack_stats(Backend& b) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   if (!cb) return {};
-  const auto& s = cb->pack_stats();
-  return {s.matrices, s.weights, s.escapes, s.bytes};
+  return cb->pack_stats();
 }
 
 std::string cuda_device_name(Backend& b) {

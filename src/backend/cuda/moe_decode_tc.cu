@@ -215,18 +215,13 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
   mxfp4_row_max<<<unsigned((rows + 255) / 256), 256, 0, s>>>(scales, rows, nb, out);
 }
 
-bool moe_gate_up_tc_supported(const WView& gate_up, const uint8_t* rowmax) {
-  const int64_t H = gate_up.cols, R = gate_up.rows;
-  const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2) + size_t(H) * sizeof(float);
-  return rowmax && H % 32 == 0 && R % 2 == 0 && smem <= 48 * 1024;
-}
-
 bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s, const float* logits, int E,
                            float* wts) {
-  if (!moe_gate_up_tc_supported(gate_up, rowmax) || (logits && (E > kWarp || k > kMaxTopK))) return false;
   const int64_t H = gate_up.cols, R = gate_up.rows;
   const size_t smem = size_t(H / 32) * 8 * 2 * sizeof(uint2) + size_t(H) * sizeof(float);
+  if (!rowmax || H % 32 != 0 || R % 2 != 0 || smem > 48 * 1024 || (logits && (E > kWarp || k > kMaxTopK)))
+    return false;
   const int rows_per_block = kTcWarps * 16;
   const dim3 grid{unsigned((R + rows_per_block - 1) / rows_per_block), unsigned(T * k)};
   int32_t* idx_rw = const_cast<int32_t*>(idx);  // written only with logits (kTopk)
