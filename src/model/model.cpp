@@ -88,11 +88,12 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
     GPTOSS_TRY(run(tokens, nullptr, false));
   }
   // The last step ran with all_rows false: its only logits row is logits_[0, V).
-  if (be.argmax_async(logits_, V)) {
+  const bool chain = pos_ < opts_.max_context;
+  if (be.argmax_async(logits_, V, chain ? pos_ : -1)) {
     // Greedy decoding feeds this argmax back: its step is started before the host has the id, so the device
     // does not idle while the caller turns around (H100, 20b decode: ~21 us of idle per token measured
     // between steps; bench/cuda_notes.md, round 9).
-    if (pos_ < opts_.max_context) {
+    if (chain) {
       const int32_t unused = 0;
       GPTOSS_TRY(step(std::span<const int32_t>(&unused, 1), false, nullptr, false, /*chained=*/true));
       chained_ = true;

@@ -92,7 +92,7 @@ class CudaBackend final : public Backend {
   bool norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) override;
   bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
   Result<int32_t> argmax(const float* x, int n) override;
-  bool argmax_async(const float* x, int n) override;
+  bool argmax_async(const float* x, int n, int chain_pos) override;
   Result<int32_t> argmax_wait() override;
   Status begin_step_chained(int pos0) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
@@ -199,6 +199,10 @@ class CudaBackend final : public Backend {
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result, argmax ticket]
   int32_t* h_argmax_ = nullptr;  // pinned result
+  // The step input (token, position) the last argmax_async wrote into d_step_ for a chained step at chain_pos_
+  // (-1: none), and the d_step_ it wrote into.
+  int chain_pos_ = -1;
+  const int32_t* chain_step_ = nullptr;
   cudaEvent_t argmax_done_ = nullptr;  // copy_drawn_id's copy to h_argmax_ has landed
   cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
   cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream
@@ -560,6 +564,7 @@ Status CudaBackend::ensure_step_scratch(int T) {
 
 Status CudaBackend::begin_step(std::span<const int32_t> tokens, int pos0) {
   GPTOSS_TRY(sticky_);
+  chain_pos_ = -1;  // d_step_ is rewritten from the host below
   T_ = int(tokens.size());
   GPTOSS_TRY(ensure_step_scratch(T_));
   // The previous step's copy must be done before the pinned buffer is rewritten.
@@ -795,10 +800,15 @@ Result<int32_t> CudaBackend::drawn_id() {
   return *h_argmax_;
 }
 
-bool CudaBackend::argmax_async(const float* x, int n) {
+bool CudaBackend::argmax_async(const float* x, int n, int chain_pos) {
   if (!sticky_.ok()) return false;
   before_draw();
-  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_);
+  // A chained step's input written by the argmax's last block: no kernel of its own between the steps.
+  const bool chain = chain_pos >= 0 && d_step_ && step_cap_ >= 2;
+  chain_pos_ = chain ? chain_pos : -1;
+  chain_step_ = chain ? d_step_ : nullptr;
+  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_, chain ? d_step_ : nullptr,
+                      chain_pos);
   check_launch("argmax");
   copy_drawn_id();
   return true;
@@ -812,6 +822,9 @@ Status CudaBackend::begin_step_chained(int pos0) {
   GPTOSS_TRY(sticky_);
   T_ = 1;
   GPTOSS_TRY(ensure_step_scratch(T_));
+  const bool written = chain_pos_ == pos0 && chain_step_ == d_step_;
+  chain_pos_ = -1;
+  if (written) return sticky_;  // by the argmax (argmax_async's chain_pos)
   cuda::launch_step_from_argmax(d_argmax_ + 2 * cuda::kArgmaxBlocks, pos0, d_step_, stream_);
   check_launch("chained step input");
   return sticky_;
@@ -819,7 +832,7 @@ Status CudaBackend::begin_step_chained(int pos0) {
 
 Result<int32_t> CudaBackend::argmax(const float* x, int n) {
   GPTOSS_TRY(sticky_);
-  argmax_async(x, n);
+  argmax_async(x, n, -1);
   return drawn_id();
 }
 

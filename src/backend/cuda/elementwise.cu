@@ -1,4 +1,5 @@
 // Small memory-bound kernels: embedding lookup, RMSNorm, residual add, dtype conversion, bias, argmax.
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -8,10 +9,34 @@ namespace gptoss::cuda {
 
 namespace {
 
-// x[t, :] = table[tokens[t], :]; block per token.
+// x[t, :] = table[tokens[t], :]; block per token, 8 values per thread (cols % 8 == 0), so that a block of
+// cols / 8 threads reads its row in one round of loads: the strided loop of one value per thread took one
+// DRAM round trip per pass (ncu, 20b decode: 7.8 us for a 2880-wide bf16 row).
 template <int WT>
 __global__ void f32_embed(const void* __restrict__ table, int64_t cols, const int32_t* __restrict__ tokens,
                           float* __restrict__ x) {
+  const int t = blockIdx.x;
+  const int64_t row = tokens[t];
+  float4* xo = reinterpret_cast<float4*>(x + int64_t(t) * cols);
+  for (int64_t c8 = threadIdx.x; c8 < cols / 8; c8 += blockDim.x) {
+    float v[8];
+    if constexpr (WT == kF32) {
+      const float4* p = reinterpret_cast<const float4*>(table) + (row * cols) / 4 + 2 * c8;
+      const float4 a = p[0], b = p[1];
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+      const uint4 q = reinterpret_cast<const uint4*>(table)[(row * cols) / 8 + c8];
+      const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+    xo[2 * c8] = make_float4(v[0], v[1], v[2], v[3]);
+    xo[2 * c8 + 1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+}
+template <int WT>
+__global__ void f32_embed1(const void* __restrict__ table, int64_t cols, const int32_t* __restrict__ tokens,
+                           float* __restrict__ x) {  // any cols
   const int t = blockIdx.x;
   const int64_t row = tokens[t];
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -99,13 +124,31 @@ __device__ void block_argmax(float best, int bi, float* sv, int* si) {
 // finish (a ticket, left 0 for the next launch) reduces the partials in block order. A second launch for that
 // reduction was one more kernel boundary on every token's critical path.
 __global__ void f32_argmax(const float* __restrict__ x, int n, int32_t* __restrict__ part, int32_t* __restrict__ out,
-                           unsigned* __restrict__ ticket) {
+                           unsigned* __restrict__ ticket, int32_t* __restrict__ step, int pos) {
   __shared__ float sv[32];
   __shared__ int si[32];
   __shared__ bool last;
   float best = -INFINITY;
   int bi = 0x7fffffff;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) argmax_pair(best, bi, x[i], i);
+  const int stride = int(gridDim.x * blockDim.x), i0 = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    // float4s, two per thread requested together: one L2 round trip per pair instead of one per float
+    // (201,088 logits over 32,768 threads: 1.5 float4s each).
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int i = i0; i < n / 4; i += 2 * stride) {
+      const bool has_b = i + stride < n / 4;
+      const float4 a = x4[i], b = has_b ? x4[i + stride] : a;
+      argmax_pair(best, bi, a.x, 4 * i), argmax_pair(best, bi, a.y, 4 * i + 1);
+      argmax_pair(best, bi, a.z, 4 * i + 2), argmax_pair(best, bi, a.w, 4 * i + 3);
+      if (has_b) {
+        const int j = 4 * (i + stride);
+        argmax_pair(best, bi, b.x, j), argmax_pair(best, bi, b.y, j + 1);
+        argmax_pair(best, bi, b.z, j + 2), argmax_pair(best, bi, b.w, j + 3);
+      }
+    }
+  } else {
+    for (int i = i0; i < n; i += stride) argmax_pair(best, bi, x[i], i);
+  }
   block_argmax(best, bi, sv, si);
   if (threadIdx.x == 0) {
     part[2 * blockIdx.x] = __float_as_int(sv[0]), part[2 * blockIdx.x + 1] = si[0];
@@ -120,7 +163,9 @@ __global__ void f32_argmax(const float* __restrict__ x, int n, int32_t* __restri
     argmax_pair(best, bi, __int_as_float(__ldcg(part + 2 * i)), __ldcg(part + 2 * i + 1));
   block_argmax(best, bi, sv, si);
   if (threadIdx.x == 0) {
-    out[0] = si[0] == 0x7fffffff ? 0 : si[0];
+    const int id = si[0] == 0x7fffffff ? 0 : si[0];
+    out[0] = id;
+    if (step) step[0] = id, step[1] = pos;  // the next one-token step's input (chained greedy decoding)
     *ticket = 0u;
   }
 }
@@ -220,10 +265,19 @@ void launch_step_from_argmax(const int32_t* id, int pos0, int32_t* step, cudaStr
 }
 
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s) {
+  const bool vec = cols % 8 == 0 && reinterpret_cast<uintptr_t>(table) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  if (!vec) {
+    if (wt == kF32)
+      f32_embed1<kF32><<<T, 256, 0, s>>>(table, cols, tokens, x);
+    else
+      f32_embed1<kBF16><<<T, 256, 0, s>>>(table, cols, tokens, x);
+    return;
+  }
+  const int threads = int(std::min<int64_t>(1024, (cols / 8 + kWarp - 1) / kWarp * kWarp));
   if (wt == kF32)
-    f32_embed<kF32><<<T, 256, 0, s>>>(table, cols, tokens, x);
+    f32_embed<kF32><<<T, threads, 0, s>>>(table, cols, tokens, x);
   else
-    f32_embed<kBF16><<<T, 256, 0, s>>>(table, cols, tokens, x);
+    f32_embed<kBF16><<<T, threads, 0, s>>>(table, cols, tokens, x);
 }
 
 void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s) {
@@ -266,8 +320,8 @@ void launch_sample(const float* x, int n, float temperature, double u, int32_t* 
   f32_sample_pick<<<1, kSampleThreads, 0, s>>>(x, n, chunk, inv_t, u, pmax, psum, out);
 }
 
-void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s) {
-  f32_argmax<<<kArgmaxBlocks, 256, 0, s>>>(x, n, part, out, reinterpret_cast<unsigned*>(out + 1));
+void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s, int32_t* step, int pos) {
+  f32_argmax<<<kArgmaxBlocks, 256, 0, s>>>(x, n, part, out, reinterpret_cast<unsigned*>(out + 1), step, pos);
 }
 
 }  // namespace gptoss::cuda

@@ -63,9 +63,11 @@ void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream
 // y[t, r] += bias[r]
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
 // out[0] = argmax(x[0..n)) (first index on ties). part: scratch of 2 * kArgmaxBlocks words; out[1]: a ticket
-// word, 0 before the launch (left 0 after it).
+// word, 0 before the launch (left 0 after it). step (optional): also step[0] = the id, step[1] = pos, the input
+// of the next one-token step (chained greedy decoding: no kernel of its own between the two steps).
 inline constexpr int kArgmaxBlocks = 128;
-void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s);
+void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s, int32_t* step = nullptr,
+                   int pos = 0);
 // step[0] = *id, step[1] = pos0: a one-token step's input (token, position) from a device argmax.
 void launch_step_from_argmax(const int32_t* id, int pos0, int32_t* step, cudaStream_t s);
 // out[0] = the draw of Sampler::sample_at(x[0..n), u) at this temperature (inverse CDF in id order of
