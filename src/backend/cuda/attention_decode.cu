@@ -57,6 +57,14 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   auto kbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS; };
   auto vbuf = [&](int st) { return wbuf + size_t(st) * 2 * kKeys * RS + kKeys * RS; };
 
+  // This lane's q values, requested before the position: their load is not one more round trip after it.
+  float2 qv[D / 8];
+  {
+    const float* qr = q + (int64_t(t) * nh + g * G + r) * D;
+#pragma unroll
+    for (int u = 0; u < D / 8; ++u)
+      qv[u] = r < G ? *reinterpret_cast<const float2*>(qr + 8 * u + c2) : float2{0.0f, 0.0f};
+  }
   const int p = pos[t];
   const int lo = window > 0 ? max(0, p - window + 1) : 0;
   const int n = p - lo + 1, chunk = (n + nsplit - 1) / nsplit;
@@ -67,62 +75,8 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   __shared__ float sink_s[kMaxGroupDecode];
   const float my_sink = threadIdx.x < G ? sinks[g * G + threadIdx.x] : 0.0f;
 
-  // The new key and value (kRope): the block whose split ends at p stores them, rotated and rounded to bf16,
-  // in the cache, and its warp that owns p's tile keeps them to patch that tile (its cp.async copy of slot p
-  // may read the old contents). Lane j holds the pairs (j, j + D/2) + 32 i.
-  constexpr int kPairs = (D / 2 + kWarp - 1) / kWarp;
-  const bool own = kRope && p >= k0 && p < k1;
-  const bool own_warp = own && ((p - k0) / kKeys) % kWarps == warp;
-  __nv_bfloat16 nk[kPairs][2], nv[kPairs][2];
-  if (own_warp) {
-    const int64_t base = int64_t(p % cap) * row + int64_t(g) * D;
-#pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
-      const int j = lane + kWarp * i;
-      if (j >= D / 2) break;
-      const float* kr = fuse.k + int64_t(g) * D;
-      const float* vr = fuse.v + int64_t(g) * D;
-      const float2 rk = rope_pair(kr[j], kr[j + D / 2], p, fuse.inv_freq[j], fuse.mscale);
-      nk[i][0] = __float2bfloat16(rk.x), nk[i][1] = __float2bfloat16(rk.y);
-      nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
-      kc[base + j] = nk[i][0], kc[base + j + D / 2] = nk[i][1];  // the cache's slot p: written once per step
-      vc[base + j] = nv[i][0], vc[base + j + D / 2] = nv[i][1];
-    }
-  }
-
-  // Q rows (heads of g) as A fragments; rows r + 8 are padding (zero). Lane (r, c2) holds elements
-  // 8u + c2, +1 of row r (u = 2 kk + hf); RoPE pairs element e with e + D/2, i.e. slot u with u + D/16.
-  uint32_t qa_hi[D / 16][4], qa_lo[D / 16][4];
-  {
-    const float scale = rsqrtf(float(D));
-    const float* qr = q + (int64_t(t) * nh + g * G + r) * D;
-    float2 qv[D / 8];
-#pragma unroll
-    for (int u = 0; u < D / 8; ++u)
-      qv[u] = r < G ? *reinterpret_cast<const float2*>(qr + 8 * u + c2) : float2{0.0f, 0.0f};
-    if constexpr (kRope) {
-#pragma unroll
-      for (int u = 0; u < D / 16; ++u) {
-        float* lo_pair = &qv[u].x;
-        float* hi_pair = &qv[u + D / 16].x;
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float2 rq = rope_pair(lo_pair[e], hi_pair[e], p, fuse.inv_freq[8 * u + c2 + e], fuse.mscale);
-          lo_pair[e] = rq.x;
-          hi_pair[e] = rq.y;
-        }
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const float2 a = qv[2 * kk + hf];
-        pack_hilo(a.x * scale, a.y * scale, qa_hi[kk][2 * hf], qa_lo[kk][2 * hf]);
-        qa_hi[kk][2 * hf + 1] = qa_lo[kk][2 * hf + 1] = 0u;
-      }
-    }
-  }
+  // The first tiles are requested as soon as the position is known; the new key, q's rotation and its
+  // bf16 split below overlap their flight (the tile holding slot p is patched after it lands).
   // Keys kb .. kb + kKeys - 1 into stage st (rows past k1 repeat key k1-1; they are masked).
   auto issue = [&](int kb, int st) {
     __nv_bfloat16 *kd = kbuf(st), *vd = vbuf(st);
@@ -151,6 +105,57 @@ __global__ void __launch_bounds__(kWarps * kWarp)
       issue(kb + i * kStep, i);
     else
       cp_async_commit();
+  }
+  // The new key and value (kRope): the block whose split ends at p stores them, rotated and rounded to bf16,
+  // in the cache, and its warp that owns p's tile keeps them to patch that tile (its cp.async copy of slot p
+  // may read the old contents). Lane j holds the pairs (j, j + D/2) + 32 i.
+  constexpr int kPairs = (D / 2 + kWarp - 1) / kWarp;
+  const bool own = kRope && p >= k0 && p < k1;
+  const bool own_warp = own && ((p - k0) / kKeys) % kWarps == warp;
+  __nv_bfloat16 nk[kPairs][2], nv[kPairs][2];
+  if (own_warp) {
+    const int64_t base = int64_t(p % cap) * row + int64_t(g) * D;
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i) {
+      const int j = lane + kWarp * i;
+      if (j >= D / 2) break;
+      const float* kr = fuse.k + int64_t(g) * D;
+      const float* vr = fuse.v + int64_t(g) * D;
+      const float2 rk = rope_pair(kr[j], kr[j + D / 2], p, fuse.inv_freq[j], fuse.mscale);
+      nk[i][0] = __float2bfloat16(rk.x), nk[i][1] = __float2bfloat16(rk.y);
+      nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
+      kc[base + j] = nk[i][0], kc[base + j + D / 2] = nk[i][1];  // the cache's slot p: written once per step
+      vc[base + j] = nv[i][0], vc[base + j + D / 2] = nv[i][1];
+    }
+  }
+
+  // Q rows (heads of g) as A fragments; rows r + 8 are padding (zero). Lane (r, c2) holds elements
+  // 8u + c2, +1 of row r (u = 2 kk + hf); RoPE pairs element e with e + D/2, i.e. slot u with u + D/16.
+  uint32_t qa_hi[D / 16][4], qa_lo[D / 16][4];
+  {
+    const float scale = rsqrtf(float(D));
+    if constexpr (kRope) {
+#pragma unroll
+      for (int u = 0; u < D / 16; ++u) {
+        float* lo_pair = &qv[u].x;
+        float* hi_pair = &qv[u + D / 16].x;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float2 rq = rope_pair(lo_pair[e], hi_pair[e], p, fuse.inv_freq[8 * u + c2 + e], fuse.mscale);
+          lo_pair[e] = rq.x;
+          hi_pair[e] = rq.y;
+        }
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const float2 a = qv[2 * kk + hf];
+        pack_hilo(a.x * scale, a.y * scale, qa_hi[kk][2 * hf], qa_lo[kk][2 * hf]);
+        qa_hi[kk][2 * hf + 1] = qa_lo[kk][2 * hf + 1] = 0u;
+      }
+    }
   }
   for (; kb < k1; kb += kStep) {
     if (kb + (kStages - 1) * kStep < k1)
