@@ -314,6 +314,49 @@ TEST(CudaOps, PackedBf16IsLossless) {
   }
 }
 
+// Packed bf16 with many rows (the output head's shape class: a grid of many waves, launched as a programmatic
+// dependent of the kernel before it). Against the CPU, rows of every scale, escapes in some rows.
+TEST(CudaOps, PackedBf16ManyRows) {
+  REQUIRE_CUDA();
+  Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
+  ASSERT_TRUE(b.gpu);
+  for (int cols : {256, 2880}) {
+    const int rows = 25411;
+    std::vector<uint16_t> w(size_t(rows) * size_t(cols));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (int r = 0; r < rows; ++r) {
+      const float scale = std::ldexp(1.0f, r % 24 - 12);
+      for (int c = 0; c < cols; ++c) {
+        float v = nd(b.rng) * scale;
+        if ((r * 7 + c) % 97 == 5) v = 0.0f;                     // escapes: zeros
+        if (r % 13 == 0 && c % 31 == 1) v = scale * 1e-7f;      // and values far below the row's largest
+        w[size_t(r) * size_t(cols) + size_t(c)] = f32_to_bf16(v);
+      }
+    }
+    MatrixRef hw{WeightType::BF16, nullptr, nullptr, rows, cols, false};
+    hw.data = b.keep(w.data(), w.size() * 2);
+    MatrixRef dw = hw;
+    dw.data = b.dev(w.data(), w.size() * 2);
+    auto packed = cuda_pack_bf16(*b.gpu, dw);
+    ASSERT_TRUE(packed.ok()) << packed.status().message();
+    auto x = b.randn(size_t(cols));
+    std::vector<float> ref(static_cast<size_t>(rows));
+    b.cpu->matmul(hw, x.data(), 1, nullptr, ref.data());
+    float* dp = *b.gpu->alloc(ref.size());
+    b.gpu->matmul(*packed, b.dev_f(x), 1, nullptr, dp);
+    const auto yp = b.get(dp, ref.size());
+    int bad = 0;
+    for (int r = 0; r < rows; ++r) {
+      double mag = 0;
+      for (int c = 0; c < cols; ++c)
+        mag += std::fabs(double(bf16_to_f32(w[size_t(r) * size_t(cols) + size_t(c)])) * x[size_t(c)]);
+      if (!(std::fabs(double(yp[size_t(r)]) - ref[size_t(r)]) <= 1e-6 * mag + 1e-30) && bad++ < 5)
+        ADD_FAILURE() << "cols " << cols << " row " << r << ": " << yp[size_t(r)] << " vs " << ref[size_t(r)];
+    }
+    EXPECT_EQ(bad, 0) << "cols " << cols;
+  }
+}
+
 // Decode fusions: RMSNorm + q/k/v in one launch, RMSNorm + router + top-k (then the experts) in one;
 // against the CPU's rmsnorm + matmul / rmsnorm + moe.
 TEST(CudaOps, FusedNormQkv) {

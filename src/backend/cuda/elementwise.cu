@@ -66,6 +66,7 @@ __global__ void f32_rmsnorm(const float* __restrict__ x, const float* __restrict
 __global__ void f32_rmsnorm_vec4(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
                                  float* __restrict__ y) {
   __shared__ float red[32];
+  pdl_trigger();  // a programmatic dependent (the output head's matvec) may start fetching its weights now
   const int i = threadIdx.x;
   const bool on = 4 * i < n;
   const float4 xv = on ? reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * n)[i] : make_float4(0, 0, 0, 0);

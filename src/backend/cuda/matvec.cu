@@ -4,6 +4,8 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma.cuh"
 
+#include <algorithm>
+
 namespace gptoss::cuda {
 
 namespace {
@@ -59,6 +61,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   // The epilogue's operands are requested now, not after the products: loaded there, they put one more
   // DRAM round trip at the end of the kernel's last warps.
   const float b = active && bias ? __ldg(bias + r) : 0.0f;
+  pdl_wait();  // launched as a programmatic dependent (the head): x and y are the previous kernels' outputs
   const float y0 = active && accumulate ? y[r] : 0.0f;
   for (int i = threadIdx.x; i < int(w.cols / 4); i += blockDim.x)
     cp_async16(reinterpret_cast<float4*>(xs) + i, reinterpret_cast<const float4*>(x) + i);
@@ -132,9 +135,24 @@ void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, f
                      bool accumulate) {
   const unsigned rb = unsigned((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const int threads = kRowsPerBlock * kWarp;
-  if (T == 1 && w.cols * 4 <= 48 * 1024 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
-    f32_xw_matvec_x1<WT><<<rb, threads, size_t(w.cols) * 4, s>>>(w, x, bias, y, accumulate);
-  else if (T == 1)
+  if (T == 1 && w.cols * 4 <= 48 * 1024 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    // A grid of many waves (the output head: 25,136 blocks) is launched as a programmatic dependent of the
+    // kernel before it (the final RMSNorm, which triggers at entry): its first wave requests weights while that
+    // kernel runs. H100 20b decode, interleaved A/B: 500.9 -> 503.2 tok/s (bench/cuda_notes.md, round 11).
+    // Not for one-wave grids (o_proj after attention: 0.993x, round 7): there the waiting blocks hold the
+    // SM slots the running kernel needs.
+    static const unsigned slots = [] {
+      int dev = 0, sms = 0;
+      cudaGetDevice(&dev);
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      return unsigned(3 * std::max(sms, 1));  // 3 resident blocks per SM (the launch bound)
+    }();
+    if (rb >= 8 * slots)
+      launch_dependent(f32_xw_matvec_x1<WT>, dim3{rb}, dim3{unsigned(threads)}, size_t(w.cols) * 4, s, w, x, bias, y,
+                       accumulate);
+    else
+      f32_xw_matvec_x1<WT><<<rb, threads, size_t(w.cols) * 4, s>>>(w, x, bias, y, accumulate);
+  } else if (T == 1)
     f32_xw_matvec<WT, 1, 3><<<rb, threads, 0, s>>>(w, x, T, bias, y, accumulate);
   else
     f32_xw_matvec<WT, kTokensPerPass, 1>
