@@ -160,7 +160,8 @@ __device__ __forceinline__ void fma_chunk(const Raw8<WT>& raw, const float* lut,
     if (t < T) acc[t] += dot8(v, x + t * stride, c);
 }
 
-// 8 consecutive KV-cache values (bf16: one 16-byte load; f32: two) as f32.
+// 8 consecutive values at a 16-byte aligned p (bf16: one 16-byte load; f32: two) as f32: KV-cache and
+// embedding rows.
 template <typename KT>
 __device__ __forceinline__ void load8_kv(const KT* p, float v[8]) {
   if constexpr (sizeof(KT) == 2) {

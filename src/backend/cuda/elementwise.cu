@@ -20,16 +20,10 @@ __global__ void f32_embed(const void* __restrict__ table, int64_t cols, const in
   float4* xo = reinterpret_cast<float4*>(x + int64_t(t) * cols);
   for (int64_t c8 = threadIdx.x; c8 < cols / 8; c8 += blockDim.x) {
     float v[8];
-    if constexpr (WT == kF32) {
-      const float4* p = reinterpret_cast<const float4*>(table) + (row * cols) / 4 + 2 * c8;
-      const float4 a = p[0], b = p[1];
-      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-    } else {
-      const uint4 q = reinterpret_cast<const uint4*>(table)[(row * cols) / 8 + c8];
-      const uint32_t u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-    }
+    if constexpr (WT == kF32)
+      load8_kv(static_cast<const float*>(table) + row * cols + 8 * c8, v);
+    else
+      load8_kv(static_cast<const __nv_bfloat16*>(table) + row * cols + 8 * c8, v);
     xo[2 * c8] = make_float4(v[0], v[1], v[2], v[3]);
     xo[2 * c8 + 1] = make_float4(v[4], v[5], v[6], v[7]);
   }
