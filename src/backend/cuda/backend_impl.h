@@ -1,0 +1,213 @@
+// The CUDA backend's class, private to src/backend/cuda (host code includes cuda_backend.h): what it keeps on
+// the device and the ops it runs. Defined in two files: cuda_memory.cpp (device memory, upload and the lossless
+// packing of the bf16 matrices, the KV cache, the bandwidth probe) and cuda_backend.cpp (the ops of a step, the
+// device draws, graph recording, the entry points of cuda_backend.h).
+#pragma once
+
+#include <cublas_v2.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
+#include "model/rope.h"
+
+namespace gptoss::cuda_impl {
+
+using cuda::Wt;
+using cuda::WView;
+
+#define GPTOSS_CUDA_TRY(expr)                                                                   \
+  do {                                                                                          \
+    const cudaError_t e_ = (expr);                                                              \
+    if (e_ != cudaSuccess) return Error("cuda: {} failed: {}", #expr, cudaGetErrorString(e_)); \
+  } while (0)
+
+inline constexpr int kDecodeMaxT = 8;  // steps with at most this many tokens use the matvec kernels
+inline constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+inline Wt to_wt(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return cuda::kF32;
+    case WeightType::BF16: return cuda::kBF16;
+    case WeightType::MXFP4: return cuda::kMXFP4;
+  }
+  return cuda::kF32;
+}
+
+inline size_t matrix_data_bytes(const MatrixRef& m) {
+  const size_t n = size_t(m.rows) * size_t(m.cols);
+  switch (m.type) {
+    case WeightType::F32: return n * 4;
+    case WeightType::BF16: return n * 2;
+    case WeightType::MXFP4: return n / 2;
+  }
+  return 0;
+}
+// What pack_bf16 takes: a single row-major bf16 matrix with a multiple of 8 columns.
+inline bool packable(const MatrixRef& m) {
+  return m.type == WeightType::BF16 && !m.transposed && m.cols % 8 == 0 && m.rows > 0;
+}
+inline size_t matrix_scale_bytes(const MatrixRef& m) { return m.type == WeightType::MXFP4 ? size_t(m.rows * m.cols / 32) : 0; }
+
+class CudaKvCache final : public KvCache {
+ public:
+  std::vector<void*> k, v;
+  std::vector<int> capacity;
+  bool bf16 = false;
+  size_t total = 0;
+  size_t bytes() const override { return total; }
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& c, const BackendOptions& o) : c_(c), opts_(o), rope_(yarn_rope_params(c)) {}
+  ~CudaBackend() override;
+  Status init();
+
+  std::string name() const override { return "cuda (" + device_name_ + ")"; }
+  Result<ModelWeights> upload(const ModelWeights& host, const ModelConfig& c) override;
+  Result<float*> alloc(size_t count) override {
+    GPTOSS_ASSIGN(void* p, dev_alloc(count * sizeof(float), "activation buffer"));
+    return static_cast<float*>(p);
+  }
+  Result<std::unique_ptr<KvCache>> create_kv_cache(const ModelConfig& c, const KvCacheOptions& o) override;
+  Status begin_step(std::span<const int32_t> tokens, int pos0) override;
+  void embed(const MatrixRef& table, float* x) override;
+  void rmsnorm(const float* x, const float* w, int T, int n, double eps, float* y) override {
+    cuda::launch_rmsnorm(x, w, T, n, float(eps), y, stream_);
+    check_launch("rmsnorm");
+  }
+  void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
+  void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+                 float* out) override;
+  void moe(const LayerWeights& w, const float* h, int T, float* x) override;
+  bool matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
+  bool norm_qkv(const LayerWeights& L, const float* x, int T, double eps, float* q, float* k, float* v) override;
+  bool norm_moe(const LayerWeights& L, float* x, int T, double eps, float* h) override;
+  Result<int32_t> argmax(const float* x, int n) override;
+  bool argmax_async(const float* x, int n, int chain_pos) override;
+  Result<int32_t> argmax_wait() override;
+  Status begin_step_chained(int pos0) override;
+  Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  void before_draw();
+  void copy_drawn_id();
+  Result<int32_t> drawn_id();
+  void add(float* x, const float* y, size_t n) override {
+    cuda::launch_add(x, y, n, stream_);
+    check_launch("add");
+  }
+  Status to_host(const float* src, size_t n, float* dst) override;
+  double measure_bandwidth_gbs() override;
+  bool replay_step(uint64_t key) override;
+  void record_step_begin(uint64_t key) override;
+  Status record_step_end() override;
+
+  Result<void*> upload_bytes(const void* host, size_t bytes, const char* what);
+  const std::string& device_name() const { return device_name_; }
+
+ private:
+  Result<void*> dev_alloc(size_t bytes, const char* what);
+  void dev_free(void* p, size_t bytes);
+  Status copy_to_device(void* dst, const void* src, size_t bytes);
+  Result<MatrixRef> upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride, const char* what,
+                                  size_t* new_stride, size_t* new_sstride);
+  Result<const float*> upload_floats(const float* host, size_t n, const char* what);
+  Status ensure_step_scratch(int T);
+  template <typename Ty>
+  Ty* grow(Ty*& p, size_t& cap, size_t n, const char* what);
+  void check_launch(const char* op) {
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess && sticky_.ok()) sticky_ = Error("cuda: {} kernel failed: {}", op, cudaGetErrorString(e));
+  }
+  void fail(Status s) {
+    if (sticky_.ok()) sticky_ = std::move(s);
+  }
+  WView view(const MatrixRef& m, size_t estride = 0, size_t sstride = 0) const {
+    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(estride), int64_t(sstride)};
+    if (const auto it = packed_.find(m.data); it != packed_.end())
+      v.nib = it->second.nib, v.meta = it->second.meta, v.esc = it->second.esc;
+    return v;
+  }
+  // The kernels' weight type of a device matrix: kBF12 for a packed bf16 matrix.
+  Wt wt_of(const MatrixRef& m) const { return packed_.count(m.data) ? cuda::kBF12 : to_wt(m.type); }
+
+ public:
+  // A bf16 matrix on the device (row-major, cols % 8 == 0) packed losslessly (packed_bf16.cu): the returned
+  // ref (type BF16, data = the low-byte plane) is read through view() / wt_of() as kBF12. free_source: the
+  // bf16 matrix is freed (it must come from dev_alloc). A matrix with 2^24 escapes or more stays as it is.
+  Result<MatrixRef> pack_bf16(const MatrixRef& m, const char* what, bool free_source);
+  const CudaPackStats& pack_stats() const { return pack_stats_; }
+
+ private:
+  struct Packed {
+    const uint8_t* nib;
+    const uint32_t* meta;
+    const float2* esc;
+  };
+  std::unordered_map<const void*, Packed> packed_;  // keyed by the low-byte plane (MatrixRef::data)
+  CudaPackStats pack_stats_;
+  void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
+  void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
+  void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
+  // Largest scale byte of each row of an MXFP4 expert stack (the tensor-core gate_up kernel's input),
+  // computed once per matrix (at upload, or on first use outside a graph capture); null if unavailable.
+  const uint8_t* row_max(const MatrixRef& m, int experts, size_t sstride);
+  std::unordered_map<const uint8_t*, const uint8_t*> row_max_;  // keyed by the device scales
+
+  ModelConfig c_;
+  BackendOptions opts_;
+  RopeParams rope_;
+  std::string device_name_;
+  int num_sms_ = 132;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::vector<void*> allocs_;
+  size_t used_ = 0;
+  Status sticky_;
+
+  // Step state: token ids and positions on the device (read by every kernel, so graphs stay valid).
+  int T_ = 0;
+  int32_t* h_step_ = nullptr;  // pinned [2 * cap]: tokens then positions
+  int32_t* d_step_ = nullptr;  // device copy
+  size_t step_cap_ = 0;
+  float* d_inv_freq_ = nullptr;
+
+  // Scratch, grown (never during graph capture) in begin_step or the prefill path.
+  float* attn_part_ = nullptr; size_t attn_part_cap_ = 0;
+  float* router_logits_ = nullptr; size_t router_cap_ = 0;
+  int32_t* moe_idx_ = nullptr; size_t moe_idx_cap_ = 0;
+  float* moe_wts_ = nullptr; size_t moe_wts_cap_ = 0;
+  float* moe_z_ = nullptr; size_t moe_z_cap_ = 0;
+  __nv_bfloat16* xb_ = nullptr; size_t xb_cap_ = 0;      // activations as bf16 for GEMMs
+  __nv_bfloat16* wb_ = nullptr; size_t wb_cap_ = 0;      // one decoded weight matrix
+  __nv_bfloat16* zb_ = nullptr; size_t zb_cap_ = 0;
+  float* gu_ = nullptr; size_t gu_cap_ = 0;
+  float* yd_ = nullptr; size_t yd_cap_ = 0;
+  float* ybuf_ = nullptr; size_t ybuf_cap_ = 0;
+  float* gemm2_ = nullptr; size_t gemm2_cap_ = 0;        // [2T, rows] output of one GEMM over [hi; lo]
+  int32_t* slots_ = nullptr; size_t slots_cap_ = 0;
+  std::vector<int32_t> h_idx_, h_slots_;
+  int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
+  unsigned* d_router_counter_ = nullptr;  // the fused router kernel's last-block ticket (0 between launches)
+  unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
+  int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result, argmax ticket]
+  int32_t* h_argmax_ = nullptr;  // pinned result
+  // The step input (token, position) the last argmax_async wrote into d_step_ for a chained step at chain_pos_
+  // (-1: none), and the d_step_ it wrote into.
+  int chain_pos_ = -1;
+  const int32_t* chain_step_ = nullptr;
+  cudaEvent_t argmax_done_ = nullptr;  // copy_drawn_id's copy to h_argmax_ has landed
+  cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
+  cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream
+
+  // Graph of one recorded step, keyed by the caller.
+  bool recording_ = false;
+  uint64_t graph_key_ = 0;
+  int graph_T_ = 0;
+  cudaGraphExec_t graph_exec_ = nullptr;
+};
+
+}  // namespace gptoss::cuda_impl
