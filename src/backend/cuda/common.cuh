@@ -44,6 +44,14 @@ cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, si
 }
 
 __device__ __forceinline__ float bf16_bits_to_f32(uint32_t h) { return __uint_as_float(h << 16); }
+// A stored f32 or bf16 weight as f32 (the transposed dense kernels read them one at a time).
+template <typename T>
+__device__ __forceinline__ float to_f32(T v) {
+  if constexpr (sizeof(T) == 2)
+    return __bfloat162float(v);
+  else
+    return v;
+}
 
 // 2^(s-127), exactly as ldexpf(1, s-127): s=0 is the subnormal 2^-127, s=255 is +inf.
 __device__ __forceinline__ float e8m0_to_f32(uint32_t s) {

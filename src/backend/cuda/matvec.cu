@@ -75,14 +75,6 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
   if (lane == 0) y[r] = s + b + y0;
 }
 
-template <typename T>
-__device__ __forceinline__ float to_f32(T v) {
-  if constexpr (sizeof(T) == 2)
-    return __bfloat162float(v);
-  else
-    return v;
-}
-
 // Transposed dense storage W[c, r] ([in, out]): thread per output r, reads coalesced along r.
 template <typename WTy>
 __global__ void f32_tw_matvec(const WTy* __restrict__ W, int64_t rows, int64_t cols, const float* __restrict__ x,

@@ -105,14 +105,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
   if (lane == 0) x[int64_t(t) * H + r] += total;
 }
 
-template <typename WTy>
-__device__ __forceinline__ float wf(WTy v) {
-  if constexpr (sizeof(WTy) == 2)
-    return __bfloat162float(v);
-  else
-    return v;
-}
-
 // Transposed dense experts ([in, out] per expert): thread per output, reads coalesced along outputs.
 template <typename WTy>
 __global__ void f32_tw_moe_gate_up_swiglu(const uint8_t* __restrict__ W, int64_t estride, int64_t H, int64_t I,
@@ -125,7 +117,7 @@ __global__ void f32_tw_moe_gate_up_swiglu(const uint8_t* __restrict__ W, int64_t
   const WTy* we = reinterpret_cast<const WTy*>(W + e * estride);
   const float* x = h + int64_t(a / k) * H;
   float g = 0.0f, u = 0.0f;
-  for (int64_t c = 0; c < H; ++c) g += wf(we[c * 2 * I + 2 * i]) * x[c], u += wf(we[c * 2 * I + 2 * i + 1]) * x[c];
+  for (int64_t c = 0; c < H; ++c) g += to_f32(we[c * 2 * I + 2 * i]) * x[c], u += to_f32(we[c * 2 * I + 2 * i + 1]) * x[c];
   const float* b = bias + int64_t(e) * 2 * I;
   z[int64_t(a) * I + i] = swiglu_clamped(g + b[2 * i], u + b[2 * i + 1], limit);
 }
@@ -143,7 +135,7 @@ __global__ void f32_tw_moe_down_combine(const uint8_t* __restrict__ W, int64_t e
     const int a = t * k + j, e = idx[a];
     const WTy* we = reinterpret_cast<const WTy*>(W + e * estride);
     float acc = 0.0f;
-    for (int64_t c = 0; c < I; ++c) acc += wf(we[c * H + r]) * z[int64_t(a) * I + c];
+    for (int64_t c = 0; c < I; ++c) acc += to_f32(we[c * H + r]) * z[int64_t(a) * I + c];
     total += wts[a] * (acc + bias[int64_t(e) * H + r]);
   }
   x[int64_t(t) * H + r] += total;
