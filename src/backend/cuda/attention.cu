@@ -57,14 +57,6 @@ __global__ void f32_rope_kv_append(float* __restrict__ q, float* __restrict__ k,
   }
 }
 
-template <typename KT>
-__device__ __forceinline__ float kv_f32(KT x) {
-  if constexpr (sizeof(KT) == 2)
-    return __bfloat162float(x);
-  else
-    return x;
-}
-
 // part[((t*nh + h)*nsplit + s)*(d+2) + ...] = {acc[d] (unnormalised sum of p*v), m (max score), l (sum p)}.
 template <typename KT, int DPL>  // DPL: value dims per lane (d <= 32 * DPL)
 __global__ void __launch_bounds__(kAttnWarps * kWarp)
@@ -107,7 +99,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
       for (int qq = 0; qq < 8; ++qq) {
         const KT* vr = vc + int64_t((tile + min(j0 + qq, nv - 1)) % cap) * row + int64_t(g) * d;
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) dst[qq][i] = lane + kWarp * i < d ? kv_f32(vr[lane + kWarp * i]) : 0.0f;
+        for (int i = 0; i < DPL; ++i) dst[qq][i] = lane + kWarp * i < d ? to_f32(vr[lane + kWarp * i]) : 0.0f;
       }
     };
     float s[kMaxGroup] = {};

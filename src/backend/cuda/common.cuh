@@ -44,7 +44,7 @@ cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, si
 }
 
 __device__ __forceinline__ float bf16_bits_to_f32(uint32_t h) { return __uint_as_float(h << 16); }
-// A stored f32 or bf16 weight as f32 (the transposed dense kernels read them one at a time).
+// A stored f32 or bf16 value as f32 (weights of the transposed dense kernels, KV-cache entries read one at a time).
 template <typename T>
 __device__ __forceinline__ float to_f32(T v) {
   if constexpr (sizeof(T) == 2)
