@@ -220,10 +220,7 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
     // The grid is at most one wave (3 blocks per SM, the launch bound), each warp looping over rows: H100 20b
     // decode, interleaved A/B against one block per 8 rows: 450.1 -> 456.7 tok/s (bench/cuda_notes.md, round 9).
     if (T == 1) {
-      int dev = 0, sms = 0;
-      cudaGetDevice(&dev);
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-      const unsigned grid = std::min(blocks, unsigned(3 * std::max(sms, 1)));
+      const unsigned grid = std::min(blocks, unsigned(3 * device_sms()));
       launch_dependent(f32_norm_matvec3<WT, 1, 3, true>, dim3{grid}, dim3{unsigned(kRows * kWarp)}, smem, s, m, x, nw,
                        eps, T, int(H));
     } else {

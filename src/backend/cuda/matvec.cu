@@ -4,8 +4,6 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma.cuh"
 
-#include <algorithm>
-
 namespace gptoss::cuda {
 
 namespace {
@@ -133,12 +131,7 @@ void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, f
     // kernel runs. H100 20b decode, interleaved A/B: 500.9 -> 503.2 tok/s (bench/cuda_notes.md, round 11).
     // Not for one-wave grids (o_proj after attention: 0.993x, round 7): there the waiting blocks hold the
     // SM slots the running kernel needs.
-    static const unsigned slots = [] {
-      int dev = 0, sms = 0;
-      cudaGetDevice(&dev);
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-      return unsigned(3 * std::max(sms, 1));  // 3 resident blocks per SM (the launch bound)
-    }();
+    const unsigned slots = unsigned(3 * device_sms());  // 3 resident blocks per SM (the launch bound)
     if (rb >= 8 * slots)
       launch_dependent(f32_xw_matvec_x1<WT>, dim3{rb}, dim3{unsigned(threads)}, size_t(w.cols) * 4, s, w, x, bias, y,
                        accumulate);
