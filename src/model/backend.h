@@ -87,8 +87,8 @@ class Backend {
   // Optional chained greedy decoding (Session::forward_greedy): argmax_async enqueues the argmax of x[0, n) and
   // its copy to the host, returning false (nothing done) where the backend has no such op; argmax_wait
   // returns that id once it has arrived, while later work in the stream may still run; begin_step_chained
-  // begins a one-token step at pos0 (as begin_step) whose token is that argmax, read on the device.
-  // chain_pos >= 0: that step will follow at chain_pos (the argmax may write its input itself).
+  // begins a one-token step at pos0 (as begin_step) whose token is that argmax, read on the device; the argmax
+  // must have been enqueued with chain_pos == pos0 (it writes the step's input itself; -1: no step follows).
   virtual bool argmax_async(const float* /*x*/, int /*n*/, int /*chain_pos*/) { return false; }
   virtual Result<int32_t> argmax_wait() { return Error("argmax_wait: no argmax_async on this backend"); }
   virtual Status begin_step_chained(int /*pos0*/) { return Error("begin_step_chained: not on this backend"); }

@@ -195,10 +195,9 @@ class CudaBackend final : public Backend {
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result, argmax ticket]
   int32_t* h_argmax_ = nullptr;  // pinned result
-  // The step input (token, position) the last argmax_async wrote into d_step_ for a chained step at chain_pos_
-  // (-1: none), and the d_step_ it wrote into.
+  // The position of the chained step whose input (token, position) the last argmax_async wrote into d_step_
+  // (-1: none).
   int chain_pos_ = -1;
-  const int32_t* chain_step_ = nullptr;
   cudaEvent_t argmax_done_ = nullptr;  // copy_drawn_id's copy to h_argmax_ has landed
   cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
   cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream

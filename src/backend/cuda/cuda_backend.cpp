@@ -312,9 +312,9 @@ bool CudaBackend::argmax_async(const float* x, int n, int chain_pos) {
   if (!sticky_.ok()) return false;
   before_draw();
   // A chained step's input written by the argmax's last block: no kernel of its own between the steps.
+  // d_step_ stays where it is until then: begin_step_chained's one token needs no larger step buffer.
   const bool chain = chain_pos >= 0 && d_step_ && step_cap_ >= 2;
   chain_pos_ = chain ? chain_pos : -1;
-  chain_step_ = chain ? d_step_ : nullptr;
   cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_, chain ? d_step_ : nullptr,
                       chain_pos);
   check_launch("argmax");
@@ -324,17 +324,16 @@ bool CudaBackend::argmax_async(const float* x, int n, int chain_pos) {
 
 Result<int32_t> CudaBackend::argmax_wait() { return drawn_id(); }
 
-// The token is the last argmax, copied on the device; the position comes with the launch. No host sync: the
-// pinned step buffer is not touched (begin_step syncs before it rewrites it).
+// The step's input (the last argmax as its token, pos0) was written on the device by that argmax's last block
+// (argmax_async's chain_pos). No host sync: the pinned step buffer is not touched (begin_step syncs before it
+// rewrites it).
 Status CudaBackend::begin_step_chained(int pos0) {
   GPTOSS_TRY(sticky_);
-  T_ = 1;
-  GPTOSS_TRY(ensure_step_scratch(T_));
-  const bool written = chain_pos_ == pos0 && chain_step_ == d_step_;
+  const bool written = chain_pos_ == pos0;
   chain_pos_ = -1;
-  if (written) return sticky_;  // by the argmax (argmax_async's chain_pos)
-  cuda::launch_step_from_argmax(d_argmax_ + 2 * cuda::kArgmaxBlocks, pos0, d_step_, stream_);
-  check_launch("chained step input");
+  if (!written) return Error("begin_step_chained({}): no argmax_async wrote the input of a step at that position", pos0);
+  T_ = 1;
+  GPTOSS_TRY(ensure_step_scratch(T_));  // the decode scratch (a prefill step does not grow it); d_step_ stays
   return sticky_;
 }
 

@@ -248,16 +248,7 @@ __global__ void f32_sample_pick(const float* __restrict__ x, int n, int chunk, f
   }
 }
 
-__global__ void step_from_argmax(const int32_t* __restrict__ id, int pos0, int32_t* __restrict__ step) {
-  step[0] = id[0];
-  step[1] = pos0;
-}
-
 }  // namespace
-
-void launch_step_from_argmax(const int32_t* id, int pos0, int32_t* step, cudaStream_t s) {
-  step_from_argmax<<<1, 1, 0, s>>>(id, pos0, step);
-}
 
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s) {
   const bool vec = cols % 8 == 0 && reinterpret_cast<uintptr_t>(table) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;

@@ -68,8 +68,6 @@ void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
 inline constexpr int kArgmaxBlocks = 128;
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s, int32_t* step = nullptr,
                    int pos = 0);
-// step[0] = *id, step[1] = pos0: a one-token step's input (token, position) from a device argmax.
-void launch_step_from_argmax(const int32_t* id, int pos0, int32_t* step, cudaStream_t s);
 // out[0] = the draw of Sampler::sample_at(x[0..n), u) at this temperature (inverse CDF in id order of
 // softmax(x / T)). part: the same scratch as launch_argmax.
 void launch_sample(const float* x, int n, float temperature, double u, int32_t* part, int32_t* out, cudaStream_t s);
