@@ -3,6 +3,7 @@
 the engine opens directly, and `gptoss verify` on converted and unconverted directories."""
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_logits_match_numpy_reference(tmp_path, shared_dir, oracle, gptoss_bin, 
 
 
 def _np_ref(shared_dir, model, ids, out):
-    subprocess.run(["python3", str(shared_dir / "oracle" / "np_ref.py"), str(model), "--tokens", ids, "--out", str(out)],
+    subprocess.run([sys.executable, str(shared_dir / "oracle" / "np_ref.py"), str(model), "--tokens", ids, "--out", str(out)],
                    check=True, capture_output=True)
     return out
 
