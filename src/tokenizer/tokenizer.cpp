@@ -332,9 +332,55 @@ void Tokenizer::Impl::encode_valid_run(std::string_view run, bpe::MergeScratch& 
 // ---------------------------------------------------------------------------------------------
 // Loading
 
+namespace {
+// model.vocab's entries in file order, and whether the file had the object at all.
+struct VocabEntries {
+  bool present = false, object = false;
+  std::vector<std::pair<std::string, nlohmann::json>> items;
+};
+
+// Parses tokenizer.json without building what loading does not need: model.merges (~450k pairs; with
+// ignore_merges a merge's rank is its token id) is skipped, and model.vocab's ~200k entries are collected
+// into a vector instead of a JSON object (a sorted map). That is most of the file and of the parse time.
+nlohmann::json parse_hf_json(std::string_view json_text, VocabEntries& vocab) {
+  using nlohmann::json;
+  using Event = json::parse_event_t;
+  // path[d]: the key last read at depth d. nlohmann reports an object's keys and values at the depth of the
+  // object plus one (the root's keys at 1) and a container's start at the depth of its parent.
+  std::vector<std::string> path;
+  std::string vocab_key;
+  auto model_field = [&](std::string_view field) {
+    return path.size() >= 3 && path[1] == "model" && path[2] == field;
+  };
+  const json::parser_callback_t cb = [&](int depth, Event event, json& parsed) {
+    if (event == Event::key) {
+      if (path.size() < size_t(depth) + 1) path.resize(size_t(depth) + 1);
+      path[size_t(depth)] = parsed.get<std::string>();
+      if (depth == 2 && model_field("vocab")) vocab.present = true;
+      if (depth == 3 && model_field("vocab")) {
+        vocab_key = std::move(path[3]);
+        return false;  // the entry goes to `vocab`, not into the object
+      }
+      return true;
+    }
+    if (depth == 2 && event == Event::object_start && model_field("vocab")) vocab.object = true;
+    // Every container under model.merges is dropped at its start, and with it everything inside.
+    if (depth >= 2 && (event == Event::array_start || event == Event::object_start) && model_field("merges"))
+      return false;
+    if (depth == 3 && event == Event::value && model_field("vocab")) {
+      vocab.items.emplace_back(std::move(vocab_key), std::move(parsed));
+      return false;
+    }
+    return true;
+  };
+  return json::parse(json_text, cb, /*allow_exceptions=*/false);
+}
+}  // namespace
+
 Result<Tokenizer> Tokenizer::from_hf_json_text(std::string_view json_text, std::string_view source) {
   using nlohmann::json;
-  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  VocabEntries vocab_entries;
+  const json root = parse_hf_json(json_text, vocab_entries);
   if (root.is_discarded()) return Error("{}: not valid JSON", source);
   auto impl = std::make_shared<Impl>();
   // Type mismatches in a hostile file surface as nlohmann exceptions; turn them into errors.
@@ -396,8 +442,8 @@ Result<Tokenizer> Tokenizer::from_hf_json_text(std::string_view json_text, std::
     }
     GPTOSS_TRY(impl->compile_regex(pattern).with_context(source));
 
-    if (!model.contains("vocab") || !model["vocab"].is_object()) return Error("{}: no model.vocab object", source);
-    const json& vocab = model["vocab"];
+    if (!vocab_entries.present || !vocab_entries.object) return Error("{}: no model.vocab object", source);
+    const auto& vocab = vocab_entries.items;
     if (vocab.size() >= kMaxTokenCount) return Error("{}: vocab has {} entries, too many", source, vocab.size());
     const uint32_t n = static_cast<uint32_t>(vocab.size());
     impl->ranks.reserve(n, n * 8);
@@ -405,7 +451,7 @@ Result<Tokenizer> Tokenizer::from_hf_json_text(std::string_view json_text, std::
     impl->decode_offset.assign(n, 0);
     impl->decode_len.assign(n, kUndecodable);
     impl->special.assign(n, false);
-    for (const auto& [key, value] : vocab.items()) {
+    for (const auto& [key, value] : vocab) {
       if (!value.is_number_unsigned()) return Error("{}: vocab entry '{}' has a non-integer id", source, key);
       const uint64_t id = value.get<uint64_t>();
       if (id >= n) return Error("{}: vocab entry '{}' has id {}, expected ids 0..{}", source, key, id, n - 1);

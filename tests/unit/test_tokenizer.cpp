@@ -227,6 +227,13 @@ TEST(Tokenizer, MalformedJsonFiles) {
       {R"({"model": {"type": "BPE", "ignore_merges": true, "vocab": {"\u4e00": 0}}, )" + pre + "}",
        "byte-level alphabet"},
       {R"({"model": {"type": "BPE", "ignore_merges": true, "vocab": 3}, )" + pre + "}", "vocab"},
+      // model.vocab is collected outside the DOM (from_hf_json_text skips building it): other shapes still fail.
+      {R"({"model": {"type": "BPE", "ignore_merges": true, "vocab": [["a", 0]]}, )" + pre + "}", "no model.vocab"},
+      {R"({"model": {"type": "BPE", "ignore_merges": true, "merges": {"vocab": {"a": 0}}}, )" + pre + "}",
+       "no model.vocab"},
+      {R"({"model": {"type": "BPE", "ignore_merges": true, "vocab": {"a": {"b": 0}}}, )" + pre + "}", "single byte"},
+      {R"({"vocab": {"a": 0}, "model": {"type": "BPE", "ignore_merges": true, "merges": [["a", "b"]]}, )" + pre + "}",
+       "no model.vocab"},
   };
   for (const auto& [text, msg] : cases) {
     auto t = Tokenizer::from_hf_json_text(text, "bad.json");
