@@ -59,7 +59,7 @@ enum SkipOp : uint32_t {
 
 struct SessionOptions {
   int max_context = 4096;  // positions this session may reach; KV memory scales with it
-  int max_batch = 128;     // tokens per forward step; longer inputs are processed in chunks
+  int max_batch = kDefaultMaxBatch;  // tokens per forward step; longer inputs are processed in chunks
   KvPrecision kv_precision = KvPrecision::F32;
 };
 

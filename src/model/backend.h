@@ -5,6 +5,7 @@
 // [T, n] for T tokens.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -18,15 +19,24 @@ namespace gptoss {
 
 enum class KvPrecision : uint8_t { F32, BF16 };
 
+// Tokens one forward step carries by default (the prefill chunk): the default of every layer that has one.
+inline constexpr int kDefaultMaxBatch = 128;
+
 struct KvCacheOptions {
-  int max_context = 4096;  // positions the session may reach (<= max_position_embeddings)
-  int max_batch = 256;     // most tokens one forward step may carry (prefill chunk)
+  int max_context = 4096;             // positions the session may reach (<= max_position_embeddings)
+  int max_batch = kDefaultMaxBatch;   // most tokens one forward step may carry (prefill chunk)
   KvPrecision precision = KvPrecision::F32;
 };
 
-// Per-session key/value storage; backends subclass it. Full-attention layers keep max_context
-// positions; sliding layers keep a ring of (sliding_window - 1 + max_batch) positions, enough for a
-// whole chunk of queries to see their 127 predecessors.
+// Positions layer `layer`'s cache holds: max_context for full-attention layers; for sliding layers a ring of
+// (sliding_window - 1 + max_batch), enough for a whole chunk of queries to see their window of predecessors.
+// Slot of position p: p % capacity. The one rule both backends size their caches by.
+inline int kv_capacity(const ModelConfig& c, const KvCacheOptions& o, int layer) {
+  return c.layer_is_sliding[size_t(layer)] ? std::min(o.max_context, c.sliding_window - 1 + o.max_batch)
+                                           : o.max_context;
+}
+
+// Per-session key/value storage; backends subclass it (layouts by kv_capacity).
 class KvCache {
  public:
   virtual ~KvCache() = default;

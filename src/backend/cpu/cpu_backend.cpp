@@ -17,7 +17,7 @@ namespace gptoss {
 namespace {
 
 // K and V of every layer: [capacity, nkv, d] each, float32 or bf16. Position p lives in slot
-// p % capacity; sliding layers keep a ring just large enough for one chunk (see KvCache).
+// p % capacity; sliding layers keep a ring just large enough for one chunk (kv_capacity in model/backend.h).
 class CpuKvCache final : public KvCache {
  public:
   struct Layer {
@@ -57,8 +57,7 @@ class CpuBackend final : public Backend {
     kv->elem_size = o.precision == KvPrecision::F32 ? 4 : 2;
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       CpuKvCache::Layer L;
-      L.capacity = c.layer_is_sliding[size_t(l)] ? std::min(o.max_context, c.sliding_window - 1 + o.max_batch)
-                                                 : o.max_context;
+      L.capacity = kv_capacity(c, o, l);
       const size_t n = size_t(L.capacity) * size_t(c.kv_dim()) * kv->elem_size;
       L.k = std::make_unique_for_overwrite<uint8_t[]>(n);
       L.v = std::make_unique_for_overwrite<uint8_t[]>(n);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_memory.h"
 #include "backend/cuda/kernels.h"
 #include "model/rope.h"
 
@@ -63,7 +64,8 @@ class CudaKvCache final : public KvCache {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const ModelConfig& c, const BackendOptions& o) : c_(c), opts_(o), rope_(yarn_rope_params(c)) {}
+  CudaBackend(const ModelConfig& c, const BackendOptions& o)
+      : c_(c), opts_(o), rope_(yarn_rope_params(c)), mem_(o.gpu_memory_limit) {}
   ~CudaBackend() override;
   Status init();
 
@@ -110,14 +112,14 @@ class CudaBackend final : public Backend {
 
  private:
   Result<void*> dev_alloc(size_t bytes, const char* what);
-  void dev_free(void* p, size_t bytes);
   Status copy_to_device(void* dst, const void* src, size_t bytes);
   Result<MatrixRef> upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride, const char* what,
                                   size_t* new_stride, size_t* new_sstride);
   Result<const float*> upload_floats(const float* host, size_t n, const char* what);
   Status ensure_step_scratch(int T);
+  // s grown to n elements (an error in sticky_ when it cannot be); its pointer, or the old one after an error.
   template <typename Ty>
-  Ty* grow(Ty*& p, size_t& cap, size_t n, const char* what);
+  Ty* grow(DeviceScratch<Ty>& s, size_t n);
   void check_launch(const char* op) {
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess && sticky_.ok()) sticky_ = Error("cuda: {} kernel failed: {}", op, cudaGetErrorString(e));
@@ -164,37 +166,36 @@ class CudaBackend final : public Backend {
   int num_sms_ = 132;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
-  std::vector<void*> allocs_;
-  size_t used_ = 0;
+  DeviceMemory mem_;
   Status sticky_;
 
   // Step state: token ids and positions on the device (read by every kernel, so graphs stay valid).
   int T_ = 0;
-  int32_t* h_step_ = nullptr;  // pinned [2 * cap]: tokens then positions
-  int32_t* d_step_ = nullptr;  // device copy
-  size_t step_cap_ = 0;
-  float* d_inv_freq_ = nullptr;
+  PinnedBuffer<int32_t> h_step_;  // [2T]: tokens then positions
+  DeviceScratch<int32_t> d_step_{"step tokens"};  // its device copy, read by the kernels
+  const float* d_inv_freq_ = nullptr;  // [d/2] RoPE frequencies
 
-  // Scratch, grown (never during graph capture) in begin_step or the prefill path.
-  float* attn_part_ = nullptr; size_t attn_part_cap_ = 0;
-  float* router_logits_ = nullptr; size_t router_cap_ = 0;
-  int32_t* moe_idx_ = nullptr; size_t moe_idx_cap_ = 0;
-  float* moe_wts_ = nullptr; size_t moe_wts_cap_ = 0;
-  float* moe_z_ = nullptr; size_t moe_z_cap_ = 0;
-  __nv_bfloat16* xb_ = nullptr; size_t xb_cap_ = 0;      // activations as bf16 for GEMMs
-  __nv_bfloat16* wb_ = nullptr; size_t wb_cap_ = 0;      // one decoded weight matrix
-  __nv_bfloat16* zb_ = nullptr; size_t zb_cap_ = 0;
-  float* gu_ = nullptr; size_t gu_cap_ = 0;
-  float* yd_ = nullptr; size_t yd_cap_ = 0;
-  float* ybuf_ = nullptr; size_t ybuf_cap_ = 0;
-  float* gemm2_ = nullptr; size_t gemm2_cap_ = 0;        // [2T, rows] output of one GEMM over [hi; lo]
-  int32_t* slots_ = nullptr; size_t slots_cap_ = 0;
+  // Scratch of the decode step (grown in begin_step, never during graph capture); [T, ...] each.
+  DeviceScratch<float> attn_partials_{"attention scratch"};  // [T, nh, splits, d + 2] split results
+  DeviceScratch<float> router_logits_{"router logits"};      // [T, E]
+  DeviceScratch<int32_t> moe_idx_{"moe indices"};            // [T, k] picked experts
+  DeviceScratch<float> moe_wts_{"moe weights"};              // [T, k] their softmax weights
+  DeviceScratch<float> moe_act_{"moe activations"};          // [T, k, I] SwiGLU outputs (decode)
+  // Scratch of the prefill path (cuBLAS GEMMs on bf16 hi/lo pairs, experts grouped).
+  DeviceScratch<__nv_bfloat16> act_bf16_{"bf16 activations"};       // [2T, cols] x as hi; lo
+  DeviceScratch<__nv_bfloat16> weights_bf16_{"decoded weights"};    // one matrix (or expert) decoded to bf16
+  DeviceScratch<float> gemm_pair_out_{"gemm scratch"};              // [2T, rows] one GEMM over [hi; lo]
+  DeviceScratch<int32_t> moe_slots_{"moe slots"};                   // [T * k] assignments grouped by expert
+  DeviceScratch<float> moe_gate_up_{"moe gate_up"};                 // [n, 2I] one expert's gate_up products
+  DeviceScratch<__nv_bfloat16> moe_act_bf16_{"moe activations"};    // [2n, I] its SwiGLU outputs as hi; lo
+  DeviceScratch<float> moe_down_{"moe down"};                       // [n, H] its down products
+  DeviceScratch<float> moe_expert_out_{"moe outputs"};              // [T * k, H] every assignment's output
   std::vector<int32_t> h_idx_, h_slots_;
-  int32_t* h_pinned_ = nullptr; size_t h_pinned_cap_ = 0;
+  PinnedBuffer<uint8_t> h_staging_;  // two 64 MiB chunks of copy_to_device
   unsigned* d_router_counter_ = nullptr;  // the fused router kernel's last-block ticket (0 between launches)
   unsigned* d_attn_tickets_ = nullptr;    // [kDecodeMaxT * nkv] the decode attention's merge tickets (0 between)
   int32_t* d_argmax_ = nullptr;  // [2 * kArgmaxBlocks partials, result, argmax ticket]
-  int32_t* h_argmax_ = nullptr;  // pinned result
+  PinnedBuffer<int32_t> h_argmax_;  // [1] the drawn id
   // The position of the chained step whose input (token, position) the last argmax_async wrote into d_step_
   // (-1: none).
   int chain_pos_ = -1;

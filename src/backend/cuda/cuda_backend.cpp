@@ -38,35 +38,27 @@ int attention_decode_splits(int nh, int nkv, int d, int max_keys) {
 }  // namespace
 
 template <typename Ty>
-Ty* CudaBackend::grow(Ty*& p, size_t& cap, size_t n, const char* what) {
-  if (n <= cap) return p;
-  auto r = dev_alloc(n * sizeof(Ty), what);
-  if (!r.ok()) {
-    fail(r.status());
-    return p;
+Ty* CudaBackend::grow(DeviceScratch<Ty>& s, size_t n) {
+  if (n <= s.capacity()) return s.get();
+  if (recording_) {
+    fail(Error("cuda: {} would grow during graph capture", s.what()));
+    return s.get();
   }
-  p = static_cast<Ty*>(*r);  // the old buffer stays owned by allocs_ (rare growth)
-  cap = n;
-  return p;
+  auto r = s.reserve(mem_, n);
+  if (!r.ok()) fail(r.status());
+  return s.get();
 }
 
 Status CudaBackend::ensure_step_scratch(int T) {
-  const size_t t = size_t(T), H = size_t(c_.hidden_size), k = size_t(c_.num_experts_per_tok);
-  if (2 * t > step_cap_) {
-    if (h_step_) cudaFreeHost(h_step_);
-    GPTOSS_CUDA_TRY(cudaMallocHost(&h_step_, 2 * t * sizeof(int32_t)));
-    GPTOSS_ASSIGN(void* d, dev_alloc(2 * t * sizeof(int32_t), "step tokens"));
-    d_step_ = static_cast<int32_t*>(d);
-    step_cap_ = 2 * t;
-  }
+  const size_t t = size_t(T), k = size_t(c_.num_experts_per_tok);
+  GPTOSS_TRY(h_step_.reserve(2 * t));
+  grow(d_step_, 2 * t);
   const int max_splits = attention_splits(T, c_.num_key_value_heads, 1 << 30, num_sms_);
-  grow(attn_part_, attn_part_cap_, t * size_t(c_.num_attention_heads) * size_t(max_splits) * size_t(c_.head_dim + 2),
-       "attention scratch");
-  grow(router_logits_, router_cap_, t * size_t(c_.num_local_experts), "router logits");
-  grow(moe_idx_, moe_idx_cap_, t * k, "moe indices");
-  grow(moe_wts_, moe_wts_cap_, t * k, "moe weights");
-  if (T <= kDecodeMaxT) grow(moe_z_, moe_z_cap_, t * k * size_t(c_.intermediate_size), "moe activations");
-  (void)H;
+  grow(attn_partials_, t * size_t(c_.num_attention_heads) * size_t(max_splits) * size_t(c_.head_dim + 2));
+  grow(router_logits_, t * size_t(c_.num_local_experts));
+  grow(moe_idx_, t * k);
+  grow(moe_wts_, t * k);
+  if (T <= kDecodeMaxT) grow(moe_act_, t * k * size_t(c_.intermediate_size));
   return sticky_;
 }
 
@@ -77,14 +69,15 @@ Status CudaBackend::begin_step(std::span<const int32_t> tokens, int pos0) {
   GPTOSS_TRY(ensure_step_scratch(T_));
   // The previous step's copy must be done before the pinned buffer is rewritten.
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
-  for (int t = 0; t < T_; ++t) h_step_[t] = tokens[size_t(t)], h_step_[T_ + t] = pos0 + t;
-  GPTOSS_CUDA_TRY(cudaMemcpyAsync(d_step_, h_step_, 2 * size_t(T_) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  int32_t* h = h_step_.get();
+  for (int t = 0; t < T_; ++t) h[t] = tokens[size_t(t)], h[T_ + t] = pos0 + t;
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(d_step_.get(), h, 2 * size_t(T_) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   return {};
 }
 
 void CudaBackend::embed(const MatrixRef& table, float* x) {
   if (table.type == WeightType::MXFP4 || table.transposed) return fail(Error("cuda embed: table must be dense f32/bf16"));
-  cuda::launch_embed(to_wt(table.type), table.data, table.cols, d_step_, T_, x, stream_);
+  cuda::launch_embed(to_wt(table.type), table.data, table.cols, d_step_.get(), T_, x, stream_);
   check_launch("embed");
 }
 
@@ -99,7 +92,7 @@ void CudaBackend::gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, cons
   const bool tr = W.transposed && W.type == WeightType::BF16 && wbf16 == W.data;
   const size_t n = size_t(T) * size_t(W.rows);
   if (2 * n <= kGemm2MaxFloats) {
-    float* s2 = grow(gemm2_, gemm2_cap_, 2 * n, "gemm scratch");
+    float* s2 = grow(gemm_pair_out_, 2 * n);
     if (!sticky_.ok()) return;
     const cublasStatus_t st = cublasGemmEx(
         blas_, tr ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(W.rows), 2 * T, int(W.cols), &one, wbf16, CUDA_R_16BF,
@@ -137,12 +130,12 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
                                           W.transposed ? int(W.rows) : int(W.cols), x, int(W.cols), &zero, y, int(W.rows));
     if (st != CUBLAS_STATUS_SUCCESS) fail(Error("cuda: cublasSgemm failed ({})", int(st)));
   } else {
-    __nv_bfloat16* xb = grow(xb_, xb_cap_, 2 * size_t(T) * size_t(W.cols), "bf16 activations");
+    __nv_bfloat16* xb = grow(act_bf16_, 2 * size_t(T) * size_t(W.cols));
     if (!sticky_.ok()) return;
     cuda::launch_f32_to_bf16x2(x, size_t(T) * size_t(W.cols), xb, stream_);
     const __nv_bfloat16* wb = static_cast<const __nv_bfloat16*>(W.data);
     if (W.type == WeightType::MXFP4 || wt == cuda::kBF12) {
-      __nv_bfloat16* s = grow(wb_, wb_cap_, size_t(W.rows) * size_t(W.cols), "decoded weights");
+      __nv_bfloat16* s = grow(weights_bf16_, size_t(W.rows) * size_t(W.cols));
       if (!sticky_.ok()) return;
       cuda::launch_weight_to_bf16(wt, false, view(W), 0, s, stream_);
       if (wt == cuda::kBF12) cuda::launch_bf12_patch_escapes(view(W), s, stream_);  // the same bf16 matrix
@@ -159,16 +152,17 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   auto& kv = static_cast<CudaKvCache&>(kvb);
   const int nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
   const int cap = kv.capacity[size_t(layer)];
+  const int32_t* pos = d_step_.get() + T_;  // [T] the step's positions, after its tokens
   const bool decode_tc = T_ <= kDecodeMaxT && kv.bf16 && cuda::attention_decode_supported(nh, nkv, d);
   // One token: the decode kernel applies RoPE and appends the new key and value itself (one launch fewer per
   // layer; with the merge in the kernel too, H100 20b decode at 32k 353.2 -> 358.6 tok/s, unchanged at 2048).
   const bool rope_in_kernel = decode_tc && T_ == 1;
   if (!rope_in_kernel)
-    cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, d_inv_freq_,
+    cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, d_inv_freq_,
                                 rope_.mscale, cap, T_, nh, nkv, d, stream_);
   if (T_ > kDecodeMaxT && cuda::attention_prefill_supported(nh, nkv, d)) {
     const cudaError_t e = cuda::launch_attention_prefill(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)],
-                                                         d_step_ + T_, cap, window, sinks, T_, nh, nkv, d, out, stream_);
+                                                         pos, cap, window, sinks, T_, nh, nkv, d, out, stream_);
     if (e != cudaSuccess) return fail(Error("cuda: attention prefill: {}", cudaGetErrorString(e)));
     return check_launch("attention prefill");
   }
@@ -181,21 +175,21 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
     cuda::DecodeFusion fuse;
     if (rope_in_kernel) fuse.k = k, fuse.v = v, fuse.inv_freq = d_inv_freq_, fuse.mscale = rope_.mscale;
     fuse.tickets = d_attn_tickets_;
-    const cudaError_t e = cuda::launch_attention_decode(q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap,
-                                                        window, sinks, T_, nh, nkv, d, nsplit, attn_part_, out, fuse,
+    const cudaError_t e = cuda::launch_attention_decode(q, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, cap, window,
+                                                        sinks, T_, nh, nkv, d, nsplit, attn_partials_.get(), out, fuse,
                                                         stream_);
     if (e != cudaSuccess) return fail(Error("cuda: attention decode: {}", cudaGetErrorString(e)));
     return check_launch("attention decode");
   }
-  cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], d_step_ + T_, cap, window, sinks, T_,
-                         nh, nkv, d, nsplit, attn_part_, out, stream_);
+  cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, cap, window, sinks, T_, nh, nkv, d,
+                         nsplit, attn_partials_.get(), out, stream_);
   check_launch("attention");
 }
 
 void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   const int E = c_.num_local_experts, k = c_.num_experts_per_tok;
-  matmul(w.router, h, T, w.router_bias, router_logits_);
-  cuda::launch_router_topk(router_logits_, T, E, k, moe_idx_, moe_wts_, stream_);
+  matmul(w.router, h, T, w.router_bias, router_logits_.get());
+  cuda::launch_router_topk(router_logits_.get(), T, E, k, moe_idx_.get(), moe_wts_.get(), stream_);
   check_launch("router_topk");
   moe_experts(w, h, T, x);
 }
@@ -220,15 +214,15 @@ void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, floa
   if (w.gate_up.type == WeightType::MXFP4 && w.down.type == WeightType::MXFP4 && !w.gate_up.transposed &&
       !w.down.transposed &&
       cuda::launch_moe_mxfp4_decode(view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride),
-                                    view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_, moe_wts_, T, k,
-                                    w.gate_up_bias, w.down_bias, limit, moe_z_, x, stream_,
+                                    view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_.get(),
+                                    moe_wts_.get(), T, k, w.gate_up_bias, w.down_bias, limit, moe_act_.get(), x, stream_,
                                     row_max(w.gate_up, c_.num_local_experts, w.gate_up_scales_stride)))
     return check_launch("moe mxfp4 decode");
   cuda::launch_moe_gate_up_swiglu(to_wt(w.gate_up.type), w.gate_up.transposed,
-                                  view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_, T, k,
-                                  w.gate_up_bias, limit, moe_z_, stream_);
+                                  view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_.get(), T, k,
+                                  w.gate_up_bias, limit, moe_act_.get(), stream_);
   cuda::launch_moe_down_combine(to_wt(w.down.type), w.down.transposed, view(w.down, w.down_stride, w.down_scales_stride),
-                                moe_z_, moe_idx_, moe_wts_, T, k, w.down_bias, x, stream_);
+                                moe_act_.get(), moe_idx_.get(), moe_wts_.get(), T, k, w.down_bias, x, stream_);
   check_launch("moe");
 }
 
@@ -257,19 +251,19 @@ bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, f
                        L.down.type == WeightType::MXFP4 && !L.gate_up.transposed && !L.down.transposed;
   const uint8_t* rowmax = gu_topk ? row_max(L.gate_up, E, L.gate_up_scales_stride) : nullptr;
   if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T, k,
-                                     h, router_logits_, moe_idx_, moe_wts_, d_router_counter_, stream_,
+                                     h, router_logits_.get(), moe_idx_.get(), moe_wts_.get(), d_router_counter_, stream_,
                                      /*topk=*/!gu_topk))
     return false;
   check_launch("norm router topk");
   if (gu_topk) {
     if (cuda::launch_moe_mxfp4_decode(view(L.gate_up, L.gate_up_stride, L.gate_up_scales_stride),
-                                      view(L.down, L.down_stride, L.down_scales_stride), h, moe_idx_, moe_wts_, T, k,
-                                      L.gate_up_bias, L.down_bias, float(c_.swiglu_limit), moe_z_, x, stream_, rowmax,
-                                      router_logits_, E)) {
+                                      view(L.down, L.down_stride, L.down_scales_stride), h, moe_idx_.get(),
+                                      moe_wts_.get(), T, k, L.gate_up_bias, L.down_bias, float(c_.swiglu_limit),
+                                      moe_act_.get(), x, stream_, rowmax, router_logits_.get(), E)) {
       check_launch("moe mxfp4 decode (top-k in gate_up)");
       return true;
     }
-    cuda::launch_router_topk(router_logits_, T, E, k, moe_idx_, moe_wts_, stream_);  // not taken: top-k here
+    cuda::launch_router_topk(router_logits_.get(), T, E, k, moe_idx_.get(), moe_wts_.get(), stream_);  // not taken: top-k here
   }
   moe_experts(L, h, T, x);
   return true;
@@ -295,7 +289,7 @@ void CudaBackend::copy_drawn_id() {
   cudaError_t e = cudaEventRecord(drawn_ready_, stream_);
   if (e == cudaSuccess) e = cudaStreamWaitEvent(copy_stream_, drawn_ready_, 0);
   if (e == cudaSuccess)
-    e = cudaMemcpyAsync(h_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t), cudaMemcpyDeviceToHost,
+    e = cudaMemcpyAsync(h_argmax_.get(), d_argmax_ + 2 * cuda::kArgmaxBlocks, sizeof(int32_t), cudaMemcpyDeviceToHost,
                         copy_stream_);
   if (e == cudaSuccess) e = cudaEventRecord(argmax_done_, copy_stream_);
   if (e != cudaSuccess) fail(Error("cuda: drawn id copy: {}", cudaGetErrorString(e)));
@@ -305,7 +299,7 @@ Result<int32_t> CudaBackend::drawn_id() {
   GPTOSS_TRY(sticky_);
   GPTOSS_CUDA_TRY(cudaEventSynchronize(argmax_done_));
   GPTOSS_TRY(sticky_);
-  return *h_argmax_;
+  return *h_argmax_.get();
 }
 
 bool CudaBackend::argmax_async(const float* x, int n, int chain_pos) {
@@ -313,9 +307,9 @@ bool CudaBackend::argmax_async(const float* x, int n, int chain_pos) {
   before_draw();
   // A chained step's input written by the argmax's last block: no kernel of its own between the steps.
   // d_step_ stays where it is until then: begin_step_chained's one token needs no larger step buffer.
-  const bool chain = chain_pos >= 0 && d_step_ && step_cap_ >= 2;
+  const bool chain = chain_pos >= 0 && d_step_.capacity() >= 2;
   chain_pos_ = chain ? chain_pos : -1;
-  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_, chain ? d_step_ : nullptr,
+  cuda::launch_argmax(x, n, d_argmax_, d_argmax_ + 2 * cuda::kArgmaxBlocks, stream_, chain ? d_step_.get() : nullptr,
                       chain_pos);
   check_launch("argmax");
   copy_drawn_id();
@@ -349,7 +343,7 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
   const int E = c_.num_local_experts, k = c_.num_experts_per_tok, H = c_.hidden_size, I = c_.intermediate_size;
   const size_t A = size_t(T) * size_t(k);
   h_idx_.resize(A);
-  if (cudaMemcpyAsync(h_idx_.data(), moe_idx_, A * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_) != cudaSuccess ||
+  if (cudaMemcpyAsync(h_idx_.data(), moe_idx_.get(), A * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_) != cudaSuccess ||
       cudaStreamSynchronize(stream_) != cudaSuccess)
     return fail(Error("cuda moe: copying expert indices failed"));
   std::vector<int> count(size_t(E) + 1, 0);
@@ -358,13 +352,13 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
   h_slots_.resize(A);
   std::vector<int> fill(count.begin(), count.end() - 1);
   for (size_t a = 0; a < A; ++a) h_slots_[size_t(fill[size_t(h_idx_[a])]++)] = int32_t(a);
-  int32_t* slots = grow(slots_, slots_cap_, A, "moe slots");
-  __nv_bfloat16* xg = grow(xb_, xb_cap_, 2 * A * size_t(H), "bf16 activations");
-  float* gu = grow(gu_, gu_cap_, size_t(T) * 2 * size_t(I), "moe gate_up");
-  __nv_bfloat16* zb = grow(zb_, zb_cap_, 2 * size_t(T) * size_t(I), "moe activations");
-  float* yd = grow(yd_, yd_cap_, size_t(T) * size_t(H), "moe down");
-  float* ybuf = grow(ybuf_, ybuf_cap_, A * size_t(H), "moe outputs");
-  __nv_bfloat16* wb = grow(wb_, wb_cap_, 2 * size_t(I) * size_t(H), "decoded weights");
+  int32_t* slots = grow(moe_slots_, A);
+  __nv_bfloat16* xg = grow(act_bf16_, 2 * A * size_t(H));
+  float* gu = grow(moe_gate_up_, size_t(T) * 2 * size_t(I));
+  __nv_bfloat16* zb = grow(moe_act_bf16_, 2 * size_t(T) * size_t(I));
+  float* yd = grow(moe_down_, size_t(T) * size_t(H));
+  float* ybuf = grow(moe_expert_out_, A * size_t(H));
+  __nv_bfloat16* wb = grow(weights_bf16_, 2 * size_t(I) * size_t(H));
   if (!sticky_.ok()) return;
   if (cudaMemcpyAsync(slots, h_slots_.data(), A * sizeof(int32_t), cudaMemcpyHostToDevice, stream_) != cudaSuccess)
     return fail(Error("cuda moe: copying slots failed"));
@@ -388,7 +382,7 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
     gemm_bf16(dview, dn_direct ? static_cast<const __nv_bfloat16*>(dn.data) : wb, zb, n, yd);
     cuda::launch_scatter_bias(yd, w.down_bias + size_t(e) * size_t(H), sl, n, H, ybuf, stream_);
   }
-  cuda::launch_moe_combine(ybuf, moe_wts_, T, k, H, x, stream_);
+  cuda::launch_moe_combine(ybuf, moe_wts_.get(), T, k, H, x, stream_);
   check_launch("moe grouped");
 }
 

@@ -13,10 +13,7 @@ namespace gptoss::cuda_impl {
 CudaBackend::~CudaBackend() {
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (stream_) cudaStreamSynchronize(stream_);
-  for (void* p : allocs_) cudaFree(p);
-  if (h_step_) cudaFreeHost(h_step_);
-  if (h_pinned_) cudaFreeHost(h_pinned_);
-  if (h_argmax_) cudaFreeHost(h_argmax_);
+  // Device memory (mem_) and pinned buffers are freed after this, with the members.
   if (copy_stream_) cudaStreamSynchronize(copy_stream_);
   if (argmax_done_) cudaEventDestroy(argmax_done_);
   if (drawn_ready_) cudaEventDestroy(drawn_ready_);
@@ -36,8 +33,7 @@ Status CudaBackend::init() {
   GPTOSS_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) return Error("cuda: cublasCreate failed");
   cublasSetStream(blas_, stream_);
-  GPTOSS_ASSIGN(const float* f, upload_floats(rope_.inv_freq.data(), rope_.inv_freq.size(), "rope inv_freq"));
-  d_inv_freq_ = const_cast<float*>(f);
+  GPTOSS_ASSIGN(d_inv_freq_, upload_floats(rope_.inv_freq.data(), rope_.inv_freq.size(), "rope inv_freq"));
   GPTOSS_CUDA_TRY(cuda::init_moe_decode_kernels());
   GPTOSS_ASSIGN(void* am, dev_alloc((2 * cuda::kArgmaxBlocks + 2) * sizeof(int32_t), "argmax scratch"));
   d_argmax_ = static_cast<int32_t*>(am);
@@ -49,7 +45,7 @@ Status CudaBackend::init() {
   GPTOSS_ASSIGN(void* at, dev_alloc(nt, "attention tickets"));
   d_attn_tickets_ = static_cast<unsigned*>(at);
   GPTOSS_CUDA_TRY(cudaMemset(d_attn_tickets_, 0, nt));
-  GPTOSS_CUDA_TRY(cudaMallocHost(&h_argmax_, sizeof(int32_t)));
+  GPTOSS_TRY(h_argmax_.reserve(1));
   GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&argmax_done_, cudaEventDisableTiming));
   GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&drawn_ready_, cudaEventDisableTiming));
   GPTOSS_CUDA_TRY(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
@@ -58,10 +54,14 @@ Status CudaBackend::init() {
 
 Result<void*> CudaBackend::dev_alloc(size_t bytes, const char* what) {
   if (recording_) return Error("cuda: allocation of {} during graph capture", what);
+  return mem_.alloc(bytes, what);
+}
+
+Result<void*> DeviceMemory::alloc(size_t bytes, const char* what) {
   bytes = std::max<size_t>(bytes, 16);
-  if (opts_.gpu_memory_limit && used_ + bytes > opts_.gpu_memory_limit)
+  if (limit_ && used_ + bytes > limit_)
     return Error("cuda: {} needs {:.2f} GiB more, but {:.2f} GiB of the --gpu-memory-limit {:.2f} GiB are used", what,
-                 double(bytes) / kGiB, double(used_) / kGiB, double(opts_.gpu_memory_limit) / kGiB);
+                 double(bytes) / kGiB, double(used_) / kGiB, double(limit_) / kGiB);
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes);
   if (e != cudaSuccess) {
@@ -76,11 +76,11 @@ Result<void*> CudaBackend::dev_alloc(size_t bytes, const char* what) {
   return p;
 }
 
-void CudaBackend::dev_free(void* p, size_t bytes) {
+void DeviceMemory::free(const void* p, size_t bytes) {
   const auto it = std::find(allocs_.begin(), allocs_.end(), p);
   if (it == allocs_.end()) return;
+  cudaFree(*it);
   allocs_.erase(it);
-  cudaFree(p);
   used_ -= std::min(used_, std::max<size_t>(bytes, 16));
 }
 
@@ -99,7 +99,7 @@ Result<MatrixRef> CudaBackend::pack_bf16(const MatrixRef& m, const char* what, b
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(cnt.data(), d_cnt, rows * 4, cudaMemcpyDeviceToHost, stream_));
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(base.data(), d_base, rows, cudaMemcpyDeviceToHost, stream_));
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
-  dev_free(scratch, rows * 5);
+  mem_.free(scratch, rows * 5);
   std::vector<uint32_t> meta(rows + 1);
   uint64_t total = 0;
   for (size_t r = 0; r < rows; ++r) {
@@ -116,7 +116,7 @@ Result<MatrixRef> CudaBackend::pack_bf16(const MatrixRef& m, const char* what, b
                          static_cast<float2*>(esc), stream_);
   GPTOSS_CUDA_TRY(cudaGetLastError());
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
-  if (free_source) dev_free(const_cast<void*>(m.data), rows * cols * 2);
+  if (free_source) mem_.free(m.data, rows * cols * 2);
   packed_[lo] = Packed{lo + rows * cols, static_cast<const uint32_t*>(d_meta), static_cast<const float2*>(esc)};
   pack_stats_.matrices += 1;
   pack_stats_.weights += rows * cols;
@@ -131,10 +131,7 @@ Result<MatrixRef> CudaBackend::pack_bf16(const MatrixRef& m, const char* what, b
 // run on several threads while the previous chunk's DMA is in flight.
 Status CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
   constexpr size_t kChunk = size_t(64) << 20;
-  if (!h_pinned_ || h_pinned_cap_ < 2 * kChunk / 4) {
-    GPTOSS_CUDA_TRY(cudaMallocHost(&h_pinned_, 2 * kChunk));
-    h_pinned_cap_ = 2 * kChunk / 4;
-  }
+  GPTOSS_TRY(h_staging_.reserve(2 * kChunk));
   cudaEvent_t done[2];
   GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&done[0], cudaEventDisableTiming));
   GPTOSS_CUDA_TRY(cudaEventCreateWithFlags(&done[1], cudaEventDisableTiming));
@@ -142,7 +139,7 @@ Status CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
   Status st;
   for (size_t off = 0, i = 0; off < bytes; off += kChunk, ++i) {
     const size_t n = std::min(kChunk, bytes - off);
-    uint8_t* stage = reinterpret_cast<uint8_t*>(h_pinned_) + (i % 2) * kChunk;
+    uint8_t* stage = h_staging_.get() + (i % 2) * kChunk;
     if (i >= 2 && cudaEventSynchronize(done[i % 2]) != cudaSuccess) {
       st = Error("cuda: staging copy failed");
       break;
@@ -239,7 +236,8 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
   }
   size_t free_b = 0, total_b = 0;
   GPTOSS_CUDA_TRY(cudaMemGetInfo(&free_b, &total_b));
-  const size_t avail = opts_.gpu_memory_limit ? std::min(free_b, opts_.gpu_memory_limit - std::min(used_, opts_.gpu_memory_limit)) : free_b;
+  const size_t limit = mem_.limit();
+  const size_t avail = limit ? std::min(free_b, limit - std::min(mem_.used(), limit)) : free_b;
   if (need > avail)
     return Error("cuda: the model needs {:.2f} GiB of GPU memory for its weights, but only {:.2f} GiB are available on "
                  "{} ({:.2f} GiB free of {:.2f} GiB{})",
@@ -295,8 +293,7 @@ Result<std::unique_ptr<KvCache>> CudaBackend::create_kv_cache(const ModelConfig&
   kv->bf16 = o.precision == KvPrecision::BF16;
   const size_t es = kv->bf16 ? 2 : 4;
   for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const int cap = c.layer_is_sliding[size_t(l)] ? std::min(o.max_context, c.sliding_window - 1 + o.max_batch)
-                                                  : o.max_context;
+    const int cap = kv_capacity(c, o, l);
     const size_t n = size_t(cap) * size_t(c.kv_dim()) * es;
     GPTOSS_ASSIGN(void* k, dev_alloc(n, "KV cache"));
     GPTOSS_ASSIGN(void* v, dev_alloc(n, "KV cache"));

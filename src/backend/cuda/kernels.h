@@ -62,6 +62,8 @@ void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st);
 void launch_f32_to_bf16x2(const float* x, size_t n, __nv_bfloat16* y, cudaStream_t s);
 // y[t, r] += bias[r]
 void launch_add_bias(float* y, const float* bias, int T, int n, cudaStream_t s);
+
+// ---- draw.cu
 // out[0] = argmax(x[0..n)) (first index on ties). part: scratch of 2 * kArgmaxBlocks words; out[1]: a ticket
 // word, 0 before the launch (left 0 after it). step (optional): also step[0] = the id, step[1] = pos, the input
 // of the next one-token step (chained greedy decoding: no kernel of its own between the two steps).
@@ -142,9 +144,9 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
 // multiple of 32, too much shared memory).
 cudaError_t init_moe_decode_kernels();
 // logits: as launch_moe_gate_up_tc (then the tensor-core gate_up must be usable: returns false, having
-// launched nothing, where it is not).
-bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
-                             const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
+// launched nothing, where it is not); idx and wts are then written, else only read.
+bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, int32_t* idx,
+                             float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
                              float limit, float* z, float* x, cudaStream_t s,
                              const uint8_t* gate_up_rowmax = nullptr, const float* logits = nullptr, int E = 0);
 // ---- moe_decode_tc.cu: the decode gate_up product on the tensor cores (used by launch_moe_mxfp4_decode
@@ -152,8 +154,8 @@ bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const floa
 // launch_mxfp4_row_max over the experts' scales ([E * rows, nb] bytes).
 void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* out, cudaStream_t s);
 // logits [T, E] (E <= 32): the kernel picks the experts from the router's logits itself and writes idx and
-// wts ([T, k], as launch_router_topk) for the down kernel; otherwise it reads idx.
-bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
+// wts ([T, k], as launch_router_topk) for the down kernel; otherwise it reads idx (and leaves wts alone).
+bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s,
                            const float* logits = nullptr, int E = 0, float* wts = nullptr);
 // Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z

@@ -260,16 +260,15 @@ cudaError_t init_moe_decode_kernels() {
   }
   return cudaSuccess;
 }
-bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, const int32_t* idx,
-                             const float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
+bool launch_moe_mxfp4_decode(const WView& gate_up, const WView& down, const float* h, int32_t* idx,
+                             float* wts, int T, int k, const float* gate_up_bias, const float* down_bias,
                              float limit, float* z, float* x, cudaStream_t s, const uint8_t* gate_up_rowmax,
                              const float* logits, int E) {
   const int64_t I = gate_up.rows / 2, H = gate_up.cols;
   const size_t gu_smem = size_t(H) * sizeof(float), dn_smem = size_t(k) * size_t(I) * sizeof(float);
   if (H % 32 != 0 || I % 32 != 0 || gu_smem > size_t(kMoeMaxSmem) || dn_smem > size_t(kMoeMaxSmem)) return false;
   if (logits) {  // the experts picked by the gate_up kernel from the logits: the tensor-core kernel or nothing
-    if (!launch_moe_gate_up_tc(gate_up, gate_up_rowmax, h, idx, T, k, gate_up_bias, limit, z, s, logits, E,
-                               const_cast<float*>(wts)))
+    if (!launch_moe_gate_up_tc(gate_up, gate_up_rowmax, h, idx, T, k, gate_up_bias, limit, z, s, logits, E, wts))
       return false;
     const dim3 g2{unsigned((H + kWarps - 1) / kWarps), unsigned(T)};
     f32_mxfp4w_moe_down_combine<kDownExperts, kMinBlocksPerSm>

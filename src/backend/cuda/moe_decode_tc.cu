@@ -215,7 +215,7 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
   mxfp4_row_max<<<unsigned((rows + 255) / 256), 256, 0, s>>>(scales, rows, nb, out);
 }
 
-bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, const int32_t* idx, int T,
+bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s, const float* logits, int E,
                            float* wts) {
   const int64_t H = gate_up.cols, R = gate_up.rows;
@@ -224,13 +224,12 @@ bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const fl
     return false;
   const int rows_per_block = kTcWarps * 16;
   const dim3 grid{unsigned((R + rows_per_block - 1) / rows_per_block), unsigned(T * k)};
-  int32_t* idx_rw = const_cast<int32_t*>(idx);  // written only with logits (kTopk)
   if (logits)
     f16mma_mxfp4w_moe_gate_up_swiglu<4, true>
-        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx_rw, k, bias, limit, z, logits, E, wts);
+        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx, k, bias, limit, z, logits, E, wts);
   else
     f16mma_mxfp4w_moe_gate_up_swiglu<4, false>
-        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx_rw, k, bias, limit, z, nullptr, 0, nullptr);
+        <<<grid, kTcWarps * kWarp, smem, s>>>(gate_up, rowmax, h, idx, k, bias, limit, z, nullptr, 0, nullptr);
   return true;
 }
 
