@@ -91,8 +91,7 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
   const bool chain = pos_ < opts_.max_context;
   if (be.argmax_async(logits_, V, chain ? pos_ : -1)) {
     // Greedy decoding feeds this argmax back: its step is started before the host has the id, so the device
-    // does not idle while the caller turns around (H100, 20b decode: ~21 us of idle per token measured
-    // between steps; bench/cuda_notes.md, round 9).
+    // does not idle between steps while the caller turns around (bench/cuda_notes.md, round 9).
     if (chain) {
       const int32_t unused = 0;
       GPTOSS_TRY(step(std::span<const int32_t>(&unused, 1), false, nullptr, false, /*chained=*/true));

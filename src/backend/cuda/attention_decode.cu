@@ -5,7 +5,7 @@
 // For one token (T == 1) the kernel also applies RoPE: to q as it loads it, and to the new key, which the
 // block whose split ends at the token's position stores in the cache and patches into its last tile (no
 // other block reads that slot). Both fusions remove a launch that was all latency: the RoPE/append kernel
-// (4 us per layer on an H100) and the merge kernel (8.4 us per full-attention layer, ncu, 20b decode).
+// and the merge kernel (bench/cuda_notes.md, round 6).
 //
 // Block = (key split, kv head g, token t), kWarps warps. The G <= 8 query heads of g are the rows of one
 // m16n8k16 tile (rows G..15 are zero), so one K/V tile read serves all of them. Each warp walks its own
@@ -26,9 +26,8 @@ namespace gptoss::cuda {
 namespace {
 
 // 8 warps: at short context each warp walks fewer 16-key tiles in sequence (a 512-key split: 4 instead of 8).
-// H100, 20b decode, interleaved A/B (3 runs): 4 -> 8 warps 456.8 -> 466.7 tok/s at context 2048, 406.6 ->
-// 409.2 at 32k; 16 warps (one 144 KB block per SM) 453.8 / 393.2; 4 warps on the sliding-window layers only
-// ~1.004x, not kept (bench/cuda_notes.md, round 9).
+// More keys in flight per SM than 4 warps; 16 warps (one 144 KB block per SM) was slower (bench/cuda_notes.md,
+// round 9).
 constexpr int kWarps = 8;
 constexpr int kPad = 8;    // bf16 per smem row: 16-byte aligned rows, conflict-free ldmatrix
 constexpr int kMaxGroupDecode = 8;  // query heads per kv head: the rows of one m16n8k16 tile's upper half
@@ -338,11 +337,10 @@ cudaError_t launch_dk(const float* q, void* kc, void* vc, const int32_t* pos, in
 }
 
 // 16-key tiles: half the staging of 32-key ones (37 KB instead of 74 KB per block of 4 warps), twice the
-// resident blocks. H100, same run: decode at 32k 299 / 300 -> 307 / 308 tok/s (32-key tiles), context 2048
-// unchanged (372-373).
+// resident blocks, which helps at long context (bench/cuda_notes.md, round 4).
 constexpr int kKeysPerTile = 16;
-// Two stages (one tile in flight ahead of the one in use): 4 stages measured 0.984x at context 2048 and
-// 0.994x at 32k (H100, 20b decode, interleaved A/B; bench/cuda_notes.md, round 6).
+// Two stages (one tile in flight ahead of the one in use): 4 stages measured slower (bench/cuda_notes.md,
+// round 6).
 constexpr int kStages = 2;
 template <int D>
 cudaError_t launch_d(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,

@@ -27,9 +27,7 @@ int attention_splits(int T, int nkv, int max_keys, int sms) {
 }
 
 // ... and for the tensor-core decode kernel: at least 512 keys each, at most 32 splits (and what its in-kernel
-// merge can hold). H100, 20b decode, two interleaved A/B runs, tok/s by least keys per split: context 2048
-// (a 2177-key cache) 128: 437.4 / 439.2, 512: 440.6 / 443.7, 1024: 432.5, 2048: 424.0; context 32k 128: 359.6,
-// 512: 379.1 / 379.9, 1024: 389.6 / 388.2, 2048: 389.6 (bench/cuda_notes.md, round 6).
+// merge can hold). 512 was best at short context and near best at 32k (bench/cuda_notes.md, round 6).
 int attention_decode_splits(int nh, int nkv, int d, int max_keys) {
   const int by_work = std::max(1, (max_keys + 511) / 512);
   return std::max(1, std::min({by_work, 32, cuda::attention_decode_max_splits(nh, nkv, d)}));
@@ -155,7 +153,7 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   const int32_t* pos = d_step_.get() + T_;  // [T] the step's positions, after its tokens
   const bool decode_tc = T_ <= kDecodeMaxT && kv.bf16 && cuda::attention_decode_supported(nh, nkv, d);
   // One token: the decode kernel applies RoPE and appends the new key and value itself (one launch fewer per
-  // layer; with the merge in the kernel too, H100 20b decode at 32k 353.2 -> 358.6 tok/s, unchanged at 2048).
+  // layer, which shows at long context; bench/cuda_notes.md, round 6).
   const bool rope_in_kernel = decode_tc && T_ == 1;
   if (!rope_in_kernel)
     cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, d_inv_freq_,
@@ -169,8 +167,8 @@ void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const f
   const int max_keys = window > 0 ? std::min(window, cap) : cap;
   const int nsplit = decode_tc ? attention_decode_splits(nh, nkv, d, max_keys)
                                : attention_splits(T_, nkv, max_keys, num_sms_);
-  // bf16 cache: the tensor-core decode kernel (H100, same run: 341 -> 373 tok/s at context 2048, 242 -> 300
-  // at 32k; bench/cuda_notes.md); f32 cache: the CUDA-core split kernel (exact f32 products).
+  // bf16 cache: the tensor-core decode kernel (faster, most at long context; bench/cuda_notes.md, round 4);
+  // f32 cache: the CUDA-core split kernel (exact f32 products).
   if (decode_tc) {
     cuda::DecodeFusion fuse;
     if (rope_in_kernel) fuse.k = k, fuse.v = v, fuse.inv_freq = d_inv_freq_, fuse.mscale = rope_.mscale;
@@ -245,8 +243,7 @@ bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, f
   const int E = c_.num_local_experts, k = c_.num_experts_per_tok;
   // E <= 32 (gpt-oss-20b): the router kernel writes the logits only and the tensor-core gate_up kernel picks
   // the experts itself, so the router's last-block handoff (fence, ticket, logits read again, top-k) leaves the
-  // critical path. H100, 20b decode, interleaved A/B: 490.6 -> 497.0 tok/s at context 2048, 430.1 -> 434.2 at
-  // 32k (bench/cuda_notes.md, round 10).
+  // critical path (bench/cuda_notes.md, round 10).
   const bool gu_topk = E <= 32 && L.gate_up.type == WeightType::MXFP4 &&
                        L.down.type == WeightType::MXFP4 && !L.gate_up.transposed && !L.down.transposed;
   const uint8_t* rowmax = gu_topk ? row_max(L.gate_up, E, L.gate_up_scales_stride) : nullptr;

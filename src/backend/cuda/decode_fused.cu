@@ -24,8 +24,8 @@ constexpr int kNormPer = 4;
 
 // xs[t, :] = nw * (x[t, :] * rsqrt(mean(x[t, :]^2) + eps)) for t < T, by the whole block. H % 4 == 0.
 // x is copied with cp.async and nw loaded into registers, all in flight at once: one L2 round trip
-// where the plain loop took one per iteration. With the same change in the tensor-core gate_up kernel:
-// H100 20b decode 398.0 -> 420.1 tok/s, 326.5 -> 339.7 at 32k (interleaved A/B, 4 and 2 runs each).
+// where the plain loop took one per iteration (made together with the tensor-core gate_up kernel's staging;
+// bench/cuda_notes.md, round 5).
 __device__ void stage_normed(const float* __restrict__ x, const float* __restrict__ nw, float eps, int T, int H,
                              float* xs, float* red) {
   const int tid = threadIdx.x, nthr = blockDim.x, lane = tid % kWarp, warp = tid / kWarp;
@@ -215,10 +215,9 @@ bool launch_norm_matvec3(Wt wt, const WView* w, const float* const* bias, float*
   auto launch = [&](auto W) {
     constexpr int WT = decltype(W)::value;
     // One token: a programmatic dependent of the kernel before it (the MoE down kernel of the previous
-    // layer): its weights stream while that kernel's last blocks run. H100 20b decode, interleaved A/B:
-    // 446.5 -> 451.4 tok/s at context 2048 (bench/cuda_notes.md, round 7).
-    // The grid is at most one wave (3 blocks per SM, the launch bound), each warp looping over rows: H100 20b
-    // decode, interleaved A/B against one block per 8 rows: 450.1 -> 456.7 tok/s (bench/cuda_notes.md, round 9).
+    // layer): its weights stream while that kernel's last blocks run (bench/cuda_notes.md, round 7).
+    // The grid is at most one wave (3 blocks per SM, the launch bound), each warp looping over rows: x is staged
+    // and normalised once per block, not again by a second wave (bench/cuda_notes.md, round 9).
     if (T == 1) {
       const unsigned grid = std::min(blocks, unsigned(3 * device_sms()));
       launch_dependent(f32_norm_matvec3<WT, 1, 3, true>, dim3{grid}, dim3{unsigned(kRows * kWarp)}, smem, s, m, x, nw,

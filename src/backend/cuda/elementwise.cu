@@ -12,7 +12,7 @@ namespace {
 
 // x[t, :] = table[tokens[t], :]; block per token, 8 values per thread (cols % 8 == 0), so that a block of
 // cols / 8 threads reads its row in one round of loads: the strided loop of one value per thread took one
-// DRAM round trip per pass (ncu, 20b decode: 7.8 us for a 2880-wide bf16 row).
+// DRAM round trip per pass (bench/cuda_notes.md, round 11).
 template <int WT>
 __global__ void f32_embed(const void* __restrict__ table, int64_t cols, const int32_t* __restrict__ tokens,
                           float* __restrict__ x) {

@@ -42,8 +42,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp, kMinBlocks)
 }
 
 // One token: the row's first weights are requested, then x (cols floats) is copied to shared memory with
-// cp.async (one L2 round trip), then the products read x from there (H100 20b decode, A/B: 417.9 -> 425.2
-// tok/s against reading x through L1 in the product loop).
+// cp.async (one L2 round trip), then the products read x from there: faster than reading x through L1 in the
+// product loop (bench/cuda_notes.md, round 5).
 template <int WT>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp, 3)
     f32_xw_matvec_x1(WView w, const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
@@ -117,8 +117,7 @@ __global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) 
 }  // namespace
 
 // One token (every batch-1 decode step) gets its own instantiation: one accumulator instead of four and
-// 3 resident blocks per SM. H100, 20b decode (interleaved A/B, 3 runs each): 362 -> 380 tok/s; a fourth
-// block per SM (64 registers) gave 376, 12 or 16 chunks per fetch batch 369 / 367 (bench/cuda_notes.md,
+// 3 resident blocks per SM; a fourth block per SM and bigger fetch batches measured slower (bench/cuda_notes.md,
 // round 5).
 template <int WT>
 void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, float* y, cudaStream_t s,
@@ -128,9 +127,8 @@ void launch_matvec_t(const WView& w, const float* x, int T, const float* bias, f
   if (T == 1 && w.cols * 4 <= 48 * 1024 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     // A grid of many waves (the output head: 25,136 blocks) is launched as a programmatic dependent of the
     // kernel before it (the final RMSNorm, which triggers at entry): its first wave requests weights while that
-    // kernel runs. H100 20b decode, interleaved A/B: 500.9 -> 503.2 tok/s (bench/cuda_notes.md, round 11).
-    // Not for one-wave grids (o_proj after attention: 0.993x, round 7): there the waiting blocks hold the
-    // SM slots the running kernel needs.
+    // kernel runs (bench/cuda_notes.md, round 11). Not for one-wave grids (o_proj after attention measured
+    // slower, round 7): there the waiting blocks hold the SM slots the running kernel needs.
     const unsigned slots = unsigned(3 * device_sms());  // 3 resident blocks per SM (the launch bound)
     if (rb >= 8 * slots)
       launch_dependent(f32_xw_matvec_x1<WT>, dim3{rb}, dim3{unsigned(threads)}, size_t(w.cols) * 4, s, w, x, bias, y,

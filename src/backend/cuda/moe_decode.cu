@@ -1,5 +1,5 @@
 // MXFP4 expert kernels for decode (T <= 8 tokens): only the selected experts' weights are read, once
-// (about 1.1 TB/s on an H100 so far: latency/occupancy bound, see bench/cuda_notes.md). Each lane owns
+// (latency/occupancy bound rather than bandwidth bound: bench/cuda_notes.md). Each lane owns
 // whole 32-value blocks (one 16-byte load of codes plus one scale byte per block and row), several
 // rows' blocks are fetched before any is decoded (96-192 bytes in flight per lane), the activation vector sits in shared memory in a swizzled layout
 // (float4 j of block b at b*8 + (j ^ (b & 7)): the 8 lanes of a quarter-warp, which own consecutive
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
   };
   // z first, asynchronously (it does not depend on the routing), then the first experts' weights; one
   // wait for all of z. The synchronous copy (stage_swizzled once per expert: k = 4 L2 round trips in a row)
-  // cost 4.5%: H100 20b decode 383.8 -> 401.0 tok/s, 318.5 -> 329.6 at 32k (interleaved A/B, same run).
+  // was measurably slower (bench/cuda_notes.md, round 5).
   for (int j = 0; j < k; ++j) stage_swizzled_async(z + (int64_t(t) * k + j) * I, I, zs + int64_t(j) * (I / 4));
   cp_async_commit();
   fetch(0, 0);
@@ -243,11 +243,9 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
 }  // namespace
 
 // Kernel shape, fixed at compile time: 1 (gate, up) row pair per warp in gate_up, 2 experts in flight in
-// down, at most 80 registers so 3 blocks of 8 warps fit per SM. The former shape (2 pairs / 4 experts / 128
-// registers, 2 blocks per SM) measured on an H100 with bench_cuda_ops: moe 64 / 49 us against 55 / 45 us for
-// this one in the two passes, decode 298 against 308 tok/s (bench/cuda_notes.md, round 2, item 11). All 4
-// experts in flight with this register cap (100 bytes spilled) measured 0.947x, and one block of 22 warps per SM
-// (z staged once per SM instead of about 3 times) 0.992x (round 6).
+// down, at most 80 registers so 3 blocks of 8 warps fit per SM: more resident warps hide more latency than
+// the former 2 pairs / 4 experts / 128 registers (bench/cuda_notes.md, round 2, item 11). All 4 experts in
+// flight with this register cap (it spills) and one block of 22 warps per SM measured slower (round 6).
 constexpr int kGateUpPairs = 1, kDownExperts = 2, kMinBlocksPerSm = 3;
 
 // Shared memory above 48 KB per block needs an opt-in; done once at backend start (not during a capture).

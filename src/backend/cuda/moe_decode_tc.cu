@@ -1,9 +1,9 @@
 // The decode MoE's gate_up product (MXFP4 experts, T <= 8 tokens) on the tensor cores. The CUDA-core
 // kernel (moe_decode.cu) spends about 5 instructions per weight (E2M1 decode, f16 -> f32 conversion,
 // FMA); here a weight costs about 3 (decode to f16 and one packed multiply by its block's scale), and
-// mma.sync m16n8k16 does the products with f32 accumulation. H100, 20b decode (interleaved A/B, 3 runs
-// each): 377.6 -> 383.8 tok/s at context 2048, 313.5 -> 316.6 at 32k; ncu: 26 us per call either way with
-// SM throughput 55% -> 35%, DRAM 43% (like every 20-35 MB weight kernel of the step: bench/cuda_notes.md).
+// mma.sync m16n8k16 does the products with f32 accumulation. Fewer instructions per weight free SM issue
+// slots; the kernel's own time stays bound by memory latency, like every 20-35 MB weight kernel of the step
+// (bench/cuda_notes.md, round 5).
 //
 // Numbers: a weight is code * 2^(s - 127) with s its 32-value block's scale byte. The block scales of one
 // row differ, but one mma sums over 4 blocks, so each block is scaled relative to its row's largest
@@ -27,8 +27,8 @@ namespace gptoss::cuda {
 namespace {
 
 constexpr int kTcWarps = 4;  // warps per block, 16 rows each
-// 4-block steps fetched per batch (256 bytes of a row). Bigger batches measured slower on an H100 (20b decode,
-// interleaved A/B): 8 steps 0.985x, 12 steps 0.950x (bench/cuda_notes.md, round 6).
+// 4-block steps fetched per batch (256 bytes of a row). Bigger batches measured slower (bench/cuda_notes.md,
+// round 6).
 constexpr int kSteps = 4;
 
 // 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
@@ -163,11 +163,10 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
     dst[1] = make_uint2(lo0, lo1);
   }
   __syncthreads();
-  // Two accumulator chains (p = 0 / 1): each mma waits only for the one before it on its own chain. H100, 20b
-  // decode, A/B of builds (3 runs each): 454.9 -> 458.0 tok/s, 32k 403.8 -> 406.3. Tried in the same way and not
-  // kept (bench/cuda_notes.md, round 8): the next batch requested before the current batch's products (0.993x of
-  // two chains alone), the K range split over 2 warps (0.985x), every lane loading x with a clamped index instead
-  // of the xin predicate (0.982x: 4x the shared-memory reads).
+  // Two accumulator chains (p = 0 / 1): each mma waits only for the one before it on its own chain. Tried and
+  // not kept (bench/cuda_notes.md, round 8): the next batch requested before the current batch's products, the
+  // K range split over 2 warps, every lane loading x with a clamped index instead of the xin predicate (4x the
+  // shared-memory reads).
   float c[2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
     if (b0 > 0) fetch(b0);
