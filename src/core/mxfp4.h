@@ -1,4 +1,4 @@
-// MXFP4 (OCP microscaling FP4) as stored in gpt-oss checkpoints (docs/gpt-oss-reference.md §3):
+// MXFP4 (OCP microscaling FP4) as stored in gpt-oss checkpoints (docs/MODEL.md §3):
 //   blocks [..., rows, cols/32, 16] u8: 32 E2M1 codes per block, two per byte, LOW nibble first
 //   scales [..., rows, cols/32]     u8: E8M0 exponent, value factor 2^(s - 127)
 // Every decoded value is exactly representable in bf16 and f32 for s >= 1 (all real checkpoints).

@@ -1,5 +1,5 @@
 // Model configuration, read from a Hugging Face config.json or an openai original/config.json
-// (docs/gpt-oss-reference.md §1). Field names follow the Hugging Face keys.
+// (docs/MODEL.md §1). Field names follow the Hugging Face keys.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,5 +1,6 @@
-// The small set of ops a backend implements. The model definition (forward.cpp) is written once on
-// top of these; the CPU backend (backend/cpu) and the CUDA backend (backend/cuda) implement them.
+// The small set of ops a backend implements. The model definition (Session::step in model/model.cpp)
+// is written once on top of these; the CPU backend (backend/cpu) and the CUDA backend (backend/cuda)
+// implement them.
 // All float* / MatrixRef pointers passed to ops live in the backend's memory (host for CPU, device
 // for CUDA); they come from Backend::alloc and Backend::upload. Activations are float32, row-major
 // [T, n] for T tokens.

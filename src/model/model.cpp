@@ -1,5 +1,5 @@
-// The gpt-oss forward pass, written once against the Backend ops (reference §4), plus Model and
-// Session bookkeeping. Read Session::step top to bottom next to docs/gpt-oss-reference.md §4.
+// The gpt-oss forward pass, written once against the Backend ops, plus Model and Session bookkeeping.
+// Read Session::step top to bottom next to docs/MODEL.md §4 (the § numbers below are that file's).
 #include <algorithm>
 #include <chrono>
 

@@ -1,4 +1,4 @@
-// YaRN rotary embedding parameters (reference §4.4): per-pair inverse frequencies with
+// YaRN rotary embedding parameters (docs/MODEL.md §4.4): per-pair inverse frequencies with
 // "NTK-by-parts" blending and the attention scaling (mscale) applied to both cos and sin.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Constants of the o200k / o200k_harmony encodings, embedded so that the library needs no data
-// files besides the rank file or tokenizer.json (see docs/gpt-oss-reference.md §5).
+// files besides the rank file or tokenizer.json (see docs/MODEL.md §5).
 #pragma once
 
 #include <cstdint>

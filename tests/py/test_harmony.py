@@ -80,7 +80,7 @@ def test_parse_matches_openai_harmony(harmony, path):
 def test_parse_completion_examples(harmony):
     oh, enc = harmony
     completions = [
-        # reference §6.1
+        # docs/MODEL.md §6.1
         [200005, 35644, 200008, 17958, 4928, 13, 200007, 200006, 173781, 200005, 17196, 200008, 72782, 200002],
         # tool call with the recipient after the channel, constrained json, ended by <|call|>
         enc.encode("<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"location\":\"Paris\"}<|call|>",

@@ -1,4 +1,4 @@
-// Harmony: the 86-token example and the completion parse of reference §6.1, streaming deltas over
+// Harmony: the 86-token example and the completion parse of docs/MODEL.md §6.1, streaming deltas over
 // split UTF-8, and grammar errors. Uses ../shared/data/o200k_base.tiktoken when present.
 #include <gtest/gtest.h>
 

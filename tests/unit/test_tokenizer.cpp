@@ -1,4 +1,4 @@
-// Tokenizer: reference §5 vectors, special tokens, unknown ids, the stream decoder on split UTF-8,
+// Tokenizer: o200k vectors (docs/MODEL.md §5), special tokens, unknown ids, the stream decoder on split UTF-8,
 // invalid UTF-8 round trips and malformed tokenizer files. Uses ../shared/data when present.
 #include <gtest/gtest.h>
 

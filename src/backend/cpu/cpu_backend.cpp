@@ -131,7 +131,7 @@ class CpuBackend final : public Backend {
   std::vector<float> router_, xe_, gu_, z_, ye_;
 };
 
-// Half-split (NeoX) rotation with YaRN frequencies; cos/sin from a float32 angle, times mscale (§4.4).
+// Half-split (NeoX) rotation with YaRN frequencies; cos/sin from a float32 angle, times mscale (docs/MODEL.md §4.4).
 void CpuBackend::apply_rope(float* v, int heads, int T) {
   const int d = c_.head_dim, half = d / 2;
   std::vector<float> cs(static_cast<size_t>(d));
@@ -182,7 +182,7 @@ void CpuBackend::attention(KvCache& kvb, int layer, float* q, float* k, const fl
   const float scale = 1.0f / std::sqrt(float(d));
   const KvPrecision prec = kv.precision;
   // One task per (token, query head): scores over the visible keys, softmax with the sink in the
-  // denominator only (§4.3), weighted sum of values.
+  // denominator only (docs/MODEL.md §4.3), weighted sum of values.
   pool_.parallel_for(int64_t(T) * nh, [&](int64_t b, int64_t e) {
     std::vector<float> s;
     std::vector<float> acc(static_cast<size_t>(d));
@@ -233,7 +233,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   const float limit = float(c_.swiglu_limit);
   router_.resize(size_t(T) * size_t(E));
   cpu::matmul(w.router, h, T, w.router_bias, router_.data(), pool_);
-  // Route: top-k of the raw logits (ties to the lower expert id), softmax over the selected (§4.5).
+  // Route: top-k of the raw logits (ties to the lower expert id), softmax over the selected (docs/MODEL.md §4.5).
   std::vector<std::vector<std::pair<int, float>>> per_expert(static_cast<size_t>(E));  // (token, weight)
   std::vector<int> idx(static_cast<size_t>(E));
   for (int t = 0; t < T; ++t) {

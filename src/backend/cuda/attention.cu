@@ -1,5 +1,5 @@
 // Attention of one layer: YaRN RoPE, KV-cache append, and attention with sinks and an optional
-// sliding window (reference §4.3–4.4). Prefill chunks (T > 8) run attention_prefill.cu and decode steps
+// sliding window (docs/MODEL.md §4.3–4.4). Prefill chunks (T > 8) run attention_prefill.cu and decode steps
 // with a bf16 cache attention_decode.cu (tensor cores); this file's split kernel serves the rest (decode
 // with an f32 cache, head shapes those kernels do not take) and all merges: block
 // (query t, kv head g, key split s) computes, for the G = nh/nkv query heads sharing kv head g, an

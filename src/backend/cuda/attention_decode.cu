@@ -1,4 +1,4 @@
-// Decode attention on the tensor cores, for a bf16 KV cache (reference §4.3): a few query tokens, each
+// Decode attention on the tensor cores, for a bf16 KV cache (docs/MODEL.md §4.3): a few query tokens, each
 // against all of its visible keys, split over blocks (split-K); the splits are merged with the sink by the
 // last block of each (token, kv head) to finish (a ticket per pair; at most attention_decode_max_splits
 // splits, whose weights fit the block's shared memory); one split writes the output directly.

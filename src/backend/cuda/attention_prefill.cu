@@ -1,4 +1,4 @@
-// Prefill attention on the tensor cores (flash-attention style, reference §4.3): for a chunk of T
+// Prefill attention on the tensor cores (flash-attention style, docs/MODEL.md §4.3): for a chunk of T
 // queries already rotated and appended to the cache, out = softmax-with-sink(q K^T / sqrt(d)) V over
 // each query's visible keys (causal, optional sliding window; key of position j in slot j % cap).
 //

@@ -340,14 +340,14 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) 
 }
 
 // YaRN RoPE (half-split) of the pair (a, b) = (x[j], x[j + d/2]) at position p, with inv_freq = inv_freq[j]:
-// the angle is one f32 multiply, as in transformers (reference §4.4). Every RoPE kernel calls this.
+// the angle is one f32 multiply, as in transformers (docs/MODEL.md §4.4). Every RoPE kernel calls this.
 __device__ __forceinline__ float2 rope_pair(float a, float b, int p, float inv_freq, float mscale) {
   const float angle = float(p) * inv_freq;
   const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
   return make_float2(a * c - b * sn, b * c + a * sn);
 }
 
-// The clamped SwiGLU of gpt-oss (reference §4.5): (clamp(up) + 1) * g * sigmoid(1.702 g), g = min(gate, limit).
+// The clamped SwiGLU of gpt-oss (docs/MODEL.md §4.5): (clamp(up) + 1) * g * sigmoid(1.702 g), g = min(gate, limit).
 __device__ __forceinline__ float swiglu_clamped(float gate, float up, float limit) {
   gate = fminf(gate, limit);
   up = fminf(fmaxf(up, -limit), limit);

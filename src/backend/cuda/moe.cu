@@ -1,4 +1,4 @@
-// Mixture of experts (reference §4.5): router top-k + softmax, and the experts. Decode reads only the
+// Mixture of experts (docs/MODEL.md §4.5): router top-k + softmax, and the experts. Decode reads only the
 // selected experts' weights: a fused gate_up + clamped SwiGLU matvec (rows 2i and 2i+1 of gate_up are
 // gate_i and up_i, read by the same warp) and a fused down matvec that also applies the routing weights
 // and adds into the residual stream (deterministic: no atomics). Prefill groups tokens per expert on the
