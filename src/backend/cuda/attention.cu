@@ -1,11 +1,12 @@
 // Attention of one layer: YaRN RoPE, KV-cache append, and attention with sinks and an optional
 // sliding window (docs/MODEL.md §4.3–4.4). Prefill chunks (T > 8) run attention_prefill.cu and decode steps
 // with a bf16 cache attention_decode.cu (tensor cores); this file's split kernel serves the rest (decode
-// with an f32 cache, head shapes those kernels do not take) and all merges: block
+// with an f32 cache, head shapes those kernels do not take): block
 // (query t, kv head g, key split s) computes, for the G = nh/nkv query heads sharing kv head g, an
 // online softmax over its share of t's visible keys in tiles of 32 keys per warp; a second kernel
-// merges the splits with the sink logit. Keys of position j live in cache slot j % cap (sliding
-// layers keep a ring). Positions come from device memory so a captured decode graph stays valid.
+// merges the splits with the sink logit (the tensor-core decode kernel merges its own). Keys of
+// position j live in cache slot j % cap (sliding layers keep a ring). Positions come from device memory
+// so a captured decode graph stays valid.
 #include <cfloat>
 
 #include "backend/cuda/common.cuh"

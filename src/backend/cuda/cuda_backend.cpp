@@ -1,9 +1,10 @@
 // The CUDA backend: weights on the device in their checkpoint precision (MXFP4 experts stay MXFP4),
-// KV cache on the device (f32 or bf16), decode through the memory-bound kernels of matvec.cu / moe.cu /
-// attention.cu, prefill through cuBLAS bf16 GEMMs (f32 accumulation; activations as hi/lo bf16 pairs,
-// so about 16 significant bits) with experts grouped per expert.
-// A batch-1 step can be recorded once as a CUDA graph and replayed (record_step / replay_step): every
-// kernel reads the token ids and positions from device memory written by begin_step.
+// KV cache on the device (f32 or bf16), decode through the memory-bound kernels of matvec.cu, decode_fused.cu,
+// moe_decode.cu / moe_decode_tc.cu and attention_decode.cu (moe.cu and attention.cu where those do not apply),
+// prefill through cuBLAS bf16 GEMMs (f32 accumulation; activations as hi/lo bf16 pairs, so about 16
+// significant bits) with experts grouped per expert.
+// A batch-1 step can be recorded once as a CUDA graph and replayed (record_step_begin / record_step_end /
+// replay_step): every kernel reads the token ids and positions from device memory written by begin_step.
 // The class is declared in backend_impl.h; its memory and upload are in cuda_memory.cpp.
 #include <algorithm>
 #include <cstdlib>

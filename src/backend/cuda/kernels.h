@@ -158,7 +158,7 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
 bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s,
                            const float* logits = nullptr, int E = 0, float* wts = nullptr);
-// Prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
+// ---- moe.cu, prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
 // bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].
 void launch_gather_bf16x2(const float* h, const int32_t* slots, int n, int k, int H, __nv_bfloat16* out,

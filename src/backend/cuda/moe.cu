@@ -2,7 +2,7 @@
 // selected experts' weights: a fused gate_up + clamped SwiGLU matvec (rows 2i and 2i+1 of gate_up are
 // gate_i and up_i, read by the same warp) and a fused down matvec that also applies the routing weights
 // and adds into the residual stream (deterministic: no atomics). Prefill groups tokens per expert on the
-// host and runs cuBLAS (see cuda_backend.cu); the small kernels it needs are here too.
+// host and runs cuBLAS (see cuda_backend.cpp); the small kernels it needs are here too.
 #include <cfloat>
 
 #include "backend/cuda/common.cuh"
