@@ -29,6 +29,10 @@
 #          (summed per kernel name -> prefill_profile.txt), to compare with the chunk's wall time from bench;
 #          --decode-profile: the same for a 1-token prompt and 4 decode steps (-> decode_profile.txt), with each kernel's
 #          DRAM bytes read and the rate they were read at;
+#          --serve: `gptoss serve --device cuda` on the 20b checkpoint (with the carried tokenizer): chat, tools and
+#          streaming requests by curl (PASS/FAIL), bench/serve_load.py with one streaming client against `gptoss bench`
+#          at the same prompt and output lengths in the same run (the server's overhead as a ratio), 16 concurrent
+#          clients, SIGTERM (-> serve.json, serve.log);
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k).
@@ -36,10 +40,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --quick) quick=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
@@ -297,6 +301,54 @@ for kv in ['f32', 'bf16']:
 PY
   rm -f /tmp/long_*.npy
 }
+serve_checks() {  # gptoss serve on the card: requests by curl, then one and 16 streaming clients
+  note "== serve"
+  [ -f .gpudeps/tokenizer.json ] || { note "FAIL serve: .gpudeps/tokenizer.json not carried"; return; }
+  cp .gpudeps/tokenizer.json "$ck/tokenizer.json"
+  local port=8199 url=http://127.0.0.1:8199 log=$out/serve.log
+  # The reference: gptoss bench at the load generator's lengths (about 70 prompt tokens, 256 generated).
+  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda --prompt-tokens 72 --gen-tokens 256 --repeats 3 \
+    --kv-precision bf16 --json >"$out/bench_serve_ref.json" 2>>"$out/bench.err"
+  local ref
+  ref=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['decode_tokens_per_s'])" "$out/bench_serve_ref.json" 2>/dev/null)
+  note "bench serve_ref (--prompt-tokens 72 --gen-tokens 256): decode ${ref:-?} tokens/s"
+  for parallel in 1 4; do
+    "$bin/gptoss" serve -m "$ck" --device cuda --port $port --parallel $parallel --kv-precision bf16 \
+      --max-context 4096 >>"$log" 2>&1 &
+    local pid=$! up=0
+    for _ in $(seq 120); do curl -sf $url/health >/dev/null 2>&1 && { up=1; break; }; sleep 0.5; done
+    [ $up = 1 ] || { note "FAIL serve --parallel $parallel did not come up (serve.log)"; kill $pid 2>/dev/null; return; }
+    if [ $parallel = 1 ]; then
+      local body='{"model":"m","messages":[{"role":"user","content":"Hello"}],"max_tokens":16,"temperature":0}'
+      local tools='{"model":"m","messages":[{"role":"user","content":"Weather in Paris?"}],"max_tokens":16,
+        "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+        "properties":{"city":{"type":"string"}},"required":["city"]}}}]}'
+      for req in "chat:$body" "tools:$tools"; do
+        local name=${req%%:*} rc
+        rc=$(curl -s -o /tmp/serve_resp.json -w '%{http_code}' $url/v1/chat/completions -H 'Content-Type: application/json' -d "${req#*:}")
+        { echo "== $name"; cat /tmp/serve_resp.json; echo; } >>"$log"
+        [ "$rc" = 200 ] && note "PASS serve $name: $(head -c 300 /tmp/serve_resp.json)" || note "FAIL serve $name (HTTP $rc)"
+      done
+      timeout 300 python3 bench/serve_load.py --url $url --clients 1 --requests 3 --max-tokens 256 --prompt-words 48 \
+        --json >"$out/serve_1.json" 2>>"$log"
+      python3 - "$out/serve_1.json" "${ref:-0}" <<'PY' 2>&1 | tee -a "$summary"
+import json, sys
+r = json.load(open(sys.argv[1])); ref = float(sys.argv[2])
+got = r["decode_tokens_per_s_per_client"]
+ratio = got / ref if ref else 0
+print(f"{'PASS' if ratio >= 0.97 else 'FAIL'} serve, 1 streaming client: {got:.1f} tokens/s per client against "
+      f"bench {ref:.1f} = {ratio:.3f} (target >= 0.97); TTFT p50 {r['ttft_ms_p50']:.1f} ms, "
+      f"{r['prompt_tokens'] / max(1, r['requests']):.0f} prompt tokens, {r['errors']} errors")
+PY
+    else
+      timeout 300 python3 bench/serve_load.py --url $url --clients 16 --requests 32 --max-tokens 128 --prompt-words 48 \
+        --json >"$out/serve_16.json" 2>>"$log"
+      note "serve --parallel 4, 16 clients: $(head -c 600 "$out/serve_16.json")"
+    fi
+    kill -TERM $pid; wait $pid; local rc=$?
+    [ $rc = 0 ] && note "PASS serve --parallel $parallel exits 0 on SIGTERM" || note "FAIL serve SIGTERM exit $rc"
+  done
+}
 [ $only_big = 1 ] || [ $skip_main = 1 ] || main_checks
 if [ -n "$ab_base" ]; then
   wait_base
@@ -311,6 +363,7 @@ if [ -n "$ab_base" ]; then
     note "A/B: the base tree did not build"; tail -15 "$out/build_base.log" | tee -a "$summary"
   fi
 fi
+[ $serve = 1 ] && { make_20b; serve_checks; }
 [ $long = 1 ] && { make_20b; long_prompt; }
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
