@@ -1,39 +1,17 @@
-// Skeleton of the OpenAI API <-> Harmony mapping (see openai_api.h).
+// render_prompt, error_json and the conversation-date check (the rest of openai_api.h lives in
+// chat_request.cpp, responses_request.cpp, completion_mapper.cpp and api_json.cpp).
 #include "serve/openai_api.h"
 
 namespace gptoss::serve {
 
-std::optional<ApiRequest> parse_chat_request(const nlohmann::json&, const MappingOptions&, RequestError& error) {
-  error = {"chat completions are not supported yet", ""};
-  return std::nullopt;
+Result<std::vector<TokenId>> render_prompt(const harmony::HarmonyEncoding& enc, const ApiRequest& req) {
+  GPTOSS_ASSIGN(std::vector<TokenId> ids, enc.render_for_completion(req.conversation));
+  if (!req.forced_prefix.empty()) {
+    const auto prefix = enc.tokenizer().encode(req.forced_prefix, AllowedSpecial::every());
+    ids.insert(ids.end(), prefix.begin(), prefix.end());
+  }
+  return ids;
 }
-
-std::optional<ApiRequest> parse_responses_request(const nlohmann::json&, const MappingOptions&, RequestError& error) {
-  error = {"responses are not supported yet", ""};
-  return std::nullopt;
-}
-
-Result<std::vector<TokenId>> render_prompt(const harmony::HarmonyEncoding&, const ApiRequest&) {
-  return Error("render_prompt: not supported yet");
-}
-
-struct CompletionMapper::Impl {
-  CompletionResult result;
-};
-
-CompletionMapper::CompletionMapper(const harmony::HarmonyEncoding&, const std::string&)
-    : impl_(std::make_shared<Impl>()) {}
-void CompletionMapper::push(TokenId, std::vector<StreamEvent>&) {}
-void CompletionMapper::finish(std::vector<StreamEvent>&) {}
-const CompletionResult& CompletionMapper::result() const { return impl_->result; }
-bool CompletionMapper::recovered_from_error() const { return false; }
-
-nlohmann::ordered_json chat_message_json(const CompletionResult&) { return nlohmann::ordered_json::object(); }
-std::string chat_finish_reason(const CompletionResult&, bool hit_length) { return hit_length ? "length" : "stop"; }
-nlohmann::ordered_json chat_delta_json(const StreamEvent&, const CompletionResult&) {
-  return nlohmann::ordered_json::object();
-}
-nlohmann::ordered_json responses_output_json(const CompletionResult&) { return nlohmann::ordered_json::array(); }
 
 nlohmann::ordered_json error_json(const std::string& message, const std::string& type, const std::string& param) {
   nlohmann::ordered_json e;
@@ -42,6 +20,20 @@ nlohmann::ordered_json error_json(const std::string& message, const std::string&
   e["param"] = param.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(param);
   e["code"] = nullptr;
   return {{"error", e}};
+}
+
+bool is_valid_conversation_date(std::string_view date) {
+  if (date.size() != 10 || date[4] != '-' || date[7] != '-') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
+    if (date[i] < '0' || date[i] > '9') return false;
+  }
+  const int year = std::stoi(std::string(date.substr(0, 4)));
+  const int month = std::stoi(std::string(date.substr(5, 2)));
+  const int day = std::stoi(std::string(date.substr(8, 2)));
+  static constexpr int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return false;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return !(month == 2 && day == 29 && !leap);
 }
 
 }  // namespace gptoss::serve

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -62,6 +63,20 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const M
 // function_call_output items, reasoning items; previous_response_id is a 400: the server is stateless).
 std::optional<ApiRequest> parse_responses_request(const nlohmann::json& body, const MappingOptions& opts,
                                                   RequestError& error);
+
+// The same from ordered_json: tool parameter schemas keep the client's key order, which is the order
+// the model reads them in (nlohmann::json sorts keys). The server should parse bodies as ordered_json.
+std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
+                                             RequestError& error);
+std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
+                                                  RequestError& error);
+// From the raw body: text that is not JSON (or not UTF-8) is a 400 like any other field error.
+std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
+                                                  RequestError& error);
+std::optional<ApiRequest> parse_responses_request_text(std::string_view body, const MappingOptions& opts,
+                                                       RequestError& error);
+// Whether `date` is a "YYYY-MM-DD" calendar date (for --conversation-date).
+bool is_valid_conversation_date(std::string_view date);
 
 // The prompt tokens for a request: render_for_completion(conversation) + tokens of forced_prefix.
 Result<std::vector<TokenId>> render_prompt(const harmony::HarmonyEncoding& enc, const ApiRequest& req);
