@@ -209,11 +209,8 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const M
 
 std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
                                                   RequestError& error) {
-  nlohmann::ordered_json j = nlohmann::ordered_json::parse(body, nullptr, false);
-  if (j.is_discarded()) {
-    fail(error, "", "the request body is not valid JSON (or not valid UTF-8)");
-    return std::nullopt;
-  }
+  const ojson j = parse_body(body, error);
+  if (j.is_discarded()) return std::nullopt;
   return parse_chat_request(j, opts, error);
 }
 

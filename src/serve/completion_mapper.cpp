@@ -54,6 +54,7 @@ struct CompletionMapper::Impl {
   const harmony::HarmonyEncoding* enc;
   std::unique_ptr<StreamableParser> parser;
   std::vector<TokenId> header;  // tokens of the header being read (since <|start|> or the stream's start)
+  bool header_after_start = false;  // the header follows an explicit <|start|>: it begins with a role
   CompletionResult result;
   bool recovered = false;
   bool finished = false;
@@ -101,6 +102,7 @@ struct CompletionMapper::Impl {
     parser = std::make_unique<StreamableParser>(*enc, in_assistant_header ? std::optional<Role>(Role::assistant)
                                                                           : std::nullopt);
     header.clear();
+    header_after_start = false;
   }
 
   // The parser just read a header: pick the sink, open a tool call.
@@ -177,6 +179,11 @@ struct CompletionMapper::Impl {
       std::vector<TokenId> text_tokens;
       for (TokenId t : tokens) {
         if (!enc->tokenizer().is_special(t)) text_tokens.push_back(t);
+      }
+      // "<|start|>assistant" cut there is a truncated header, not text.
+      if (header_after_start && !text_tokens.empty() &&
+          harmony::parse_role(decode_lossy({text_tokens.front()}))) {
+        text_tokens.erase(text_tokens.begin());
       }
       if (!text_tokens.empty()) {
         recovered = true;
@@ -255,6 +262,7 @@ struct CompletionMapper::Impl {
         if (t == enc->start_id) {
           (void)parser->process(t);
           header.clear();
+          header_after_start = true;
         } else if (t == enc->channel_id) {
           // "<|channel|>..." with the "<|start|>assistant" left out.
           recovered = true;

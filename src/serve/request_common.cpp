@@ -1,5 +1,6 @@
 #include "serve/request_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <set>
@@ -77,6 +78,20 @@ bool content_text(const ojson& content, const std::string& param, const std::vec
 
 namespace {
 
+// Deepest array/object nesting of a JSON value, without recursion.
+size_t json_depth(const ojson& root) {
+  size_t deepest = 0;
+  std::vector<std::pair<const ojson*, size_t>> stack{{&root, 1}};
+  while (!stack.empty()) {
+    const auto [v, depth] = stack.back();
+    stack.pop_back();
+    if (!v->is_structured()) continue;
+    deepest = std::max(deepest, depth);
+    for (const ojson& child : *v) stack.emplace_back(&child, depth + 1);
+  }
+  return deepest;
+}
+
 bool number_in(const ojson& body, const char* key, double lo, bool lo_open, double hi, std::optional<double>& out,
                RequestError& error) {
   const ojson* v = field(body, key);
@@ -92,6 +107,34 @@ bool number_in(const ojson& body, const char* key, double lo, bool lo_open, doub
 }
 
 }  // namespace
+
+ojson parse_body(std::string_view text, RequestError& error) {
+  // Nesting depth from the brackets outside strings, before the parser builds anything.
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxBodyDepth) {
+        fail(error, "", fmt::format("the request body nests deeper than {} arrays/objects", kMaxBodyDepth));
+        return ojson(ojson::value_t::discarded);
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  ojson body = ojson::parse(text, nullptr, false);
+  if (body.is_discarded()) fail(error, "", "the request body is not valid JSON (or not valid UTF-8)");
+  return body;
+}
 
 bool parse_sampling(const ojson& body, const std::vector<const char*>& max_keys, ApiRequest& req,
                     RequestError& error) {
@@ -180,6 +223,10 @@ bool check_function_tool(const ojson* name, const ojson* description, const ojso
   if (parameters) {
     if (!parameters->is_object()) {
       return fail(error, param_name(param, "parameters"), "expected a JSON schema object, got " + type_name(*parameters));
+    }
+    if (json_depth(*parameters) > kMaxSchemaDepth) {
+      return fail(error, param_name(param, "parameters"),
+                  fmt::format("the schema nests deeper than {} levels", kMaxSchemaDepth));
     }
     tool.parameters = *parameters;
   }

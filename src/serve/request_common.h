@@ -28,6 +28,13 @@ std::string param_name(const std::string& prefix, const char* key);
 bool content_text(const ojson& content, const std::string& param, const std::vector<std::string>& part_types,
                   bool allow_null, std::string& out, RequestError& error);
 
+// Bodies nest at most kMaxBodyDepth arrays/objects, tool schemas kMaxSchemaDepth: the schema
+// renderer and JSON copies recurse, so depth from an untrusted body must be bounded.
+constexpr size_t kMaxBodyDepth = 128;
+constexpr size_t kMaxSchemaDepth = 64;
+// Parses a body, or fills `error` (not JSON, not UTF-8, or nested too deep) and returns a discarded value.
+ojson parse_body(std::string_view text, RequestError& error);
+
 // Sampling fields: temperature [0,2], top_p (0,1], max tokens >= 1 (the first of `max_keys` present),
 // seed (an integer), stop (a string or at most 4 non-empty strings), stream, stream_options.
 bool parse_sampling(const ojson& body, const std::vector<const char*>& max_keys, ApiRequest& req,

@@ -171,6 +171,23 @@ TEST(OpenAiApi, MalformedResponsesRequestsNameTheirField) {
   }
 }
 
+// The schema renderer and JSON copies recurse: depth from an untrusted body is bounded before either.
+TEST(OpenAiApi, DeepNestingIsA400) {
+  RequestError error;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_FALSE(chat(R"({"messages":[{"role":"user","content":"hi"}],"x":)" + deep + "}", error));
+  EXPECT_NE(error.message.find("nests deeper"), std::string::npos) << error.message;
+  // Brackets inside strings do not count.
+  EXPECT_TRUE(chat(R"({"messages":[{"role":"user","content":")" + std::string(1000, '[') + R"(\"["}]})", error))
+      << error.message;
+  std::string schema = R"({"type":"string"})";
+  for (int i = 0; i < 100; ++i) schema = R"({"type":"array","items":)" + schema + "}";
+  EXPECT_FALSE(chat(R"({"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{)"
+                    R"("name":"f","parameters":)" + schema + "}}]}",
+                    error));
+  EXPECT_EQ(error.param, "tools[0].function.parameters");
+}
+
 TEST(OpenAiApi, PreviousResponseIdSaysStateless) {
   RequestError error;
   EXPECT_FALSE(parse_responses_request_text(R"({"input":"hi","previous_response_id":"r"})", kOpts, error));
