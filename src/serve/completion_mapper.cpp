@@ -11,6 +11,7 @@
 //   - other special or undecodable tokens inside content: dropped.
 // Events follow the message's header: analysis -> reasoning; final, commentary without recipient
 // (a preamble) or no channel -> content; any recipient -> a tool call (name without "functions.").
+// Texts of several messages of one kind are joined with a newline.
 // Messages of other roles (the model writing a user turn) are dropped.
 #include <algorithm>
 #include <random>
@@ -67,6 +68,7 @@ struct CompletionMapper::Impl {
   Sink last_sink = Sink::content;
   int last_tool_index = -1;
   bool continuing = false;  // the header being fed continues the last message
+  bool fresh_message = false;  // no text of the current message emitted yet
   std::vector<StreamEvent> pending;  // events of the forced prefix (a named call's begin), sent with the first push
 
   bool is_stop(TokenId t) const { return t == enc->end_id || t == enc->return_id || t == enc->call_id; }
@@ -78,18 +80,21 @@ struct CompletionMapper::Impl {
     return out + d.finish();
   }
 
+  // A second message of the same kind starts on a new line ("preamble\nanswer").
+  void append_text(std::string& to, StreamEvent::Kind kind, const std::string& text,
+                   std::vector<StreamEvent>& events) {
+    std::string delta = fresh_message && !to.empty() ? "\n" + text : text;
+    fresh_message = false;
+    to += delta;
+    events.push_back({kind, std::move(delta), -1});
+  }
+
   void emit(const std::string& text, std::vector<StreamEvent>& events) {
     if (text.empty()) return;
     switch (sink) {
       case Sink::ignore: return;
-      case Sink::reasoning:
-        result.reasoning += text;
-        events.push_back({StreamEvent::Kind::reasoning_delta, text, -1});
-        return;
-      case Sink::content:
-        result.content += text;
-        events.push_back({StreamEvent::Kind::content_delta, text, -1});
-        return;
+      case Sink::reasoning: return append_text(result.reasoning, StreamEvent::Kind::reasoning_delta, text, events);
+      case Sink::content: return append_text(result.content, StreamEvent::Kind::content_delta, text, events);
       case Sink::tool:
         result.tool_calls[static_cast<size_t>(tool_index)].arguments += text;
         events.push_back({StreamEvent::Kind::tool_call_arguments_delta, text, tool_index});
@@ -109,6 +114,7 @@ struct CompletionMapper::Impl {
   void on_header_done(std::vector<StreamEvent>& events) {
     emitted = 0;
     header.clear();
+    fresh_message = !continuing;
     if (continuing) {
       continuing = false;
       sink = last_sink;
