@@ -260,6 +260,12 @@ TEST(OpenAiApi, ChatConversationShape) {
   EXPECT_EQ(m[6].name, "functions.get_weather");
   EXPECT_EQ(m[6].recipient, "assistant");
   EXPECT_EQ(m[6].channel, "commentary");
+
+  const auto refusal = chat(R"({"messages":[{"role":"user","content":"U"},{"role":"assistant","content":[
+    {"type":"text","text":"No"},{"type":"refusal","refusal":"pe."}]}]})",
+                            error);
+  ASSERT_TRUE(refusal) << error.message;
+  EXPECT_EQ(refusal->conversation.messages.back().text(), "Nope.");
 }
 
 TEST(OpenAiApi, ToolParameterKeyOrderIsKept) {
