@@ -498,6 +498,28 @@ TEST(CompletionMapper, GarbageStreamsNeverFail) {
   EXPECT_GT(recovered, 300);
 }
 
+// A header that does not parse: its channel and recipient are salvaged, keeping only name characters
+// (the text may hold anything, even special-token strings written as ordinary tokens).
+TEST(CompletionMapper, SalvagedHeaderKeepsNameCharacters) {
+  REQUIRE_ENCODING();
+  CompletionMapper mapper(enc, "");
+  std::vector<StreamEvent> events;
+  std::vector<TokenId> stream{enc.channel_id};
+  for (TokenId t : enc.tokenizer().encode_ordinary("commentary to=functions.ge\"t<|start|> extra words")) {
+    stream.push_back(t);
+  }
+  stream.push_back(enc.message_id);
+  for (TokenId t : enc.tokenizer().encode_ordinary("{}")) stream.push_back(t);
+  stream.push_back(enc.call_id);
+  for (TokenId t : stream) mapper.push(t, events);
+  mapper.finish(events);
+  EXPECT_TRUE(mapper.recovered_from_error());
+  ASSERT_EQ(mapper.result().tool_calls.size(), 1u);
+  EXPECT_EQ(mapper.result().tool_calls[0].name, "get");
+  EXPECT_EQ(mapper.result().tool_calls[0].arguments, "{}");
+  expect_events_match(events, mapper.result());
+}
+
 TEST(CompletionMapper, PushAfterFinishIsIgnored) {
   REQUIRE_ENCODING();
   CompletionMapper mapper(enc, "");
