@@ -1,5 +1,6 @@
 #include "format/checkpoint.h"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack: no allocation to fail
 #include <xxhash.h>
 
 #include <algorithm>
@@ -272,8 +273,9 @@ const ChecksummedTensor* Checkpoint::checksum_of(std::string_view hf_name) const
 
 bool xxh3_of_mapped(std::span<const uint8_t> bytes, uint64_t& out, Progress* progress, const MappedFile* drop_after) {
   constexpr size_t kStep = 8u << 20;
-  XXH3_state_t* st = XXH3_createState();
-  if (!st) throw std::bad_alloc();
+  XXH3_state_t state;
+  XXH3_state_t* const st = &state;
+  XXH3_INITSTATE(st);
   XXH3_64bits_reset(st);
   bool ok = true;
   for (size_t p = 0; p < bytes.size() && ok; p += kStep) {
@@ -290,7 +292,6 @@ bool xxh3_of_mapped(std::span<const uint8_t> bytes, uint64_t& out, Progress* pro
     if (progress) progress->add(a.n);
   }
   out = XXH3_64bits_digest(st);
-  XXH3_freeState(st);
   return ok;
 }
 
