@@ -87,6 +87,30 @@ def write_shard(path, header, data):
     Path(path).write_bytes(len(h).to_bytes(8, "little") + h + data)
 
 
+def rewrite_tensors(path, edit):
+    """Rewrites a shard tensor by tensor: edit(name, dtype, shape) returns a new (dtype, shape) or None to
+    keep it; changed tensors get zero bytes. The result is a valid (tiled) safetensors file."""
+    h, data = read_header(path)
+    out_h, out = {"__metadata__": h.get("__metadata__", {})}, bytearray()
+    size = {"BF16": 2, "F32": 4, "U8": 1}
+    for name in sorted((k for k in h if k != "__metadata__"), key=lambda k: h[k]["data_offsets"][0]):
+        v = h[name]
+        new = edit(name, v["dtype"], v["shape"])
+        if new is None:
+            a, b = v["data_offsets"]
+            blob = data[a:b]
+        else:
+            dt, shape = new
+            v = {"dtype": dt, "shape": shape}
+            n = size[dt]
+            for d in shape:
+                n *= d
+            blob = bytes(n)
+        out_h[name] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [len(out), len(out) + len(blob)]}
+        out += blob
+    write_shard(path, out_h, bytes(out))
+
+
 def deep(n):
     return "[" * n + "]" * n
 
@@ -133,10 +157,43 @@ def test_config_value_convert(gptoss_bin, made, work, case):
     assert field in err, err
 
 
+def _wrapped_hf(name, dt, shape):
+    """Tensors shaped to the wrapped sizes: q/k/v/o with 0 rows or columns, 65536 sinks."""
+    if any(p in name for p in ("q_proj", "k_proj", "v_proj")):
+        return dt, [0] + shape[1:]
+    if "o_proj.weight" in name:
+        return dt, [shape[0], 0]
+    if name.endswith("sinks"):
+        return dt, [65536]
+    return None
+
+
+def _wrapped_original(name, dt, shape):
+    if "attn.qkv" in name:
+        return dt, [0] + shape[1:]
+    if name.endswith("attn.out.weight"):
+        return dt, [shape[0], 0]
+    if name.endswith("attn.sinks"):
+        return dt, [65536]
+    return None
+
+
+def test_config_wrap_with_matching_tensors(gptoss_bin, made, work):
+    """With tensors shaped to the wrapped value every shape check passed: verify wrote past a buffer
+    (SIGSEGV) and convert wrote a "valid" checkpoint of it."""
+    m = copy_model(made, "hf", work)
+    edit_config(m, **WRAP)
+    rewrite_tensors(m / "model.safetensors", _wrapped_hf)
+    for cmd in (verify_cmd(gptoss_bin, m), convert_cmd(gptoss_bin, m, work / "out")):
+        err = fail_cleanly(cmd, work)
+        assert "head_dim" in err, err
+
+
 def test_config_wrap_original_layout(gptoss_bin, made, work):
     """The original layout sliced the fused qkv by rows = q + 2 kv = 0 after the wrap: SIGFPE."""
     m = copy_model(made, "original", work)
     edit_config(m, "original", **WRAP)
+    rewrite_tensors(m / "original" / "model.safetensors", _wrapped_original)
     for cmd in (verify_cmd(gptoss_bin, m), convert_cmd(gptoss_bin, m, work / "out")):
         err = fail_cleanly(cmd, work)
         assert "head_dim" in err, err
@@ -335,16 +392,17 @@ def _trailing(h, data):
 
 
 def _hidden_overlap(h, data):
-    """The last tensor moved back onto its neighbour's bytes, with a zero-size tensor sorted between them
-    (only sort-neighbours were compared, so the zero-size one hid the overlap)."""
+    """The last tensor moved back to start 2 bytes into its neighbour, with a zero-size tensor at that
+    offset: sorted, the zero-size one sits between the two, and only sort-neighbours were compared, so
+    it hid the overlap."""
     names = _names(h)
     prev, last = h[names[-2]], h[names[-1]]
     n = last["data_offsets"][1] - last["data_offsets"][0]
-    start = prev["data_offsets"][0]
-    assert prev["data_offsets"][1] - start >= n
+    start = prev["data_offsets"][0] + 2
+    assert start < prev["data_offsets"][1]
     last["data_offsets"] = [start, start + n]
-    h["zz.empty"] = {"dtype": "F32", "shape": [0], "data_offsets": [start, start]}
-    return h, data[:-n]
+    h["zz.empty"] = {"dtype": "U8", "shape": [0], "data_offsets": [start, start]}
+    return h, data
 
 
 SAFETENSORS_CASES = {
@@ -360,7 +418,9 @@ def test_safetensors_rules(gptoss_bin, made, work, case):
     edit, needle = SAFETENSORS_CASES[case]
     m = copy_model(made, "hf", work)
     _shard_edit(edit)(m)
-    for cmd in (convert_cmd(gptoss_bin, m, work / "out"), verify_cmd(gptoss_bin, m)):
+    # --layers / --test-only: tensors beyond the model's (the zero-size one) are then not an error by
+    # themselves, so only the format's rules can refuse these files.
+    for cmd in (convert_cmd(gptoss_bin, m, work / "out", "--layers", "4"), verify_cmd(gptoss_bin, m) + ["--test-only"]):
         err = fail_cleanly(cmd, work)
         assert needle in err and "model.safetensors" in err, err
 
