@@ -383,3 +383,16 @@ TEST(Checkpoint, ManifestMustMatchTheFiles) {
   n.write_manifest(good);
   EXPECT_EQ(open_error(n.dir), "");
 }
+
+// Issue 17, item 8: a shard truncated after it was opened is reported by name before it is read.
+TEST(Checkpoint, NoticesAShardThatShrank) {
+  TinyCheckpoint t(tiny_hf_config());
+  auto ck = Checkpoint::open(t.dir.string());
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  EXPECT_TRUE(ck->check_files_unchanged().ok());
+  const fs::path shard = t.dir / "model.safetensors";
+  fs::resize_file(shard, fs::file_size(shard) - 100);
+  Status s = ck->check_files_unchanged();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("model.safetensors: file shrank while being read"), std::string::npos) << s.message();
+}
