@@ -41,6 +41,19 @@ struct VerifyCmd {
                 layout_name(l->model->checkpoint().layout()), c.num_hidden_layers,
                 l->model->checkpoint().experts() == ExpertStorage::Mxfp4 ? "MXFP4" : "dense",
                 l->model->backend().name().c_str(), load_s);
+    // A native checkpoint carries a checksum per tensor: "verify" checks every one of them.
+    const Checkpoint& ck = l->model->checkpoint();
+    if (ck.layout() == CheckpointLayout::Native) {
+      t0 = Clock::now();
+      uint64_t bytes = 0;
+      for (const auto& t : ck.checksummed()) bytes += t.bytes.size();
+      Progress progress("checksums", bytes, stderr_is_tty());
+      Status cs = ck.verify_checksums(&progress);
+      progress.finish();
+      if (!cs.ok()) return fail(cs);
+      std::printf("checksums of all %zu tensors match gptoss.json (%.2f s)\n", ck.checksummed().size(),
+                  seconds_since(t0));
+    }
     // Like the seed: a dummy input of ones, batch 1.
     std::vector<int32_t> ids(static_cast<size_t>(tokens), 1);
     std::vector<float> logits;

@@ -17,6 +17,7 @@
 
 #include "convert/output_sink.h"
 #include "convert/tensor_codec.h"
+#include "core/fault_guard.h"
 #include "core/mxfp4.h"
 #include "core/progress.h"
 #include "format/checkpoint.h"
@@ -206,9 +207,13 @@ class Producer {
     if (!st) return Error("out of memory");
     Status s;
     for (size_t i = 0; i < jobs_.size() && s.ok(); ++i) {
+      s = check_inputs(jobs_[i]);
+      if (!s.ok()) break;
       XXH3_64bits_reset(st);
       s = produce(i, st);
       checksums_[i] = XXH3_64bits_digest(st);
+      // A copied tensor's output checksum is its input's: compare it with a native input's manifest.
+      if (s.ok() && jobs_[i].kind == JobKind::Copy) s = check_checksum(*jobs_[i].src, checksums_[i]);
     }
     XXH3_freeState(st);
     return s;
@@ -216,9 +221,47 @@ class Producer {
   const std::vector<uint64_t>& checksums() const { return checksums_; }
 
  private:
-  Status send(Chunk&& c, XXH3_state_t* st) {
+  const MappedFile& file_of(const TensorData& t) const { return ck_.files()[t.file_index]->file(); }
+
+  // After a read fault: the file that shrank, named (or a generic message if none did).
+  Status fault_error(const TensorData& t) const {
+    GPTOSS_TRY(ck_.check_files_unchanged());
+    return Error("{}: tensor '{}': read fault", file_of(t).path(), t.spec.name);
+  }
+
+  Status check_checksum(const TensorData& t, uint64_t got) const {
+    const ChecksummedTensor* c = ck_.checksum_of(t.spec.name);
+    if (!c || c->xxh3 == got) return {};
+    return Error("{}: tensor '{}': checksum {:016x}, manifest says {:016x} (the input is corrupted; nothing written)",
+                 file_of(t).path(), t.spec.name, got, c->xxh3);
+  }
+
+  // Before a tensor is read: its files are still as long as their headers said (a truncated file would
+  // fault), and for a native input the tensors that are not copied verbatim match their checksums.
+  Status check_inputs(const Job& j) const {
+    for (const TensorData* t : {j.src, j.scales}) {
+      if (!t) continue;
+      GPTOSS_TRY(file_of(*t).check_size());
+      if (j.kind == JobKind::Copy || !ck_.checksum_of(t->spec.name)) continue;
+      uint64_t got = 0;
+      if (!xxh3_of_mapped(t->bytes, got, nullptr, &file_of(*t))) return fault_error(*t);
+      GPTOSS_TRY(check_checksum(*t, got));
+    }
+    return {};
+  }
+
+  Status send(Chunk&& c, XXH3_state_t* st, const TensorData& src) {
     if (cancelled(cancel_)) return Error("interrupted");
-    XXH3_64bits_update(st, c.data, c.n);
+    struct Args {
+      XXH3_state_t* st;
+      const uint8_t* data;
+      size_t n;
+    } a{st, c.data, c.n};
+    if (!run_sigbus_guarded([](void* v) {
+          auto* x = static_cast<Args*>(v);
+          XXH3_64bits_update(x->st, x->data, x->n);
+        }, &a))
+      return fault_error(src);
     if (!emit_(std::move(c))) return Error("writer stopped");
     return {};
   }
@@ -230,9 +273,9 @@ class Producer {
         for (size_t off = 0; off < j.src->bytes.size(); off += kChunkBytes) {
           const size_t n = std::min(kChunkBytes, j.src->bytes.size() - off);
           Chunk c{ti, j.src->bytes.data() + off, n, -1, {range_of(ck_, *j.src, off, n)}};
-          GPTOSS_TRY(send(std::move(c), st));
+          GPTOSS_TRY(send(std::move(c), st, *j.src));
         }
-        if (j.src->bytes.empty()) GPTOSS_TRY(send(Chunk{ti, nullptr, 0, -1, {}}, st));
+        if (j.src->bytes.empty()) GPTOSS_TRY(send(Chunk{ti, nullptr, 0, -1, {}}, st, *j.src));
         return {};
       }
       case JobKind::Cast: {
@@ -243,9 +286,14 @@ class Producer {
           const size_t n = std::min(per, total - e0);
           const int b = ch_.acquire();
           if (b < 0) return Error("writer stopped");
-          convert_floats(j.src->bytes.data() + e0 * in_es, j.src->dtype, ch_.buffer(b), j.out.dtype, n);
-          Chunk c{ti, ch_.buffer(b), n * out_es, b, {range_of(ck_, *j.src, e0 * in_es, n * in_es)}};
-          GPTOSS_TRY(send(std::move(c), st));
+          uint8_t* dst = ch_.buffer(b);
+          // Guarded: the input is a mapping (the lambda and convert_floats own nothing with a destructor).
+          if (!sigbus_guarded([&] { convert_floats(j.src->bytes.data() + e0 * in_es, j.src->dtype, dst, j.out.dtype, n); })) {
+            ch_.release_buffer(b);
+            return fault_error(*j.src);
+          }
+          Chunk c{ti, dst, n * out_es, b, {range_of(ck_, *j.src, e0 * in_es, n * in_es)}};
+          GPTOSS_TRY(send(std::move(c), st, *j.src));
         }
         return {};
       }
@@ -261,13 +309,20 @@ class Producer {
             const int64_t c1 = std::min(cols, c0 + step);
             const int b = ch_.acquire();
             if (b < 0) return Error("writer stopped");
-            mxfp4_to_dense_transposed(j.src->bytes.data() + size_t(e) * blk_e, j.scales->bytes.data() + size_t(e) * sc_e,
-                                      rows, cols, c0, c1, j.out.dtype, ch_.buffer(b));
-            Chunk c{ti, ch_.buffer(b), size_t(c1 - c0) * size_t(rows) * es, b, {}};
+            uint8_t* dst = ch_.buffer(b);
+            if (!sigbus_guarded([&] {
+                  mxfp4_to_dense_transposed(j.src->bytes.data() + size_t(e) * blk_e,
+                                            j.scales->bytes.data() + size_t(e) * sc_e, rows, cols, c0, c1,
+                                            j.out.dtype, dst);
+                })) {
+              ch_.release_buffer(b);
+              return fault_error(*j.src);
+            }
+            Chunk c{ti, dst, size_t(c1 - c0) * size_t(rows) * es, b, {}};
             if (c1 == cols)
               c.release = {range_of(ck_, *j.src, size_t(e) * blk_e, blk_e),
                            range_of(ck_, *j.scales, size_t(e) * sc_e, sc_e)};
-            GPTOSS_TRY(send(std::move(c), st));
+            GPTOSS_TRY(send(std::move(c), st, *j.src));
           }
         }
         return {};
@@ -306,6 +361,7 @@ Result<std::vector<uint64_t>> run_pipeline(const Checkpoint& ck, const std::vect
       return ws.ok();
     });
     Status ps = p.run();
+    if (!ws.ok() || !ps.ok()) GPTOSS_TRY(ck.check_files_unchanged());
     if (!ws.ok()) return ws;
     if (!ps.ok()) return ps;
     return p.checksums();
@@ -333,12 +389,31 @@ Result<std::vector<uint64_t>> run_pipeline(const Checkpoint& ck, const std::vect
     }
   }
   worker.join();
+  if (!ws.ok() || !ps.ok()) GPTOSS_TRY(ck.check_files_unchanged());  // a shrunken input explains either failure
   if (!ws.ok()) return ws;
   if (!ps.ok()) return ps;
   return p.checksums();
 }
 
 // ---- output directory handling -----------------------------------------------------------------
+
+// What --force may replace: only a directory that looks like an earlier conversion's output (it has
+// gptoss.json or config.json). A regular file, a symlink (even to such a directory) or any other
+// directory is refused, untouched. Returns false with no error when nothing is at `out`.
+Result<bool> existing_output(const fs::path& out, bool force) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(out, ec);
+  if (ec || !fs::exists(st)) return false;
+  if (!force) return Error("{}: already exists (use --force to replace it)", out.string());
+  if (fs::is_symlink(st)) return Error("{}: is a symbolic link; --force replaces only an earlier output directory", out.string());
+  if (!fs::is_directory(st))
+    return Error("{}: exists and is not a directory; --force replaces only an earlier output directory", out.string());
+  if (!fs::exists(out / "gptoss.json", ec) && !fs::exists(out / "config.json", ec))
+    return Error("{}: exists and has no gptoss.json or config.json, so it is not an earlier output; --force will not "
+                 "replace it",
+                 out.string());
+  return true;
+}
 
 // A temporary sibling `.NAME.tmp-PID`, removed on any failure unless commit() ran.
 class TempDir {
@@ -377,8 +452,8 @@ class TempDir {
     for (const auto& e : fs::recursive_directory_iterator(path_, ec))
       if (e.is_directory()) GPTOSS_TRY(fsync_path(e.path().string(), true));
     fs::path old;
-    if (fs::exists(output, ec)) {
-      if (!force) return Error("{}: already exists (use --force to replace it)", output.string());
+    GPTOSS_ASSIGN(const bool replace, existing_output(output, force));  // checked again: it may have appeared since
+    if (replace) {
       old = output.parent_path() / ("." + output.filename().string() + ".old-" + std::to_string(::getpid()));
       fs::rename(output, old, ec);
       if (ec) return Error("{}: cannot move the old output aside: {}", output.string(), ec.message());
@@ -450,12 +525,13 @@ Result<ConvertSummary> convert_impl(const ConvertOptions& opts) {
   const fs::path in_dir = fs::weakly_canonical(strip_slash(opts.model_path));
   fs::path out = opts.output.empty() ? fs::path(default_output_path(opts.model_path, opts.format, dt))
                                      : strip_slash(opts.output);
-  out = fs::weakly_canonical(fs::absolute(out));
+  // Resolve the parent only: a symlink at the output path itself must be seen (and refused), not followed.
+  out = fs::absolute(out).lexically_normal();
+  if (!out.has_filename()) out = out.parent_path();
+  out = fs::weakly_canonical(out.parent_path()) / out.filename();
   if (is_within(in_dir, out) || is_within(out, in_dir))
     return Error("output {} overlaps the input {}; choose another --output", out.string(), in_dir.string());
-  std::error_code ec;
-  if (fs::exists(out, ec) && !opts.force)
-    return Error("{}: already exists (use --force to replace it)", out.string());
+  GPTOSS_TRY(existing_output(out, opts.force));
 
   TempDir tmp;
   GPTOSS_TRY(tmp.create(out));
@@ -541,49 +617,15 @@ Result<VerifySummary> verify_native(const std::string& dir_str, bool show_progre
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const fs::path dir = strip_slash(dir_str);
-    const fs::path mpath = dir / "gptoss.json";
-    std::ifstream in(mpath);
-    if (!in) return Error("{}: no gptoss.json manifest: not a native gptoss checkpoint", dir.string());
-    nlohmann::json m = nlohmann::json::parse(in, nullptr, false);
-    if (m.is_discarded() || !m.is_object()) return Error("{}: not valid JSON", mpath.string());
-    if (m.value("format", "") != "gptoss-native")
-      return Error("{}: format is '{}', expected 'gptoss-native'", mpath.string(), m.value("format", ""));
-    if (!m.contains("tensors") || !m["tensors"].is_array()) return Error("{}: no 'tensors' list", mpath.string());
-    uint64_t total = 0;
-    for (const auto& t : m["tensors"]) total += t.value("nbytes", uint64_t(0));
-    Progress progress("verify", total, show_progress);
-    std::map<std::string, MappedFile> files;
+    std::error_code ec;
+    if (!fs::exists(dir / "gptoss.json", ec))
+      return Error("{}: no gptoss.json manifest: not a native gptoss checkpoint", dir.string());
+    GPTOSS_ASSIGN(Checkpoint ck, Checkpoint::open(dir.string()));
     VerifySummary s;
-    for (const auto& t : m["tensors"]) {
-      const std::string name = t.value("name", ""), file = t.value("file", "");
-      const uint64_t off = t.value("offset", uint64_t(0)), n = t.value("nbytes", uint64_t(0));
-      const std::string want = t.value("xxh3", "");
-      if (file.empty() || file.find('/') != std::string::npos)
-        return Error("{}: tensor '{}': bad file name '{}'", mpath.string(), name, file);
-      auto it = files.find(file);
-      if (it == files.end()) {
-        GPTOSS_ASSIGN(MappedFile mf, MappedFile::open((dir / file).string()));
-        it = files.emplace(file, std::move(mf)).first;
-      }
-      const MappedFile& f = it->second;
-      if (off > f.size() || n > f.size() - off)
-        return Error("{}: tensor '{}': bytes [{}, {}) run past the end of the file ({} bytes)", file, name, off, off + n,
-                     f.size());
-      XXH3_state_t* st = XXH3_createState();
-      XXH3_64bits_reset(st);
-      for (uint64_t p = 0; p < n; p += kChunkBytes) {
-        const size_t k = size_t(std::min<uint64_t>(kChunkBytes, n - p));
-        XXH3_64bits_update(st, f.data() + off + p, k);
-        f.advise_dontneed(size_t(off + p), k);
-        progress.add(k);
-      }
-      const std::string got = fmt::format("{:016x}", XXH3_64bits_digest(st));
-      XXH3_freeState(st);
-      if (got != want)
-        return Error("{}: tensor '{}': checksum {}, manifest says {}", file, name, got, want);
-      ++s.tensors;
-      s.bytes += n;
-    }
+    for (const ChecksummedTensor& t : ck.checksummed()) s.bytes += t.bytes.size();
+    s.tensors = ck.checksummed().size();
+    Progress progress("verify", s.bytes, show_progress);
+    GPTOSS_TRY(ck.verify_checksums(&progress));
     progress.finish();
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return s;

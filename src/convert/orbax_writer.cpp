@@ -1,5 +1,6 @@
 #include "convert/orbax_writer.h"
 
+#include "core/fault_guard.h"
 #include "core/file_io.h"
 
 #include <fcntl.h>
@@ -288,7 +289,9 @@ Status OrbaxWriter::append(const void* data, size_t n) {
       GPTOSS_TRY(write_all(fd_, p, k, chunk_path_));
     } else {
       k = std::min(k, buf_.size() - buf_used_);
-      std::memcpy(buf_.data() + buf_used_, p, k);
+      // The bytes may lie in an input file's mapping: a file truncated meanwhile fails here, not by SIGBUS.
+      if (!guarded_memcpy(buf_.data() + buf_used_, p, k))
+        return Error("{}: the data to write could not be read (an input file shrank while being read)", chunk_path_);
       buf_used_ += k;
       if (buf_used_ == buf_.size()) GPTOSS_TRY(flush());
     }

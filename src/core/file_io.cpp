@@ -1,8 +1,10 @@
 #include "core/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -40,6 +42,43 @@ Result<std::string> read_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) return Error("{}: read error", path);
   return ss.str();
+}
+
+namespace {
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+}  // namespace
+
+Result<std::string> read_regular_file(const std::string& path, uint64_t max_bytes) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
+  if (f.fd < 0) return Error("{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st{};
+  if (::fstat(f.fd, &st) != 0) return Error("{}: cannot stat: {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return Error("{}: not a regular file", path);
+  if (uint64_t(st.st_size) > max_bytes)
+    return Error("{}: {} bytes, more than the {} bytes allowed for this file", path, uint64_t(st.st_size), max_bytes);
+  // Read at most max_bytes + 1: a file growing while read is caught, never followed without bound.
+  std::string out(size_t(st.st_size), '\0');
+  size_t have = 0;
+  for (;;) {
+    if (have == out.size()) {
+      if (out.size() > max_bytes) return Error("{}: grew past the {} bytes allowed while being read", path, max_bytes);
+      out.resize(std::min<uint64_t>(max_bytes + 1, std::max<uint64_t>(out.size() * 2, 4096)));
+    }
+    const ssize_t r = ::read(f.fd, out.data() + have, out.size() - have);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Error("{}: read failed: {}", path, std::strerror(errno));
+    }
+    if (r == 0) break;
+    have += size_t(r);
+  }
+  out.resize(have);
+  return out;
 }
 
 }  // namespace gptoss

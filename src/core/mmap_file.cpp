@@ -16,8 +16,10 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     data_ = o.data_;
     size_ = o.size_;
     path_ = std::move(o.path_);
+    fd_ = o.fd_;
     o.data_ = nullptr;
     o.size_ = 0;
+    o.fd_ = -1;
   }
   return *this;
 }
@@ -26,10 +28,12 @@ MappedFile::~MappedFile() {
   if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
   data_ = nullptr;
   size_ = 0;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
 Result<MappedFile> MappedFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return Error("{}: cannot open: {}", path, std::strerror(errno));
   struct stat st{};
   if (fstat(fd, &st) != 0) {
@@ -53,8 +57,17 @@ Result<MappedFile> MappedFile::open(const std::string& path) {
     }
     m.data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);
+  m.fd_ = fd;
   return m;
+}
+
+Status MappedFile::check_size() const {
+  if (fd_ < 0) return {};
+  struct stat st{};
+  if (fstat(fd_, &st) != 0) return Error("{}: cannot stat: {}", path_, std::strerror(errno));
+  if (uint64_t(st.st_size) < size_)
+    return Error("{}: file shrank while being read (now {} bytes, was {})", path_, uint64_t(st.st_size), size_);
+  return {};
 }
 
 namespace {

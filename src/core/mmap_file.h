@@ -20,6 +20,7 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile();
 
+  // Only regular files: the open does not block (O_NONBLOCK), so a FIFO fails at once.
   static Result<MappedFile> open(const std::string& path);
 
   const uint8_t* data() const { return data_; }
@@ -31,11 +32,15 @@ class MappedFile {
   void advise_willneed(size_t offset, size_t len) const;
   // Drop [offset, offset+len) from this process's resident set (pages stay in the page cache).
   void advise_dontneed(size_t offset, size_t len) const;
+  // Fails with "PATH shrank ..." when the file is now shorter than the mapping: reading the lost tail
+  // would raise SIGBUS. The descriptor is kept open for this check (the same file even if renamed over).
+  Status check_size() const;
 
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::string path_;
+  int fd_ = -1;
 };
 
 }  // namespace gptoss

@@ -1,14 +1,17 @@
 #include "format/checkpoint.h"
 
-#include "core/file_io.h"
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack: no allocation to fail
+#include <xxhash.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
+
+#include "core/fault_guard.h"
+#include "core/file_io.h"
+#include "format/json_util.h"
 
 namespace gptoss {
 
@@ -27,10 +30,13 @@ const char* layout_name(CheckpointLayout l) {
 namespace {
 
 Result<json> read_json(const fs::path& p) {
-  GPTOSS_ASSIGN(std::string text, read_file(p.string()));
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded()) return Error("{}: not valid JSON", p.string());
-  return j;
+  GPTOSS_ASSIGN(std::string text, read_regular_file(p.string(), kMaxJsonFileBytes));
+  return parse_json_strict(text, p.string());
+}
+
+// An openai original/ config (num_experts, experts_per_token) rather than a Hugging Face one.
+bool is_original_config(const json& j) {
+  return j.is_object() && j.contains("num_experts") && !j.contains("num_local_experts");
 }
 
 // Which files hold the weights, and which tensor name is in which file.
@@ -47,13 +53,18 @@ Result<FileSet> files_from_index(const fs::path& index_path) {
   FileSet fsOut;
   std::set<std::string> seen;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it.value().is_string()) return Error("{}: weight_map['{}'] is not a file name", index_path.string(), it.key());
+    if (!it.value().is_string())
+      return Error("{}: weight_map[{}] is {}, expected a file name", index_path.string(), quote_name(it.key()),
+                   describe_json(it.value()));
     std::string fn = it.value().get<std::string>();
-    if (fn.find('/') != std::string::npos || fn.find("..") != std::string::npos)
-      return Error("{}: weight_map['{}'] names '{}', which is outside the directory", index_path.string(), it.key(), fn);
+    if (fn.empty() || fn.find('/') != std::string::npos || fn.find("..") != std::string::npos ||
+        fn.find('\0') != std::string::npos)
+      return Error("{}: weight_map[{}] names {}, which is not a file in the directory", index_path.string(),
+                   quote_name(it.key()), quote_name(fn));
     std::string path = (index_path.parent_path() / fn).string();
     if (!fs::exists(path))
-      return Error("{}: tensor '{}' is in '{}', which does not exist", index_path.string(), it.key(), fn);
+      return Error("{}: tensor {} is in {}, which does not exist", index_path.string(), quote_name(it.key()),
+                   quote_name(fn));
     fsOut.weight_map[it.key()] = path;
     if (seen.insert(path).second) fsOut.files.push_back(path);
   }
@@ -96,42 +107,59 @@ DType Checkpoint::expert_dtype() const {
   return DType::U8;
 }
 
-Result<Checkpoint> Checkpoint::open(const std::string& dir_str, const CheckpointOptions& opts) {
+Result<Checkpoint> Checkpoint::open(const std::string& dir, const CheckpointOptions& opts) {
+  try {
+    return open_impl(dir, opts);
+  } catch (const std::exception& e) {  // std::bad_alloc, std::length_error, filesystem_error
+    return Error("{}: cannot open checkpoint: {}", dir, e.what());
+  }
+}
+
+Result<Checkpoint> Checkpoint::open_impl(const std::string& dir_str, const CheckpointOptions& opts) {
   const fs::path dir(dir_str);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Error("{}: not a directory", dir_str);
   Checkpoint ck;
   ck.dir_ = dir_str;
 
-  // 1. Layout and config.
+  // 1. Layout and config. An original/ directory itself (config.json with the openai keys beside
+  // model.safetensors) is recognised by its config, before the file names would call it Hugging Face.
   fs::path wdir = dir;
+  std::optional<json> own_config;
+  if (!fs::exists(dir / "gptoss.json") && !fs::exists(dir / "model.safetensors.index.json") &&
+      fs::exists(dir / "config.json")) {
+    GPTOSS_ASSIGN(own_config, read_json(dir / "config.json"));
+  }
   if (fs::exists(dir / "gptoss.json")) {
     ck.layout_ = CheckpointLayout::Native;
+  } else if (own_config && is_original_config(*own_config)) {
+    ck.layout_ = CheckpointLayout::Original;
   } else if (fs::exists(dir / "model.safetensors.index.json") || fs::exists(dir / "model.safetensors")) {
     ck.layout_ = CheckpointLayout::HuggingFace;
   } else if (fs::exists(dir / "original" / "config.json")) {
     ck.layout_ = CheckpointLayout::Original;
     wdir = dir / "original";
-  } else if (fs::exists(dir / "config.json")) {
-    // A bare original/ directory passed directly is recognised by its config keys.
-    GPTOSS_ASSIGN(json j, read_json(dir / "config.json"));
-    if (j.is_object() && j.contains("num_experts") && !j.contains("num_local_experts"))
-      ck.layout_ = CheckpointLayout::Original;
-    else
-      ck.layout_ = CheckpointLayout::HuggingFace;
+  } else if (own_config) {
+    ck.layout_ = CheckpointLayout::HuggingFace;
   } else {
     return Error("{}: no config.json, gptoss.json or original/config.json: not a gpt-oss checkpoint", dir_str);
   }
   ck.config_dir_ = wdir.string();
   if (!fs::exists(wdir / "config.json")) return Error("{}: missing config.json", wdir.string());
-  GPTOSS_ASSIGN(ModelConfig full, ModelConfig::load((wdir / "config.json").string()));
+  ModelConfig full;
+  if (own_config && wdir == dir) {
+    GPTOSS_ASSIGN(full, ModelConfig::from_json(*own_config, (wdir / "config.json").string()));
+  } else {
+    GPTOSS_ASSIGN(full, ModelConfig::load((wdir / "config.json").string()));
+  }
+  ck.full_layers_ = full.num_hidden_layers;
   int layers = full.num_hidden_layers;
   if (opts.max_layers >= 0) layers = std::min(layers, opts.max_layers);
   ck.config_ = full.first_layers(layers);
 
   // 2. Files.
   GPTOSS_ASSIGN(FileSet fset, discover_files(wdir));
-  std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> where;  // name in file -> (file, info)
+  TensorLocations where;
   for (const auto& path : fset.files) {
     GPTOSS_ASSIGN(SafetensorsFile f, SafetensorsFile::open(path));
     ck.files_.push_back(std::make_unique<SafetensorsFile>(std::move(f)));
@@ -175,8 +203,8 @@ Result<Checkpoint> Checkpoint::open(const std::string& dir_str, const Checkpoint
       return Error("{}: tensor '{}': dtype {}, expected {}", file, src.name, dtype_name(info->dtype),
                    want_u8 ? "U8" : "BF16, F16 or F32");
     std::vector<int64_t> want = spec.shape;
-    if (src.rows_end >= 0) {  // fused qkv: the full tensor has 2*kv more rows
-      want[0] = ck.config_.q_dim() + 2 * ck.config_.kv_dim();
+    if (src.rows_end >= 0) {  // fused qkv: the full tensor has 2*kv more rows (> 0: config limits)
+      want[0] = int64_t(ck.config_.q_dim()) + 2 * int64_t(ck.config_.kv_dim());
     }
     if (info->shape != want)
       return Error("{}: tensor '{}': shape {}, expected {} from config.json", file, src.name, shape_str(info->shape),
@@ -196,8 +224,98 @@ Result<Checkpoint> Checkpoint::open(const std::string& dir_str, const Checkpoint
         return Error("{}: tensor '{}' in {} is not part of a {}-layer gpt-oss model described by config.json", dir_str,
                      name, fs::path(ck.files_[loc.first]->path()).filename().string(), ck.config_.num_hidden_layers);
   }
-  // Dense experts: both expert matrices must share one dtype (the kernels take one type per op).
+  // 6. Native: the manifest must describe exactly these files, names, dtypes, shapes and offsets.
+  if (ck.layout_ == CheckpointLayout::Native) GPTOSS_TRY(ck.load_manifest_checksums(where));
   return ck;
+}
+
+Status Checkpoint::load_manifest_checksums(const TensorLocations& where) {
+  const std::string mpath = (fs::path(dir_) / "gptoss.json").string();
+  GPTOSS_ASSIGN(Manifest m, load_manifest(mpath));
+  if (m.num_hidden_layers != 0 && m.num_hidden_layers != int64_t(full_layers_))
+    return Error("{}: num_hidden_layers {}, but config.json says {}", mpath, m.num_hidden_layers,
+                 full_layers_);
+  std::set<std::string> manifest_files;
+  for (const ManifestTensor& t : m.tensors) {
+    const std::string at = fmt::format("{}: tensor {}", mpath, quote_name(t.name));
+    auto it = where.find(t.name);
+    if (it == where.end()) return Error("{}: listed, but no safetensors file of the checkpoint has it", at);
+    const auto& [fi, info] = it->second;
+    const SafetensorsFile& f = *files_[fi];
+    const std::string file = fs::path(f.path()).filename().string();
+    if (t.file != file) return Error("{}: manifest says file {}, but it is in {}", at, quote_name(t.file), file);
+    if (t.dtype != info->dtype || t.shape != info->shape)
+      return Error("{}: manifest says {} {}, {} says {} {}", at, dtype_name(t.dtype), shape_str(t.shape), file,
+                   dtype_name(info->dtype), shape_str(info->shape));
+    if (t.offset != f.data_offset() + info->begin || t.nbytes != info->nbytes())
+      return Error("{}: manifest says bytes [{}, {}+{}), {} says [{}, {}+{})", at, t.offset, t.offset, t.nbytes, file,
+                   f.data_offset() + info->begin, f.data_offset() + info->begin, info->nbytes());
+    manifest_files.insert(t.file);
+    checksum_index_[t.name] = checksummed_.size();
+    checksummed_.push_back({t.name, fi, f.data(*info), t.xxh3});
+  }
+  if (checksummed_.size() != where.size()) {
+    for (const auto& [name, loc] : where)
+      if (!checksum_index_.count(name))
+        return Error("{}: tensor {} in {} is not listed in the manifest", mpath, quote_name(name),
+                     fs::path(files_[loc.first]->path()).filename().string());
+  }
+  for (const auto& f : files_)
+    if (!manifest_files.count(fs::path(f->path()).filename().string()))
+      return Error("{}: {} holds no tensor of the manifest", mpath, fs::path(f->path()).filename().string());
+  return {};
+}
+
+const ChecksummedTensor* Checkpoint::checksum_of(std::string_view hf_name) const {
+  auto it = checksum_index_.find(std::string(hf_name));
+  return it == checksum_index_.end() ? nullptr : &checksummed_[it->second];
+}
+
+bool xxh3_of_mapped(std::span<const uint8_t> bytes, uint64_t& out, Progress* progress, const MappedFile* drop_after) {
+  constexpr size_t kStep = 8u << 20;
+  XXH3_state_t state;
+  XXH3_state_t* const st = &state;
+  XXH3_INITSTATE(st);
+  XXH3_64bits_reset(st);
+  bool ok = true;
+  for (size_t p = 0; p < bytes.size() && ok; p += kStep) {
+    struct Args {
+      XXH3_state_t* st;
+      const uint8_t* data;
+      size_t n;
+    } a{st, bytes.data() + p, std::min(kStep, bytes.size() - p)};
+    ok = run_sigbus_guarded([](void* v) {
+      auto* x = static_cast<Args*>(v);
+      XXH3_64bits_update(x->st, x->data, x->n);
+    }, &a);
+    if (drop_after) drop_after->advise_dontneed(size_t(a.data - drop_after->data()), a.n);
+    if (progress) progress->add(a.n);
+  }
+  out = XXH3_64bits_digest(st);
+  return ok;
+}
+
+Status Checkpoint::check_files_unchanged() const {
+  for (const auto& f : files_) GPTOSS_TRY(f->file().check_size());
+  return {};
+}
+
+Status Checkpoint::verify_checksums(Progress* progress) const {
+  if (layout_ != CheckpointLayout::Native)
+    return Error("{}: {} layout has no checksums (only a native checkpoint, with gptoss.json, has them)", dir_,
+                 layout_name(layout_));
+  for (const ChecksummedTensor& t : checksummed_) {
+    const MappedFile& mf = files_[t.file_index]->file();
+    const std::string& file = mf.path();
+    uint64_t got = 0;
+    if (!xxh3_of_mapped(t.bytes, got, progress, &mf)) {
+      GPTOSS_TRY(mf.check_size());
+      return Error("{}: tensor {}: read fault while hashing", file, quote_name(t.name));
+    }
+    if (got != t.xxh3)
+      return Error("{}: tensor {}: checksum {:016x}, manifest says {:016x}", file, quote_name(t.name), got, t.xxh3);
+  }
+  return {};
 }
 
 }  // namespace gptoss

@@ -2,13 +2,29 @@
 // (docs/MODEL.md §1). Field names follow the Hugging Face keys.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
 
 namespace gptoss {
+
+// Bounds on config.json values: each a few times the largest gpt-oss (or any published MoE) value, and
+// small enough that every size derived from them (tensor shapes, byte counts, KV cache rows) is
+// computed without overflow in 64 bits and every per-layer table stays small.
+struct ConfigLimits {
+  static constexpr int64_t kMaxLayers = 1024;            // gpt-oss-120b: 36
+  static constexpr int64_t kMaxExperts = 1024;           // 128
+  static constexpr int64_t kMaxVocab = 1 << 22;          // 201088
+  static constexpr int64_t kMaxHidden = 1 << 16;         // 2880 (also intermediate_size)
+  static constexpr int64_t kMaxHeadDim = 1024;           // 64
+  static constexpr int64_t kMaxHeads = 1024;             // 64
+  static constexpr int64_t kMaxAttentionDim = 1 << 16;   // num_attention_heads * head_dim: 4096
+  static constexpr int64_t kMaxPositions = 1 << 24;      // 131072 (also sliding_window <= max positions)
+};
 
 struct ModelConfig {
   int num_hidden_layers = 0;
@@ -39,9 +55,15 @@ struct ModelConfig {
   int q_dim() const { return num_attention_heads * head_dim; }
   int kv_dim() const { return num_key_value_heads * head_dim; }
 
-  // Parses either flavour (detected by its keys) and checks every value for sanity.
+  // Parses either flavour (detected by its keys) and checks every value against ConfigLimits; an
+  // error names the field, its value and the bound. `what` names the file in messages.
   static Result<ModelConfig> from_json(const nlohmann::json& j, const std::string& what);
+  // The same from the file's text (strict JSON: json_util.h), and from a file (a regular file of
+  // at most kMaxJsonFileBytes).
+  static Result<ModelConfig> from_json_text(std::string_view text, const std::string& what);
   static Result<ModelConfig> load(const std::string& path);
+  // Checks the values of a config built in code (from_json runs it too).
+  Status validate(const std::string& what) const;
   // Hugging Face config.json for this configuration; `quant` adds the MXFP4 quantization_config.
   nlohmann::json to_hf_json(bool mxfp4_experts) const;
   // Same model restricted to its first n layers (--test-only / --layers).

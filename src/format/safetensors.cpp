@@ -1,6 +1,8 @@
 #include "format/safetensors.h"
 
+#include "core/fault_guard.h"
 #include "core/file_io.h"
+#include "format/json_util.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,6 +23,14 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
+std::string quote_name(std::string_view name) {
+  constexpr size_t kMax = 80;
+  if (name.size() <= kMax) return fmt::format("'{}'", name);
+  size_t n = kMax;
+  while (n > 0 && (static_cast<unsigned char>(name[n]) & 0xC0) == 0x80) --n;  // whole UTF-8 characters
+  return fmt::format("'{}...' ({} bytes)", name.substr(0, n), name.size());
+}
+
 std::string shape_str(std::span<const int64_t> shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -37,72 +47,87 @@ Result<SafetensorsHeader> parse_safetensors_header(std::span<const uint8_t> pref
   if (n > file_size - 8) return Error("{}: header length {} runs past the end of the file ({} bytes)", what, n, file_size);
   if (prefix.size() < 8 + n) return Error("{}: header truncated", what);
   const char* b = reinterpret_cast<const char*>(prefix.data() + 8);
-  json j = json::parse(b, b + n, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Error("{}: header is not valid JSON", what);
+  // Strict parse: a repeated tensor name is an error (nlohmann alone would keep one of them).
+  auto parsed = parse_json_strict(std::string_view(b, size_t(n)), what + ": header");
+  if (!parsed.ok()) return parsed.status();
+  const json& j = *parsed;
   if (!j.is_object()) return Error("{}: header is not a JSON object", what);
 
   SafetensorsHeader h;
   h.data_offset = 8 + n;
   const uint64_t data_size = file_size - h.data_offset;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& name = it.key();
+    const std::string& key = it.key();
+    const std::string name = quote_name(key);
     const json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) return Error("{}: __metadata__ is not an object", what);
+    if (key == "__metadata__") {
+      if (!v.is_object()) return Error("{}: __metadata__ is {}, expected an object", what, describe_json(v));
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) return Error("{}: __metadata__['{}'] is not a string", what, m.key());
+        if (!m.value().is_string())
+          return Error("{}: __metadata__[{}] is not a string", what, quote_name(m.key()));
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    if (!v.is_object()) return Error("{}: tensor '{}': entry is not an object", what, name);
+    if (!v.is_object()) return Error("{}: tensor {}: entry is not an object", what, name);
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
     auto off = v.find("data_offsets");
-    if (dt == v.end() || !dt->is_string()) return Error("{}: tensor '{}': missing or non-string dtype", what, name);
-    if (sh == v.end() || !sh->is_array()) return Error("{}: tensor '{}': missing or non-array shape", what, name);
+    if (dt == v.end() || !dt->is_string()) return Error("{}: tensor {}: missing or non-string dtype", what, name);
+    if (sh == v.end() || !sh->is_array()) return Error("{}: tensor {}: missing or non-array shape", what, name);
     if (off == v.end() || !off->is_array() || off->size() != 2)
-      return Error("{}: tensor '{}': data_offsets must be [begin, end]", what, name);
+      return Error("{}: tensor {}: data_offsets must be [begin, end]", what, name);
     TensorInfo t;
-    t.name = name;
+    t.name = key;
     auto d = dtype_from_string(dt->get<std::string>());
-    if (!d) return Error("{}: tensor '{}': unknown dtype '{}'", what, name, dt->get<std::string>());
+    if (!d) return Error("{}: tensor {}: unknown dtype {}", what, name, describe_json(*dt));
     t.dtype = *d;
     // numel * size with overflow checks: a hostile header must not wrap around.
     uint64_t bytes = dtype_size(t.dtype);
     for (const json& e : *sh) {
-      if (!e.is_number_unsigned()) return Error("{}: tensor '{}': shape entries must be non-negative integers", what, name);
+      if (!e.is_number_unsigned()) return Error("{}: tensor {}: shape entries must be non-negative integers", what, name);
       uint64_t dim = e.get<uint64_t>();
       if (dim > uint64_t(std::numeric_limits<int64_t>::max()))
-        return Error("{}: tensor '{}': dimension {} too large", what, name, dim);
+        return Error("{}: tensor {}: dimension {} too large", what, name, dim);
       if (dim != 0 && bytes > std::numeric_limits<uint64_t>::max() / dim)
-        return Error("{}: tensor '{}': shape overflows", what, name);
+        return Error("{}: tensor {}: shape overflows", what, name);
       bytes *= dim;
       t.shape.push_back(int64_t(dim));
     }
     if (!(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
-      return Error("{}: tensor '{}': data_offsets must be non-negative integers", what, name);
+      return Error("{}: tensor {}: data_offsets must be non-negative integers", what, name);
     t.begin = (*off)[0].get<uint64_t>();
     t.end = (*off)[1].get<uint64_t>();
-    if (t.begin > t.end) return Error("{}: tensor '{}': data_offsets [{}, {}] are reversed", what, name, t.begin, t.end);
+    if (t.begin > t.end) return Error("{}: tensor {}: data_offsets [{}, {}] are reversed", what, name, t.begin, t.end);
     if (t.end > data_size)
-      return Error("{}: tensor '{}': data_offsets end {} is past the data section ({} bytes; file truncated?)", what,
+      return Error("{}: tensor {}: data_offsets end {} is past the data section ({} bytes; file truncated?)", what,
                    name, t.end, data_size);
     if (t.end - t.begin != bytes)
-      return Error("{}: tensor '{}': {} {} needs {} bytes, data_offsets give {}", what, name, dtype_name(t.dtype),
+      return Error("{}: tensor {}: {} {} needs {} bytes, data_offsets give {}", what, name, dtype_name(t.dtype),
                    shape_str(t.shape), bytes, t.end - t.begin);
     h.tensors.push_back(std::move(t));
   }
+  // The safetensors rule: sorted by offsets, the tensors tile the data section exactly: the first
+  // begins at 0, each where the previous ended, the last ends at the end of the file. Zero-size
+  // tensors take part (one lying inside another tensor breaks the chain like any overlap).
   std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  for (size_t i = 1; i < h.tensors.size(); ++i) {
-    const auto& p = h.tensors[i - 1];
-    const auto& c = h.tensors[i];
-    if (c.begin < p.end && c.nbytes() > 0 && p.nbytes() > 0)
-      return Error("{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap", what, p.name, p.begin, p.end, c.name,
-                   c.begin, c.end);
+  uint64_t at = 0;
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo& c : h.tensors) {
+    if (c.begin < at)
+      return Error("{}: tensors {} [{}, {}) and {} [{}, {}) overlap", what, quote_name(prev->name), prev->begin,
+                   prev->end, quote_name(c.name), c.begin, c.end);
+    if (c.begin > at)
+      return Error("{}: data bytes [{}, {}) before tensor {} belong to no tensor (safetensors allows no gaps)", what,
+                   at, c.begin, quote_name(c.name));
+    at = c.end;
+    prev = &c;
   }
+  if (at != data_size)
+    return Error("{}: {} trailing bytes after the last tensor's data (the data section is {} bytes, tensors cover {})",
+                 what, data_size - at, data_size, at);
   return h;
 }
 
@@ -191,7 +216,9 @@ Status SafetensorsWriter::append(const void* data, size_t n) {
   }
   while (n > 0) {
     size_t k = std::min(n, buf_.size() - buf_used_);
-    std::memcpy(buf_.data() + buf_used_, p, k);
+    // The bytes may lie in an input file's mapping: a file truncated meanwhile fails here, not by SIGBUS.
+    if (!guarded_memcpy(buf_.data() + buf_used_, p, k))
+      return Error("{}: the data to write could not be read (an input file shrank while being read)", path_);
     buf_used_ += k;
     p += k;
     n -= k;

@@ -1,9 +1,10 @@
 // Safetensors I/O. Layout: u64 little-endian header length N, N bytes of JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data section.
 //
-// The reader maps the file and validates everything before handing out a pointer: header length
-// within the file and under kMaxHeaderBytes, valid JSON, known dtypes, shape x dtype size equal to
-// the byte range, every range inside the data section, no two ranges overlapping.
+// The reader maps the file and validates everything before handing out a pointer, by the format's
+// own rules: header length within the file and under kMaxHeaderBytes, valid JSON with every tensor
+// name once, known dtypes, shape x dtype size equal to the byte range (overflow-checked), and the
+// ranges tiling the data section exactly (no gap, no overlap, no trailing bytes).
 // The writer streams: the tensor list is declared up front, the header written, then bytes appended
 // in declaration order; nothing is held in memory beyond one I/O buffer.
 #pragma once
@@ -13,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,6 +37,8 @@ struct TensorInfo {
 };
 
 std::string shape_str(std::span<const int64_t> shape);  // "[2880, 4096]"
+// A tensor or key name for a message: 'name', cut after 80 bytes (names in a hostile header can be MBs).
+std::string quote_name(std::string_view name);
 
 struct SafetensorsHeader {
   std::vector<TensorInfo> tensors;  // sorted by begin offset

@@ -22,42 +22,52 @@ void Session::cancel_chained() {
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const BackendOptions& bo,
                                            const CheckpointOptions& co) {
-  const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> m(new Model());
-  GPTOSS_ASSIGN(Checkpoint ck, Checkpoint::open(dir, co));
-  m->checkpoint_ = std::make_unique<Checkpoint>(std::move(ck));
-  GPTOSS_ASSIGN(m->host_, build_host_weights(*m->checkpoint_));
-  GPTOSS_ASSIGN(m->backend_, create_backend(m->config(), bo));
-  GPTOSS_ASSIGN(m->weights_, m->backend_->upload(m->host_->w, m->config()));
-  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return m;
+  // Loading allocates what the config asks for: a failure (std::bad_alloc, std::length_error) is an
+  // error of this call, never an exception out of the library.
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<Model> m(new Model());
+    GPTOSS_ASSIGN(Checkpoint ck, Checkpoint::open(dir, co));
+    m->checkpoint_ = std::make_unique<Checkpoint>(std::move(ck));
+    GPTOSS_ASSIGN(m->host_, build_host_weights(*m->checkpoint_));
+    GPTOSS_ASSIGN(m->backend_, create_backend(m->config(), bo));
+    GPTOSS_ASSIGN(m->weights_, m->backend_->upload(m->host_->w, m->config()));
+    m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return m;
+  } catch (const std::exception& e) {
+    return Error("{}: cannot load the model: {}", dir, e.what());
+  }
 }
 
 uint64_t Model::decode_bytes_per_token() const { return gptoss::decode_bytes_per_token(config(), weights_); }
 
 Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOptions& o) {
-  const ModelConfig& c = model.config();
-  if (o.max_context <= 0 || o.max_context > c.max_position_embeddings)
-    return Error("max_context {} is outside 1..{} (max_position_embeddings)", o.max_context,
-                 c.max_position_embeddings);
-  if (o.max_batch <= 0) return Error("max_batch must be positive, got {}", o.max_batch);
-  std::unique_ptr<Session> s(new Session());
-  s->model_ = &model;
-  s->opts_ = o;
-  s->opts_.max_batch = std::min(o.max_batch, o.max_context);
-  Backend& be = model.backend();
-  KvCacheOptions ko{o.max_context, s->opts_.max_batch, o.kv_precision};
-  GPTOSS_ASSIGN(s->kv_, be.create_kv_cache(c, ko));
-  const size_t B = size_t(s->opts_.max_batch);
-  GPTOSS_ASSIGN(s->x_, be.alloc(B * size_t(c.hidden_size)));
-  GPTOSS_ASSIGN(s->h_, be.alloc(B * size_t(c.hidden_size)));
-  GPTOSS_ASSIGN(s->q_, be.alloc(B * size_t(c.q_dim())));
-  GPTOSS_ASSIGN(s->k_, be.alloc(B * size_t(c.kv_dim())));
-  GPTOSS_ASSIGN(s->v_, be.alloc(B * size_t(c.kv_dim())));
-  GPTOSS_ASSIGN(s->attn_, be.alloc(B * size_t(c.q_dim())));
-  GPTOSS_ASSIGN(s->logits_, be.alloc(B * size_t(c.vocab_size)));
-  s->last_logits_.resize(size_t(c.vocab_size));
-  return s;
+  try {
+    const ModelConfig& c = model.config();
+    if (o.max_context <= 0 || o.max_context > c.max_position_embeddings)
+      return Error("max_context {} is outside 1..{} (max_position_embeddings)", o.max_context,
+                   c.max_position_embeddings);
+    if (o.max_batch <= 0) return Error("max_batch must be positive, got {}", o.max_batch);
+    std::unique_ptr<Session> s(new Session());
+    s->model_ = &model;
+    s->opts_ = o;
+    s->opts_.max_batch = std::min(o.max_batch, o.max_context);
+    Backend& be = model.backend();
+    KvCacheOptions ko{o.max_context, s->opts_.max_batch, o.kv_precision};
+    GPTOSS_ASSIGN(s->kv_, be.create_kv_cache(c, ko));
+    const size_t B = size_t(s->opts_.max_batch);
+    GPTOSS_ASSIGN(s->x_, be.alloc(B * size_t(c.hidden_size)));
+    GPTOSS_ASSIGN(s->h_, be.alloc(B * size_t(c.hidden_size)));
+    GPTOSS_ASSIGN(s->q_, be.alloc(B * size_t(c.q_dim())));
+    GPTOSS_ASSIGN(s->k_, be.alloc(B * size_t(c.kv_dim())));
+    GPTOSS_ASSIGN(s->v_, be.alloc(B * size_t(c.kv_dim())));
+    GPTOSS_ASSIGN(s->attn_, be.alloc(B * size_t(c.q_dim())));
+    GPTOSS_ASSIGN(s->logits_, be.alloc(B * size_t(c.vocab_size)));
+    s->last_logits_.resize(size_t(c.vocab_size));
+    return s;
+  } catch (const std::exception& e) {  // the KV cache and buffers are sized by the config and options
+    return Error("cannot create a session (max_context {}, max_batch {}): {}", o.max_context, o.max_batch, e.what());
+  }
 }
 
 size_t Session::kv_bytes() const { return kv_->bytes(); }

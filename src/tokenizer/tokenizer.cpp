@@ -492,7 +492,7 @@ Result<Tokenizer> Tokenizer::from_hf_json_text(std::string_view json_text, std::
 }
 
 Result<Tokenizer> Tokenizer::from_hf_json_file(const std::string& path) {
-  GPTOSS_ASSIGN(std::string text, read_file(path));
+  GPTOSS_ASSIGN(std::string text, read_regular_file(path, kMaxTokenizerFileBytes));
   return from_hf_json_text(text, path);
 }
 
@@ -549,7 +549,7 @@ Result<Tokenizer> Tokenizer::from_tiktoken_text(std::string_view text, std::stri
 }
 
 Result<Tokenizer> Tokenizer::from_tiktoken_file(const std::string& path) {
-  GPTOSS_ASSIGN(std::string text, read_file(path));
+  GPTOSS_ASSIGN(std::string text, read_regular_file(path, kMaxTokenizerFileBytes));
   return from_tiktoken_text(text, path);
 }
 

@@ -4,7 +4,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
+#include "convert/convert.h"
 #include "convert/tensor_codec.h"
 #include "core/mxfp4.h"
 #include "format/checkpoint.h"
@@ -81,6 +84,101 @@ TEST(Config, RejectsBadValues) {
   j["layer_types"] = {"sliding_attention"};
   EXPECT_FALSE(ModelConfig::from_json(j, "c").ok());
   EXPECT_FALSE(ModelConfig::from_json(json::array(), "c").ok());
+}
+
+// Issue 17, items 2 and 4: every config value bounded, in 64 bits, one short line naming field, value, bound.
+TEST(Config, BoundsEveryField) {
+  struct Case {
+    const char* key;
+    json value;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"num_hidden_layers", 100000000, "'num_hidden_layers' is 100000000, expected 1..1024"},
+      {"num_hidden_layers", json(uint64_t(18446744073709551615ull)), "'num_hidden_layers' is 9223372036854775807"},
+      {"num_hidden_layers", 0, "'num_hidden_layers' is 0"},
+      {"num_local_experts", 1000000, "'num_local_experts' is 1000000, expected 1..1024"},
+      {"num_experts_per_tok", 5, "'num_experts_per_tok' is 5, expected 1..4"},
+      {"vocab_size", 2147483647, "'vocab_size' is 2147483647"},
+      {"hidden_size", 1 << 20, "'hidden_size' is 1048576"},
+      {"intermediate_size", 4294967296, "'intermediate_size' is 4294967296"},
+      {"head_dim", 65536, "'head_dim' is 65536, expected 2..1024"},
+      {"num_attention_heads", 65536, "'num_attention_heads' is 65536"},
+      {"num_key_value_heads", 0, "'num_key_value_heads' is 0, expected 1..4"},
+      {"sliding_window", 2147483647, "'sliding_window' is 2147483647, expected 1..131072"},
+      {"max_position_embeddings", 2147483647, "'max_position_embeddings' is 2147483647"},
+      {"rope_theta", 1.0, "'rope_theta' is 1"},
+      {"rope_theta", std::numeric_limits<double>::infinity(), "'rope_theta' is "},
+      {"rms_norm_eps", 0.0, "'rms_norm_eps' is 0"},
+      {"swiglu_limit", -1.0, "'swiglu_limit' is -1"},
+      {"rope_scaling", {{"factor", -2.0}}, "'rope_scaling.factor' is -2"},
+      {"rope_scaling", {{"beta_slow", 0.0}}, "'rope_scaling.beta_slow' is 0"},
+      {"rope_scaling", {{"original_max_position_embeddings", 0}}, "'original_max_position_embeddings' is 0"},
+      {"layer_types", json::array({"sliding_attention"}), "num_hidden_layers = 2 entries"},
+      {"layer_types", json::array({"sliding_attention", 7}), "layer_types[1] is 7"},
+      {"eos_token_id", -1, "'eos_token_id' is -1"},
+  };
+  for (const auto& c : cases) {
+    json j = tiny_hf_config();
+    j[c.key] = c.value;
+    auto r = ModelConfig::from_json(j, "c.json");
+    ASSERT_FALSE(r.ok()) << c.key << " = " << c.value.dump();
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+    EXPECT_EQ(r.status().message().rfind("c.json: ", 0), 0u) << r.status().message();
+  }
+  // num_attention_heads x head_dim wrapped around in 32 bits (65536 x 65536 = 2^32 -> 0); each is in
+  // range here, the product is not.
+  json j = tiny_hf_config();
+  j["num_attention_heads"] = 1024;
+  j["num_key_value_heads"] = 1024;
+  j["head_dim"] = 1024;
+  auto r = ModelConfig::from_json(j, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("num_attention_heads 1024 x head_dim 1024 = 1048576, expected at most 65536"),
+            std::string::npos)
+      << r.status().message();
+  // The original flavour's context, initial_context_length x rope_scaling_factor, is checked before it
+  // becomes an integer.
+  json o = {{"num_hidden_layers", 2}, {"num_experts", 4}, {"experts_per_token", 2}, {"vocab_size", 64},
+            {"hidden_size", 32},      {"intermediate_size", 32}, {"head_dim", 8}, {"num_attention_heads", 4},
+            {"num_key_value_heads", 2}, {"sliding_window", 4}, {"initial_context_length", 4096},
+            {"rope_scaling_factor", 1e300}};
+  r = ModelConfig::from_json(o, "orig.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("rope_scaling_factor"), std::string::npos) << r.status().message();
+  o["rope_scaling_factor"] = 1e6;
+  r = ModelConfig::from_json(o, "orig.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("4096 x rope_scaling_factor"), std::string::npos) << r.status().message();
+}
+
+// Issue 17, item 3: an error about a deeply nested value must not serialize it (recursion: stack overflow).
+TEST(Config, ErrorsDescribeValuesBriefly) {
+  json deep = json::array();
+  for (int i = 0; i < 200000; ++i) deep = json::array({std::move(deep)});
+  json j = tiny_hf_config();
+  j["hidden_size"] = std::move(deep);
+  auto r = ModelConfig::from_json(j, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'hidden_size' must be an integer, got an array of 1 elements"), std::string::npos)
+      << r.status().message();
+  j = tiny_hf_config();
+  j["hidden_size"] = std::string(100000, 'z');
+  r = ModelConfig::from_json(j, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_LT(r.status().message().size(), 200u);
+  // From text: 100k levels are refused by the parser's depth limit; duplicate keys are refused.
+  std::string text = tiny_hf_config().dump();
+  text.insert(1, R"("x": )" + std::string(100000, '[') + std::string(100000, ']') + ",");
+  r = ModelConfig::from_json_text(text, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nested deeper than 64"), std::string::npos) << r.status().message();
+  text = tiny_hf_config().dump();
+  text.insert(1, R"("hidden_size": 4096,)");
+  r = ModelConfig::from_json_text(text, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("\"hidden_size\" appears twice"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(ModelConfig::from_json_text(tiny_hf_config().dump(), "c.json").ok());
 }
 
 TEST(TensorTable, CountsShapesAndOriginalSlices) {
@@ -190,4 +288,111 @@ TEST(Codec, FloatCasts) {
   convert_floats(f, DType::F32, b, DType::BF16, 4);
   EXPECT_EQ(b[0], 0x3f80);
   EXPECT_EQ(b[1], 0xc000);
+}
+
+namespace {
+// A native checkpoint converted from a TinyCheckpoint, removed at the end.
+struct TinyNative {
+  TinyCheckpoint src{tiny_hf_config()};
+  fs::path dir = src.dir.string() + "-native";
+  TinyNative() {
+    ConvertOptions o;
+    o.model_path = src.dir.string();
+    o.output = dir.string();
+    auto r = convert_checkpoint(o);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+  }
+  ~TinyNative() { fs::remove_all(dir); }
+  fs::path shard() const { return dir / "model-00001-of-00001.safetensors"; }
+  json manifest() const { return json::parse(std::ifstream(dir / "gptoss.json")); }
+  void write_manifest(const json& m) const { std::ofstream(dir / "gptoss.json") << m.dump(); }
+};
+
+std::string open_error(const fs::path& d) {
+  auto r = Checkpoint::open(d.string());
+  return r.ok() ? "" : r.status().message();
+}
+}  // namespace
+
+// Issue 17, item 6: the checksums are checked (verify, convert from native) and the manifest must
+// describe the files exactly.
+TEST(Checkpoint, NativeChecksumsAreVerified) {
+  TinyNative n;
+  auto ck = Checkpoint::open(n.dir.string());
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  EXPECT_EQ(ck->layout(), CheckpointLayout::Native);
+  EXPECT_EQ(ck->checksummed().size(), 41u);
+  EXPECT_TRUE(ck->verify_checksums().ok());
+  EXPECT_TRUE(verify_native(n.dir.string()).ok());
+  // Flip one byte of the last tensor (lm_head): verify names it; a conversion from it writes nothing.
+  {
+    std::fstream f(n.shard(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put(char(0x01));
+  }
+  auto bad = Checkpoint::open(n.dir.string());
+  ASSERT_TRUE(bad.ok());
+  Status s = bad->verify_checksums();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("tensor 'lm_head.weight': checksum"), std::string::npos) << s.message();
+  ConvertOptions o;
+  o.model_path = n.dir.string();
+  o.output = n.dir.string() + "-again";
+  for (auto fmt : {OutputFormat::Native, OutputFormat::Safetensors}) {
+    o.format = fmt;
+    auto r = convert_checkpoint(o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("'lm_head.weight': checksum"), std::string::npos) << r.status().message();
+    EXPECT_FALSE(fs::exists(o.output));
+  }
+  // A non-native checkpoint has no checksums to verify.
+  auto hf = Checkpoint::open(n.src.dir.string());
+  ASSERT_TRUE(hf.ok());
+  EXPECT_FALSE(hf->verify_checksums().ok());
+}
+
+TEST(Checkpoint, ManifestMustMatchTheFiles) {
+  TinyNative n;
+  const json good = n.manifest();
+  struct Case {
+    std::function<void(json&)> edit;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {[](json& m) { m["tensors"] = json::array(); }, "lists no tensors"},
+      {[](json& m) { m.erase("tensors"); }, "'tensors' is missing"},
+      {[](json& m) { m["tensors"].erase(m["tensors"].begin() + 3); }, "is not listed in the manifest"},
+      {[](json& m) { m["tensors"].push_back(m["tensors"][0]); }, "listed twice"},
+      {[](json& m) { m["tensors"][0]["shape"] = {32, 64}; }, "manifest says"},
+      {[](json& m) { m["tensors"][1]["dtype"] = "F32"; m["tensors"][1]["nbytes"] = 128; }, "manifest says F32"},
+      {[](json& m) { m["tensors"][2]["offset"] = 0; }, "manifest says bytes [0"},
+      {[](json& m) { m["tensors"][2]["file"] = "../x.safetensors"; }, "not a file name"},
+      {[](json& m) { m["tensors"][2]["name"] = "model.layers.9.bogus"; }, "no safetensors file of the checkpoint has it"},
+      {[](json& m) { m["tensors"][2]["xxh3"] = "xyz"; }, "16 lowercase hex digits"},
+      {[](json& m) { m["tensors"][2]["nbytes"] = 1; }, "nbytes 1"},
+      {[](json& m) { m["format"] = "other"; }, "expected \"gptoss-native\""},
+      {[](json& m) { m["num_hidden_layers"] = 7; }, "num_hidden_layers 7"},
+  };
+  for (const auto& c : cases) {
+    json m = good;
+    c.edit(m);
+    n.write_manifest(m);
+    const std::string e = open_error(n.dir);
+    EXPECT_NE(e.find(c.expect), std::string::npos) << "expected '" << c.expect << "', got: " << e;
+  }
+  n.write_manifest(good);
+  EXPECT_EQ(open_error(n.dir), "");
+}
+
+// Issue 17, item 8: a shard truncated after it was opened is reported by name before it is read.
+TEST(Checkpoint, NoticesAShardThatShrank) {
+  TinyCheckpoint t(tiny_hf_config());
+  auto ck = Checkpoint::open(t.dir.string());
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  EXPECT_TRUE(ck->check_files_unchanged().ok());
+  const fs::path shard = t.dir / "model.safetensors";
+  fs::resize_file(shard, fs::file_size(shard) - 100);
+  Status s = ck->check_files_unchanged();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("model.safetensors: file shrank while being read"), std::string::npos) << s.message();
 }

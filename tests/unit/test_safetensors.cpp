@@ -115,3 +115,59 @@ TEST(Safetensors, WriterRejectsShortData) {
   EXPECT_NE(s.message().find("4 of 8"), std::string::npos);
   std::filesystem::remove(path);
 }
+
+// The safetensors format's own rules (issue 17, item 7): names unique, offsets tiling the data section.
+TEST(Safetensors, RejectsDuplicateTensorNames) {
+  // nlohmann alone keeps one of the two entries ("last wins"); the header must be refused.
+  auto r = parse(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", 8);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("appears twice"), std::string::npos) << r.status().message();
+  // Duplicate keys inside an entry are refused too.
+  r = parse(R"({"a":{"dtype":"U8","dtype":"F32","shape":[4],"data_offsets":[0,4]}})", 4);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("appears twice"), std::string::npos) << r.status().message();
+}
+
+TEST(Safetensors, OffsetsMustTileTheDataSection) {
+  struct Case {
+    const char* header;
+    size_t data;
+    const char* expect;
+  };
+  const Case cases[] = {
+      // a gap between two tensors
+      {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[6,10]}})", 10, "no gaps"},
+      // the first tensor does not start at 0
+      {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})", 6, "no gaps"},
+      // bytes after the last tensor
+      {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})", 9, "5 trailing bytes"},
+      // an overlap between non-neighbours, hidden by a zero-size tensor sorted between them
+      {R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", 8, "overlap"},
+      // a zero-size tensor inside another one
+      {R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"U8","shape":[0],"data_offsets":[3,3]}})", 8, "overlap"},
+      // no tensors but data bytes
+      {R"({"__metadata__":{"k":"v"}})", 3, "trailing"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse(c.header, c.data);
+    ASSERT_FALSE(r.ok()) << c.header;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+  }
+  // Exact tilings pass, zero-size tensors at a boundary included.
+  auto ok = parse(R"({"z":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2,2],"data_offsets":[4,8]}})", 8);
+  EXPECT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_TRUE(parse("{}", 0).ok());
+}
+
+TEST(Safetensors, DeepNestingAndHugeNamesGiveShortErrors) {
+  // 100k levels: parsed without recursion, refused at depth 64.
+  std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto r = parse(deep, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nested deeper"), std::string::npos) << r.status().message();
+  // A 1 MB tensor name is cut in the message.
+  const std::string name(1 << 20, 'x');
+  r = parse(R"({")" + name + R"(":{"dtype":"Q9","shape":[1],"data_offsets":[0,1]}})", 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_LT(r.status().message().size(), 300u) << r.status().message().substr(0, 300);
+}
