@@ -123,7 +123,7 @@ Result<ModelConfig> parse_config(const json& j, const std::string& what) {
   // Ranges first (so the narrowing below is exact), then the relations between fields.
   GPTOSS_TRY(check_range(r.layers, "num_hidden_layers", 1, L::kMaxLayers, what));
   GPTOSS_TRY(check_range(r.experts, original ? "num_experts" : "num_local_experts", 1, L::kMaxExperts, what));
-  GPTOSS_TRY(check_range(r.experts_per_tok, "num_experts_per_tok", 1, r.experts, what));
+  GPTOSS_TRY(check_range(r.experts_per_tok, original ? "experts_per_token" : "num_experts_per_tok", 1, r.experts, what));
   GPTOSS_TRY(check_range(r.vocab, "vocab_size", 1, L::kMaxVocab, what));
   GPTOSS_TRY(check_range(r.hidden, "hidden_size", 32, L::kMaxHidden, what));
   GPTOSS_TRY(check_range(r.intermediate, "intermediate_size", 32, L::kMaxHidden, what));
