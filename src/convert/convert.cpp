@@ -484,10 +484,10 @@ Status copy_side_files(const Checkpoint& ck, const fs::path& dst) {
   for (const char* f : kFiles) {
     for (const fs::path& d : {fs::path(ck.dir()), fs::path(ck.config_dir())}) {
       std::error_code ec;
-      if (!fs::is_regular_file(d / f, ec)) continue;
-      std::ifstream in(d / f, std::ios::binary);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (!in.good() && !in.eof()) return Error("{}: read failed", (d / f).string());
+      if (!fs::exists(d / f, ec)) continue;
+      // Regular files of bounded size only (tokenizer.json, the largest, is 27 MB): a FIFO or /dev/zero
+      // under one of these names is an error, not a hang.
+      GPTOSS_ASSIGN(std::string text, read_regular_file((d / f).string(), kMaxTokenizerFileBytes));
       GPTOSS_TRY(write_file_synced((dst / f).string(), text));
       break;
     }
