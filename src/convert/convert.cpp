@@ -288,7 +288,8 @@ class Producer {
           if (b < 0) return Error("writer stopped");
           uint8_t* dst = ch_.buffer(b);
           // Guarded: the input is a mapping (the lambda and convert_floats own nothing with a destructor).
-          if (!sigbus_guarded([&] { convert_floats(j.src->bytes.data() + e0 * in_es, j.src->dtype, dst, j.out.dtype, n); })) {
+          const uint8_t* src = j.src->bytes.data() + e0 * in_es;
+          if (!sigbus_guarded([&] { convert_floats(src, j.src->dtype, dst, j.out.dtype, n); })) {
             ch_.release_buffer(b);
             return fault_error(*j.src);
           }
@@ -405,7 +406,8 @@ Result<bool> existing_output(const fs::path& out, bool force) {
   const fs::file_status st = fs::symlink_status(out, ec);
   if (ec || !fs::exists(st)) return false;
   if (!force) return Error("{}: already exists (use --force to replace it)", out.string());
-  if (fs::is_symlink(st)) return Error("{}: is a symbolic link; --force replaces only an earlier output directory", out.string());
+  if (fs::is_symlink(st))
+    return Error("{}: is a symbolic link; --force replaces only an earlier output directory", out.string());
   if (!fs::is_directory(st))
     return Error("{}: exists and is not a directory; --force replaces only an earlier output directory", out.string());
   if (!fs::exists(out / "gptoss.json", ec) && !fs::exists(out / "config.json", ec))
