@@ -288,7 +288,8 @@ class Producer {
           if (b < 0) return Error("writer stopped");
           uint8_t* dst = ch_.buffer(b);
           // Guarded: the input is a mapping (the lambda and convert_floats own nothing with a destructor).
-          if (!sigbus_guarded([&] { convert_floats(j.src->bytes.data() + e0 * in_es, j.src->dtype, dst, j.out.dtype, n); })) {
+          const uint8_t* src = j.src->bytes.data() + e0 * in_es;
+          if (!sigbus_guarded([&] { convert_floats(src, j.src->dtype, dst, j.out.dtype, n); })) {
             ch_.release_buffer(b);
             return fault_error(*j.src);
           }
@@ -405,7 +406,8 @@ Result<bool> existing_output(const fs::path& out, bool force) {
   const fs::file_status st = fs::symlink_status(out, ec);
   if (ec || !fs::exists(st)) return false;
   if (!force) return Error("{}: already exists (use --force to replace it)", out.string());
-  if (fs::is_symlink(st)) return Error("{}: is a symbolic link; --force replaces only an earlier output directory", out.string());
+  if (fs::is_symlink(st))
+    return Error("{}: is a symbolic link; --force replaces only an earlier output directory", out.string());
   if (!fs::is_directory(st))
     return Error("{}: exists and is not a directory; --force replaces only an earlier output directory", out.string());
   if (!fs::exists(out / "gptoss.json", ec) && !fs::exists(out / "config.json", ec))
@@ -484,10 +486,10 @@ Status copy_side_files(const Checkpoint& ck, const fs::path& dst) {
   for (const char* f : kFiles) {
     for (const fs::path& d : {fs::path(ck.dir()), fs::path(ck.config_dir())}) {
       std::error_code ec;
-      if (!fs::is_regular_file(d / f, ec)) continue;
-      std::ifstream in(d / f, std::ios::binary);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (!in.good() && !in.eof()) return Error("{}: read failed", (d / f).string());
+      if (!fs::exists(d / f, ec)) continue;
+      // Regular files of bounded size only (tokenizer.json, the largest, is 27 MB): a FIFO or /dev/zero
+      // under one of these names is an error, not a hang.
+      GPTOSS_ASSIGN(std::string text, read_regular_file((d / f).string(), kMaxTokenizerFileBytes));
       GPTOSS_TRY(write_file_synced((dst / f).string(), text));
       break;
     }

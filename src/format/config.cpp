@@ -106,14 +106,16 @@ Result<ModelConfig> parse_config(const json& j, const std::string& what) {
         break;
       }
       if (type != "yarn")
-        return Error("{}: rope_scaling.rope_type {} is not supported (expected 'yarn')", what, describe_json(json(type)));
+        return Error("{}: rope_scaling.rope_type {} is not supported (expected 'yarn')", what,
+                     describe_json(json(type)));
       GPTOSS_TRY(get_float(*rs, "factor", c.rope_factor, what));
       GPTOSS_TRY(get_float(*rs, "beta_fast", c.rope_beta_fast, what));
       GPTOSS_TRY(get_float(*rs, "beta_slow", c.rope_beta_slow, what));
       GPTOSS_TRY(get_int(*rs, "original_max_position_embeddings", r.original_max_positions, false, what));
       auto t = rs->find("truncate");
       if (t != rs->end()) {
-        if (!t->is_boolean()) return Error("{}: rope_scaling.truncate is {}, expected a boolean", what, describe_json(*t));
+        if (!t->is_boolean())
+          return Error("{}: rope_scaling.truncate is {}, expected a boolean", what, describe_json(*t));
         c.rope_truncate = t->get<bool>();
       }
     }
@@ -123,7 +125,8 @@ Result<ModelConfig> parse_config(const json& j, const std::string& what) {
   // Ranges first (so the narrowing below is exact), then the relations between fields.
   GPTOSS_TRY(check_range(r.layers, "num_hidden_layers", 1, L::kMaxLayers, what));
   GPTOSS_TRY(check_range(r.experts, original ? "num_experts" : "num_local_experts", 1, L::kMaxExperts, what));
-  GPTOSS_TRY(check_range(r.experts_per_tok, "num_experts_per_tok", 1, r.experts, what));
+  GPTOSS_TRY(
+      check_range(r.experts_per_tok, original ? "experts_per_token" : "num_experts_per_tok", 1, r.experts, what));
   GPTOSS_TRY(check_range(r.vocab, "vocab_size", 1, L::kMaxVocab, what));
   GPTOSS_TRY(check_range(r.hidden, "hidden_size", 32, L::kMaxHidden, what));
   GPTOSS_TRY(check_range(r.intermediate, "intermediate_size", 32, L::kMaxHidden, what));

@@ -31,7 +31,8 @@ Result<json> parse_json_strict(std::string_view text, const std::string& what) {
         break;
       case json::parse_event_t::key:
         if (!keys.empty() && parsed.is_string() && !keys.back().insert(parsed.get<std::string>()).second)
-          throw StrictViolation{fmt::format("{}: key {} appears twice in one JSON object", what, describe_json(parsed))};
+          throw StrictViolation{
+              fmt::format("{}: key {} appears twice in one JSON object", what, describe_json(parsed))};
         break;
       default:
         break;

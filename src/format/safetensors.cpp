@@ -85,7 +85,8 @@ Result<SafetensorsHeader> parse_safetensors_header(std::span<const uint8_t> pref
     // numel * size with overflow checks: a hostile header must not wrap around.
     uint64_t bytes = dtype_size(t.dtype);
     for (const json& e : *sh) {
-      if (!e.is_number_unsigned()) return Error("{}: tensor {}: shape entries must be non-negative integers", what, name);
+      if (!e.is_number_unsigned())
+        return Error("{}: tensor {}: shape entries must be non-negative integers", what, name);
       uint64_t dim = e.get<uint64_t>();
       if (dim > uint64_t(std::numeric_limits<int64_t>::max()))
         return Error("{}: tensor {}: dimension {} too large", what, name, dim);

@@ -293,6 +293,19 @@ def test_special_file(gptoss_bin, made, work, case):
 
 
 @pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_convert_side_file_special(gptoss_bin, made, work, target):
+    """convert copies tokenizer.json and the other side files: one that is not a regular file was skipped
+    silently (an output without its tokenizer); now it is refused, and the copy is size-capped."""
+    m = copy_model(made, "hf", work)
+    if target == "fifo":
+        os.mkfifo(m / "tokenizer.json")
+    else:
+        (m / "tokenizer.json").symlink_to(target)
+    err = fail_cleanly(convert_cmd(gptoss_bin, m, work / "out"), work, timeout=20)
+    assert "tokenizer.json: not a regular file" in err, err
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
 def test_tokenizer_special_file(gptoss_bin, made, work, target):
     """--tokenizer naming a FIFO blocked in open(); /dev/zero was read until memory ran out."""
     m = copy_model(made, "hf", work)
