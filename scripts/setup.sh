@@ -125,8 +125,8 @@ build/gptoss convert --model "$src" --output "$out" --force
 build/gptoss verify --model "$out"
 if [ "$src" = build/demo-model ]; then
   cp "$src/o200k_base.tiktoken" "$out/"  # convert carries tokenizer.json, not the .tiktoken ranks
-  echo "== the demo model answers (random weights, so random text):"
-  build/gptoss generate --model "$out" --prompt "Hello!" -n 16 --seed 1
+  echo "== the demo model completes a text (random weights, so random text):"
+  build/gptoss generate --model "$out" --prompt "Hello!" -n 16 --seed 1 --raw
   echo
   echo "   chat with it: build/gptoss chat --model $out"
 fi
