@@ -102,8 +102,8 @@ void setup(CLI::App& app, CommandContext& ctx) {
   c->add_option("--format", args->format, "native (default), safetensors or orbax")
       ->check(CLI::IsMember({"native", "safetensors", "orbax"}));
   c->add_option("--dtype", args->dtype,
-                "Expert weights: mxfp4 (native default), bf16 (safetensors/orbax default) or f32 (all tensors f32); auto: "
-                "the format's default")
+                "Expert weights: mxfp4 (native default), bf16 (safetensors/orbax default) or f32 (all tensors "
+                "f32); auto: the format's default")
       ->check(CLI::IsMember({"auto", "mxfp4", "bf16", "f32"}));
   auto* t = c->add_flag("--test-only", args->test_only, "Convert only the first 2 layers (config says 2)");
   c->add_option("--layers", args->layers, "Convert only the first N layers (default: all)")

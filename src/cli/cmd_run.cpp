@@ -349,7 +349,8 @@ GPTOSS_REGISTER_COMMAND(50, [](CLI::App& app, CommandContext& ctx) {
   add_run_options(sub, cmd->o);
   sub->add_option("--prompt-tokens", cmd->prompt_tokens, "Prompt length for prefill");
   sub->add_option("--gen-tokens", cmd->gen_tokens, "Tokens to decode");
-  sub->add_option("--context", cmd->context, "Decode after this many tokens of context, e.g. 32768 (0: after the prompt)");
+  sub->add_option("--context", cmd->context,
+                  "Decode after this many tokens of context, e.g. 32768 (0: right after the prompt)");
   sub->add_option("--repeats", cmd->repeats, "Prefill repetitions (best is reported)");
   sub->add_flag("--op-costs", cmd->op_costs,
                 "Also time decode with each op (q/k/v, attention, o_proj, MoE, lm_head) left out of every step: "

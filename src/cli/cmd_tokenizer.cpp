@@ -18,7 +18,8 @@ struct TokenizerSource {
   std::string model_dir;
   std::string tokenizer_file;
   void add_options(CLI::App* cmd) {
-    auto* m = cmd->add_option("--model,-m", model_dir, "Model directory holding tokenizer.json");
+    auto* m = cmd->add_option("--model,-m", model_dir,
+                              "Model directory holding tokenizer.json (or o200k_base.tiktoken)");
     auto* t = cmd->add_option("--tokenizer", tokenizer_file,
                               "tokenizer.json, or a .tiktoken rank file (adds the o200k_harmony specials)");
     m->excludes(t);

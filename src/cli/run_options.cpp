@@ -82,7 +82,8 @@ Status parse_memory(const std::string& s, BackendOptions& b) {
   else if (unit == "KiB") mult = 1024.0;
   else if (unit == "MiB") mult = 1024.0 * 1024;
   else if (unit == "GiB") mult = 1024.0 * 1024 * 1024;
-  else return Error("--gpu-memory-limit {}: unknown unit {} (B, KB, MB, GB, KiB, MiB, GiB)", quote_value(s), quote_value(unit));
+  else return Error("--gpu-memory-limit {}: unknown unit {} (B, KB, MB, GB, KiB, MiB, GiB)", quote_value(s),
+                    quote_value(unit));
   if (v <= 0 || v * mult >= 1e15) return Error("--gpu-memory-limit {} must be positive and below 1 PB", quote_value(s));
   b.gpu_memory_limit = size_t(v * mult);
   return {};

@@ -205,8 +205,8 @@ def test_detokenize_and_parse_read_files_and_stdin(gptoss_bin, byte_tokenizer, t
         r = run_cli(gptoss_bin, "detokenize", "--tokenizer", byte_tokenizer, *args, **kw)
         assert r.stdout == "hi ab", args
     # A million ids do not fit in argv; they do through stdin.
-    r = subprocess.run([str(gptoss_bin), "detokenize", "--tokenizer", str(byte_tokenizer)], input=b"104," * 999999 + b"104",
-                       capture_output=True, timeout=60)
+    r = subprocess.run([str(gptoss_bin), "detokenize", "--tokenizer", str(byte_tokenizer)],
+                       input=b"104," * 999999 + b"104", capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == b"h" * 1000000
     # parse: <|start|>assistant<|message|>hi<|end|> from a file of ids.
     f.write_text("200006 " + " ".join(["97", "115", "115", "105", "115", "116", "97", "110", "116"]) +
