@@ -160,6 +160,25 @@ def test_run_errors_have_the_one_prefix(gptoss_bin, tmp_path, byte_tokenizer):
     run_error(gptoss_bin, "parse", "--tokenizer", byte_tokenizer, input="1 x 2")
 
 
+def test_cuda_device_fails_cleanly_where_it_cannot_run(gptoss_bin, model):
+    r = subprocess.run([str(gptoss_bin), "verify", "--model", str(model), "--device", "cuda"], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:  # no CUDA backend in this build, its module missing, or no GPU
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX) and "cuda" in lines[0], r.stderr
+
+
+def test_start_does_not_load_cuda(gptoss_bin, model):
+    """On a CUDA build, the CUDA runtime and cuBLAS (~200 MB resident) load only for the GPU: before, every
+    invocation, --help included, took ~0.2 s and 217 MiB."""
+    import os
+    for args in (["--help"], ["tokenize", "--help"], ["verify", "--model", str(model), "--device", "cpu"]):
+        p = subprocess.Popen([str(gptoss_bin), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(p.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, args
+        assert usage.ru_maxrss < 64 * 1024, f"{args}: {usage.ru_maxrss / 1024:.0f} MiB resident"
+
+
 # ---- the good paths --------------------------------------------------------------------------------
 
 def test_help_shows_defaults_on_stdout(gptoss_bin):
