@@ -12,7 +12,6 @@
 # The CUDA backend is compiled only when `nvidia-smi -L` lists a GPU (or --cuda asks for it): its kernels
 # take most of the build time. scripts/test.sh always compiles it where nvcc is installed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config git clang nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
   libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-venv python3-pip curl ca-certificates)
@@ -28,12 +27,13 @@ while (($#)); do
   case "$1" in
     --deps-only) deps_only=1 ;;
     --cuda) cuda=on ;;
-    --tokenizer) tokenizer=${2:?--tokenizer needs a file}; shift ;;
+    --tokenizer) tokenizer=$(realpath -- "${2:?--tokenizer needs a file}"); shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
