@@ -104,7 +104,7 @@ void add_run_options(CLI::App* app, RunOptions& o) {
       ->check(CLI::IsMember({"packed", "plain"}));
   app->add_option("--max-context", o.max_context_limit,
                   "Most positions (prompt + generated tokens) the KV cache holds; a request that needs more fails. "
-                  "Default: what the request needs (generate --tokens, logits, bench), 4096 for chat and "
+                  "Default: what the request needs (generate --tokens, logits, bench), at least 4096 for chat and "
                   "generate --prompt; never more than the model's max_position_embeddings")
       ->default_str("");
   app->add_option("--kv-precision", o.kv_precision, "KV cache precision: f32 (exact) or bf16 (half the memory)")
