@@ -53,7 +53,7 @@ std::vector<uint8_t> normal_bf16(size_t n, uint32_t seed) {
 
 int main(int argc, char** argv) {
   const int ctx = argc > 1 ? std::atoi(argv[1]) : 4096;
-  if (!cuda_device_available()) {
+  if (!cuda_usable()) {
     std::printf("bench_cuda_ops: no CUDA device, nothing measured\n");
     return 0;
   }

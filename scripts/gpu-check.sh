@@ -13,7 +13,7 @@
 # The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
 # missing, the Debian packages carried in .gpudeps/ are unpacked into a private prefix (not /).
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
-# -DGPTOSS_CUDA=ON) are used instead; the summary says which.
+# -DGPTOSS_CUDA=ON; gptoss needs libgptoss_cuda.so beside it) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
 #   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--decode-profile] [--120b | --120b-only] [--skip-main]
 #          --quick: tests + short-context bench only;

@@ -10,7 +10,9 @@ JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 echo "== build (Release)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+# AUTO: the CUDA backend is compiled wherever nvcc is installed, GPU or not (all CUDA code must keep
+# compiling); scripts/setup.sh may have configured build/ without it.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=AUTO >/dev/null
 cmake --build build -j"$JOBS"
 # Benchmarks are not tests, but their code (CUDA included: bench_stream, bench_cuda_ops) has to keep compiling.
 cmake --build build -j"$JOBS" --target benchmarks
@@ -32,7 +34,10 @@ if [ ! -x build/venv/bin/python ]; then
   python3 -m venv build/venv
 fi
 build/venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
-GPTOSS_BIN="$PWD/build/gptoss" build/venv/bin/python -m pytest -q -rs tests/py
+# Only the venv's packages: no PYTHONPATH, no user site, its bin/ first on PATH (the system python3 of a
+# fresh machine has no numpy; tests run Python only as sys.executable).
+PYTHONPATH="" PYTHONNOUSERSITE=1 PATH="$PWD/build/venv/bin:$PATH" GPTOSS_BIN="$PWD/build/gptoss" \
+  build/venv/bin/python -m pytest -q -rs tests/py
 
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPTOSS_FUZZ=ON -DGPTOSS_CUDA=OFF \

@@ -42,6 +42,9 @@ struct Shape {
 
 const std::map<std::string, Shape> kPresets = {
     {"tiny", {4, 128, 8, 2, 8, 2, 32, 96, 1024, 8, 64}},
+    // scripts/setup.sh's demo model: tiny layers, but o200k_harmony's vocabulary and the real context
+    // (131072 positions), so that the real tokenizer and chat work with it (~110 MB, mostly embeddings).
+    {"demo", {4, 128, 8, 2, 8, 2, 32, 128, 201088, 128, 4096}},
     {"20b", {24, 2880, 32, 4, 64, 8, 64, 2880, 201088, 128, 4096}},
     {"120b", {36, 2880, 128, 4, 64, 8, 64, 2880, 201088, 128, 4096}},
 };
@@ -167,7 +170,8 @@ int main(int argc, char** argv) {
   int shard_mb = 4577;  // ~4.8e9 bytes, the real checkpoints' shard limit
   std::map<std::string, int> over;
   app.add_option("out", out, "Output directory")->required();
-  app.add_option("--preset", preset, "tiny (default), 20b or 120b")->check(CLI::IsMember({"tiny", "20b", "120b"}));
+  app.add_option("--preset", preset, "tiny (default), demo, 20b or 120b")
+      ->check(CLI::IsMember({"tiny", "demo", "20b", "120b"}));
   app.add_option("--seed", seed, "Random seed (default 0)");
   app.add_option("--layout", layout, "hf (default), original or dense")->check(CLI::IsMember({"hf", "original", "dense"}));
   app.add_option("--shard-mb", shard_mb, "Largest shard in MiB")->check(CLI::PositiveNumber);

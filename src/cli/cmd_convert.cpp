@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/errors.h"
 #include "convert/convert.h"
 #include "core/progress.h"
 
@@ -36,8 +37,7 @@ struct Args {
 int run_verify(const Args& a) {
   auto r = verify_native(a.model_path, !a.quiet && !a.json && stderr_is_tty());
   if (!r.ok()) {
-    std::fprintf(stderr, "gptoss convert --verify-only: %s\n", r.status().message().c_str());
-    return 1;
+    return fail(r.status().with_context("convert --verify-only"));
   }
   if (a.json) {
     nlohmann::json j = {{"ok", true}, {"tensors", r->tensors}, {"bytes", r->bytes}, {"seconds", r->seconds}};
@@ -70,8 +70,8 @@ int run_convert(const Args& a) {
   install_signal_handlers();
   auto r = convert_checkpoint(o);
   if (!r.ok()) {
-    std::fprintf(stderr, "gptoss convert: %s\n", r.status().message().c_str());
-    return g_cancel.load() ? 130 : 1;
+    fail(r.status());
+    return g_cancel.load() ? 130 : kExitFailure;
   }
   const ConvertSummary& s = *r;
   if (a.json) {
@@ -96,23 +96,27 @@ void setup(CLI::App& app, CommandContext& ctx) {
   CLI::App* c = app.add_subcommand(
       "convert", "Convert a gpt-oss checkpoint (Hugging Face MXFP4 or dense, original/, native) to the native "
                  "load-ready layout, unquantized safetensors, or an Orbax checkpoint (docs/FORMAT.md)");
-  c->add_option("--model-path", args->model_path, "Input checkpoint directory")->required();
+  c->add_option("--model,-m,--model-path", args->model_path, "Input checkpoint directory")->required();
   c->add_option("--output,-o", args->output,
                 "Output directory (default: beside the input, DIR-gptoss / DIR-bf16 / DIR-f32 / DIR-jax)");
   c->add_option("--format", args->format, "native (default), safetensors or orbax")
       ->check(CLI::IsMember({"native", "safetensors", "orbax"}));
   c->add_option("--dtype", args->dtype,
-                "Expert weights: mxfp4 (native default), bf16 (safetensors/orbax default) or f32 (all tensors f32)")
+                "Expert weights: mxfp4 (native default), bf16 (safetensors/orbax default) or f32 (all tensors "
+                "f32); auto: the format's default")
       ->check(CLI::IsMember({"auto", "mxfp4", "bf16", "f32"}));
   auto* t = c->add_flag("--test-only", args->test_only, "Convert only the first 2 layers (config says 2)");
-  c->add_option("--layers", args->layers, "Convert only the first N layers")->excludes(t)->check(CLI::PositiveNumber);
+  c->add_option("--layers", args->layers, "Convert only the first N layers (default: all)")
+      ->excludes(t)
+      ->check(CLI::Range(1, 1 << 20))
+      ->default_str("");
   c->add_flag("--force", args->force, "Replace an existing output directory");
   c->add_flag("--quiet,-q", args->quiet, "No progress bar or summary line");
   c->add_flag("--json", args->json, "Print one JSON summary object on stdout");
   c->add_option("--threads", args->threads, "1: single thread; 2 (default): produce and write in parallel")
       ->check(CLI::Range(1, 256));
-  c->add_option("--shard-mb", args->shard_mb, "Largest output shard in MiB (default 4096)")->check(CLI::PositiveNumber);
-  c->add_flag("--verify-only", args->verify_only, "Only recompute the checksums of the native checkpoint at --model-path");
+  c->add_option("--shard-mb", args->shard_mb, "Largest output shard in MiB")->check(CLI::Range(1, 1 << 30));
+  c->add_flag("--verify-only", args->verify_only, "Only recompute the checksums of the native checkpoint at --model");
   c->callback([args, &ctx] { ctx.run = [args] { return run_convert(*args); }; });
 }
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/errors.h"
 #include "convert/convert.h"
 #include "core/progress.h"
 #include "format/checkpoint.h"
@@ -19,23 +20,20 @@ struct Args {
 int run_inspect(const Args& a) {
   auto r = Checkpoint::open(a.dir);
   if (!r.ok()) {
-    std::fprintf(stderr, "gptoss inspect: %s\n", r.status().message().c_str());
-    return 1;
+    return fail(r.status());
   }
   const Checkpoint& ck = *r;
   const ModelConfig& c = ck.config();
   const bool native = ck.layout() == CheckpointLayout::Native;
   if (a.verify && !native) {
-    std::fprintf(stderr, "gptoss inspect: %s: --verify needs a native checkpoint (gptoss.json); this one is %s\n",
-                 a.dir.c_str(), layout_name(ck.layout()));
-    return 1;
+    return fail(Error("{}: --verify needs a native checkpoint (gptoss.json); this one is {}", a.dir,
+                       layout_name(ck.layout())));
   }
   Result<VerifySummary> v = VerifySummary{};
   if (a.verify) {
     v = verify_native(a.dir, !a.quiet && !a.json && stderr_is_tty());
     if (!v.ok()) {
-      std::fprintf(stderr, "gptoss inspect: %s\n", v.status().message().c_str());
-      return 1;
+      return fail(v.status());
     }
   }
   auto file_of = [&](const TensorData& t) {
@@ -83,7 +81,7 @@ int run_inspect(const Args& a) {
 void setup(CLI::App& app, CommandContext& ctx) {
   auto args = std::make_shared<Args>();
   CLI::App* c = app.add_subcommand("inspect", "Show a checkpoint's config, layout and every tensor (any layout)");
-  c->add_option("dir", args->dir, "Checkpoint directory")->required();
+  c->add_option("dir,--model,-m,--model-path", args->dir, "Checkpoint directory (also as --model DIR)")->required();
   c->add_flag("--json", args->json, "Machine-readable output");
   c->add_flag("--verify", args->verify, "Recompute the checksums of a native checkpoint");
   c->add_flag("--quiet,-q", args->quiet, "No progress bar");

@@ -10,9 +10,7 @@
 #include "cli/run_options.h"
 #include "cli/text_generate.h"
 #include "core/npy.h"
-#ifdef GPTOSS_WITH_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
+#include "backend/factory.h"
 
 namespace gptoss::cli {
 
@@ -32,6 +30,7 @@ struct VerifyCmd {
   RunOptions o;
   int tokens = 10;
   int run() {
+    if (auto st = require_context(o, tokens, "verify --tokens"); !st.ok()) return fail(st);
     auto t0 = Clock::now();
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
@@ -64,10 +63,7 @@ struct VerifyCmd {
     size_t bad = 0;
     for (float v : logits) bad += !std::isfinite(v);
     std::printf("forward pass: logits shape (1, %d, %d) in %.3f s\n", tokens, c.vocab_size, fwd_s);
-    if (bad) {
-      std::fprintf(stderr, "gptoss: error: %zu of %zu logits are not finite\n", bad, logits.size());
-      return 1;
-    }
+    if (bad) return fail(Error("{} of {} logits are not finite", bad, logits.size()));
     std::printf("all %zu logits finite: OK\n", logits.size());
     return 0;
   }
@@ -80,7 +76,8 @@ struct LogitsCmd {
   int run() {
     auto ids = parse_token_list(tokens);
     if (!ids.ok()) return fail(ids.status());
-    o.max_context = std::max(o.max_context, int(ids->size()));
+    if (ids->empty()) return fail(Error("--tokens: no token ids given"));
+    if (auto st = require_context(o, int64_t(ids->size()), "logits --tokens"); !st.ok()) return fail(st);
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
     std::vector<float> logits;
@@ -158,8 +155,10 @@ struct BenchCmd {
   bool json = false;
   bool op_costs = false;
   int run() {
-    o.max_context = std::max(o.max_context, std::max(context, prompt_tokens) + gen_tokens + 1);
-    o.max_batch = std::max(o.max_batch, std::min(prompt_tokens, 2048));  // prefill in as few chunks as fit
+    if (auto st = require_context(o, int64_t(std::max(context, prompt_tokens)) + gen_tokens + 1, "bench");
+        !st.ok())
+      return fail(st);
+    if (o.max_batch == 0) o.max_batch = std::min(prompt_tokens, 2048);  // prefill in as few chunks as fit
     auto t0 = Clock::now();
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
@@ -238,13 +237,13 @@ struct BenchCmd {
     // bits per weight plus 4 per row) instead of 2 per weight; the few escapes are read only with their rows.
     double device_bytes = bytes;
     nlohmann::json packed = nullptr;
-#ifdef GPTOSS_WITH_CUDA
-    if (const CudaPackStats ps = cuda_pack_stats(m.backend()); ps.matrices > 0) {
+    const CudaPackStats ps = m.backend().name().starts_with("cuda") ? (*cuda_module())->pack_stats(m.backend())
+                                                                    : CudaPackStats{};
+    if (ps.matrices > 0) {
       device_bytes = bytes - 2.0 * double(ps.weights) + double(ps.bytes) - 8.0 * double(ps.escapes);
       packed = {{"matrices", ps.matrices}, {"weights", ps.weights}, {"escapes", ps.escapes},
                 {"escape_fraction", double(ps.escapes) / double(ps.weights)}, {"device_bytes", ps.bytes}};
     }
-#endif
     nlohmann::json j = {{"model", o.model},
                         {"device", m.backend().name()},
                         {"load_seconds", load_s},
@@ -297,12 +296,20 @@ struct BenchCmd {
   }
 };
 
+// Ranges: apply_option_bounds (run_options.cpp).
 void add_sampling(CLI::App* app, SamplerOptions& so) {
-  app->add_option("--temperature,-t", so.temperature, "Sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
-  app->add_option("--top-k", so.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
-  app->add_option("--top-p", so.top_p, "Nucleus sampling: keep the smallest set with this much probability")
-      ->check(CLI::Range(0.0, 1.0));
+  app->add_option("--temperature,-t", so.temperature, "Sampling temperature; 0 = greedy");
+  app->add_option("--top-k", so.top_k, "Keep the k most likely tokens (0 = off)");
+  app->add_option("--top-p", so.top_p, "Nucleus sampling: keep the smallest set with this much probability (1 = off)");
   app->add_option("--seed", so.seed, "Random seed (same seed, same output)");
+}
+
+// generate --tokens: the list and the context it needs are checked before the model loads.
+Status check_generate(GenerateCmd& cmd) {
+  if (cmd.tokens.empty()) return {};
+  GPTOSS_ASSIGN(auto ids, parse_token_list(cmd.tokens));
+  if (ids.empty()) return Error("--tokens: no token ids given");
+  return require_context(cmd.o, int64_t(ids.size()) + cmd.n, "generate (--tokens plus -n)");
 }
 
 }  // namespace
@@ -311,7 +318,7 @@ GPTOSS_REGISTER_COMMAND(30, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<VerifyCmd>();
   auto* sub = app.add_subcommand("verify", "Load a model and run one forward pass over 10 dummy tokens");
   add_run_options(sub, cmd->o);
-  sub->add_option("--tokens", cmd->tokens, "Number of dummy tokens")->check(CLI::PositiveNumber);
+  sub->add_option("--tokens", cmd->tokens, "Number of dummy tokens")->check(int_range(1, 1 << 20));
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });
 
@@ -319,7 +326,7 @@ GPTOSS_REGISTER_COMMAND(31, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<LogitsCmd>();
   auto* sub = app.add_subcommand("logits", "Write float32 logits [tokens, vocab] of a token sequence as .npy");
   add_run_options(sub, cmd->o);
-  sub->add_option("--tokens", cmd->tokens, "Token ids, comma-separated")->required();
+  sub->add_option("--tokens", cmd->tokens, "Token ids, separated by commas or spaces")->required();
   sub->add_option("--out,-o", cmd->out, "Output .npy file")->required();
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });
@@ -328,10 +335,11 @@ GPTOSS_REGISTER_COMMAND(40, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<GenerateCmd>();
   auto* sub = app.add_subcommand("generate", "Generate tokens: from token ids (--tokens) or a text prompt (--prompt)");
   add_run_options(sub, cmd->o);
-  auto* tok_opt = sub->add_option("--tokens", cmd->tokens, "Prompt token ids, comma-separated; prints token ids");
+  auto* tok_opt =
+      sub->add_option("--tokens", cmd->tokens, "Prompt token ids, separated by commas or spaces; prints token ids");
   sub->add_option("--prompt,-p", cmd->prompt, "Text prompt: chat-formatted (Harmony), streams the final answer")
       ->excludes(tok_opt);
-  sub->add_option("-n,--max-tokens", cmd->n, "Most tokens to generate")->check(CLI::PositiveNumber);
+  sub->add_option("-n,--max-tokens", cmd->n, "Most tokens to generate");
   add_sampling(sub, cmd->so);
   sub->add_option("--tokenizer", cmd->text.tokenizer, "tokenizer.json or .tiktoken (default: the model directory's)");
   sub->add_option("--system", cmd->text.system, "Developer instructions (with --prompt)");
@@ -340,16 +348,22 @@ GPTOSS_REGISTER_COMMAND(40, [](CLI::App& app, CommandContext& ctx) {
   sub->add_flag("--show-reasoning", cmd->text.show_reasoning, "Print the reasoning to stderr (with --prompt)");
   sub->add_flag("--raw", cmd->text.raw, "Plain text completion of --prompt, no chat format");
   sub->add_flag("--json", cmd->json, "Print one JSON object");
-  sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
+  sub->callback([cmd, &ctx] {
+    ctx.run = [cmd] {
+      if (auto st = check_generate(*cmd); !st.ok()) return fail(st);
+      return cmd->run();
+    };
+  });
 });
 
 GPTOSS_REGISTER_COMMAND(50, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<BenchCmd>();
   auto* sub = app.add_subcommand("bench", "Measure prefill and decode speed against the memory-bandwidth roofline");
   add_run_options(sub, cmd->o);
-  sub->add_option("--prompt-tokens", cmd->prompt_tokens, "Prompt length for prefill")->check(CLI::PositiveNumber);
-  sub->add_option("--gen-tokens", cmd->gen_tokens, "Tokens to decode")->check(CLI::PositiveNumber);
-  sub->add_option("--context", cmd->context, "Decode after this many tokens of context (e.g. 32768)");
+  sub->add_option("--prompt-tokens", cmd->prompt_tokens, "Prompt length for prefill");
+  sub->add_option("--gen-tokens", cmd->gen_tokens, "Tokens to decode");
+  sub->add_option("--context", cmd->context,
+                  "Decode after this many tokens of context, e.g. 32768 (0: right after the prompt)");
   sub->add_option("--repeats", cmd->repeats, "Prefill repetitions (best is reported)");
   sub->add_flag("--op-costs", cmd->op_costs,
                 "Also time decode with each op (q/k/v, attention, o_proj, MoE, lm_head) left out of every step: "

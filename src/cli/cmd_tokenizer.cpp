@@ -1,14 +1,13 @@
 // gptoss tokenize / detokenize / render / parse: the tokenizer and the Harmony chat format from the
 // command line. Token ids print as one JSON array per line.
 #include <cstdio>
-#include <fstream>
-#include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/errors.h"
+#include "cli/input.h"
 #include "core/file_io.h"
 #include "serve/openai_api.h"
 #include "tokenizer/harmony.h"
@@ -21,7 +20,8 @@ struct TokenizerSource {
   std::string model_dir;
   std::string tokenizer_file;
   void add_options(CLI::App* cmd) {
-    auto* m = cmd->add_option("--model", model_dir, "Hugging Face model directory holding tokenizer.json");
+    auto* m = cmd->add_option("--model,-m", model_dir,
+                              "Model directory holding tokenizer.json (or o200k_base.tiktoken)");
     auto* t = cmd->add_option("--tokenizer", tokenizer_file,
                               "tokenizer.json, or a .tiktoken rank file (adds the o200k_harmony specials)");
     m->excludes(t);
@@ -33,19 +33,6 @@ struct TokenizerSource {
     return Error("give --model DIR or --tokenizer FILE");
   }
 };
-
-int fail(const Status& s) {
-  std::fprintf(stderr, "gptoss: %s\n", s.message().c_str());
-  return 1;
-}
-
-// A file's bytes, or standard input for "-" or no file.
-Result<std::string> read_input(const std::string& path) {
-  if (!path.empty() && path != "-") return read_file(path);
-  std::ostringstream ss;
-  ss << std::cin.rdbuf();
-  return ss.str();
-}
 
 void print_ids(const std::vector<TokenId>& ids, std::string& out) {
   out += '[';
@@ -73,26 +60,24 @@ Result<std::string> hex_decode(std::string_view s, size_t line_no) {
   return out;
 }
 
-// Accepts "1,2,3", "1 2 3" or "[1, 2, 3]".
-Result<std::vector<TokenId>> parse_token_list(std::string_view s) {
-  std::vector<TokenId> ids;
-  size_t i = 0;
-  while (i < s.size()) {
-    const char c = s[i];
-    if (c == '[' || c == ']' || c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r') {
-      ++i;
-      continue;
-    }
-    if (c < '0' || c > '9') return Error("--tokens: unexpected character '{}' at offset {}", c, i);
-    uint64_t v = 0;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
-      if (v > 0xFFFFFFFFull) return Error("--tokens: id too large at offset {}", i);
-      ++i;
-    }
-    ids.push_back(static_cast<TokenId>(v));
+// The ids of --tokens, or of --file / standard input when --tokens is not given.
+Result<std::vector<TokenId>> read_token_ids(const std::string& tokens, bool has_tokens, const std::string& file) {
+  std::vector<int32_t> ids;
+  if (has_tokens) {
+    GPTOSS_ASSIGN(ids, parse_token_list(tokens, "--tokens"));
+  } else {
+    GPTOSS_ASSIGN(std::string text, read_input(file));
+    GPTOSS_ASSIGN(ids, parse_token_list(text, file.empty() || file == "-" ? "standard input" : file));
   }
-  return ids;
+  return std::vector<TokenId>(ids.begin(), ids.end());
+}
+
+// --tokens LIST or --file F ('-' or neither: standard input), for detokenize and parse.
+CLI::Option* add_token_input(CLI::App* cmd, std::string& tokens, std::string& file) {
+  auto* t = cmd->add_option("--tokens", tokens, "Token ids separated by commas or spaces: 1,2,3 or [1, 2, 3]");
+  auto* f = cmd->add_option("--file", file, "File of token ids in the same syntax ('-' = stdin, the default)");
+  t->excludes(f);
+  return t;
 }
 
 // render --chat-request: the prompt ids `gptoss serve` runs for a chat-completions body.
@@ -198,17 +183,19 @@ void register_tokenize(CLI::App& app, CommandContext& ctx) {
 void register_detokenize(CLI::App& app, CommandContext& ctx) {
   struct Opts {
     TokenizerSource src;
-    std::string tokens;
+    std::string tokens, file;
+    bool has_tokens = false;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("detokenize", "Decode token ids to text (raw bytes on stdout)");
   opts->src.add_options(cmd);
-  cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
-  cmd->callback([&ctx, opts] {
+  auto* tokens_opt = add_token_input(cmd, opts->tokens, opts->file);
+  cmd->callback([&ctx, opts, tokens_opt] {
+    opts->has_tokens = tokens_opt->count() > 0;
     ctx.run = [opts] {
       auto tok = opts->src.load();
       if (!tok.ok()) return fail(tok.status());
-      auto ids = parse_token_list(opts->tokens);
+      auto ids = read_token_ids(opts->tokens, opts->has_tokens, opts->file);
       if (!ids.ok()) return fail(ids.status());
       auto text = tok->decode(*ids);
       if (!text.ok()) return fail(text.status());
@@ -263,7 +250,8 @@ void register_render(CLI::App& app, CommandContext& ctx) {
 void register_parse(CLI::App& app, CommandContext& ctx) {
   struct Opts {
     TokenizerSource src;
-    std::string tokens;
+    std::string tokens, file;
+    bool has_tokens = false;
     std::string role = "assistant";
     bool chat_response = false, hit_length = false;
     std::string forced_prefix;
@@ -271,7 +259,7 @@ void register_parse(CLI::App& app, CommandContext& ctx) {
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("parse", "Parse a completion's token ids into Harmony messages (JSON)");
   opts->src.add_options(cmd);
-  cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
+  auto* tokens_opt = add_token_input(cmd, opts->tokens, opts->file);
   cmd->add_option("--role", opts->role, "Role the completion starts with (empty: tokens start with <|start|>)");
   auto* chat_opt = cmd->add_flag("--chat-response", opts->chat_response,
                                   "Print the chat-completions message the server returns for these completion tokens");
@@ -280,11 +268,12 @@ void register_parse(CLI::App& app, CommandContext& ctx) {
       ->needs(chat_opt);
   cmd->add_flag("--hit-length", opts->hit_length, "With --chat-response: generation stopped at max_tokens")
       ->needs(chat_opt);
-  cmd->callback([&ctx, opts] {
+  cmd->callback([&ctx, opts, tokens_opt] {
+    opts->has_tokens = tokens_opt->count() > 0;
     ctx.run = [opts] {
       auto tok = opts->src.load();
       if (!tok.ok()) return fail(tok.status());
-      auto ids = parse_token_list(opts->tokens);
+      auto ids = read_token_ids(opts->tokens, opts->has_tokens, opts->file);
       if (!ids.ok()) return fail(ids.status());
       if (opts->chat_response) return parse_chat_response(*tok, *ids, opts->forced_prefix, opts->hit_length);
       auto enc = harmony::HarmonyEncoding::create(*tok);

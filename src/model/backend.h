@@ -130,8 +130,9 @@ struct BackendOptions {
   bool gpu_pack_bf16 = true;       // CUDA: bf16 projections and output head packed losslessly (fewer bytes)
 };
 
-// Whether a CUDA device is usable by this build (false without the CUDA backend or a GPU).
-bool cuda_available();
+// Whether a CUDA device is usable by this build (false without the CUDA backend, its module or a GPU). Loads
+// the CUDA module where the NVIDIA driver is installed. Defined with the factory in backend/factory.cpp.
+bool cuda_usable();
 Result<std::unique_ptr<Backend>> create_backend(const ModelConfig& c, const BackendOptions& o);
 
 }  // namespace gptoss

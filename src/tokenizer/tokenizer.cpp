@@ -563,10 +563,11 @@ Result<Tokenizer> Tokenizer::from_model_dir(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Error("{}: not a directory", dir);
   const fs::path p = fs::path(dir) / "tokenizer.json";
-  if (!fs::is_regular_file(p, ec)) {
-    return Error("{}: no tokenizer.json (expected a Hugging Face model directory)", dir);
-  }
-  return from_hf_json_file(p.string());
+  if (fs::is_regular_file(p, ec)) return from_hf_json_file(p.string());
+  // scripts/setup.sh's demo model carries the o200k ranks instead (tokenizer.json is 28 MB, not in the repo).
+  const fs::path t = fs::path(dir) / "o200k_base.tiktoken";
+  if (fs::is_regular_file(t, ec)) return from_tiktoken_file(t.string());
+  return Error("{}: no tokenizer.json or o200k_base.tiktoken (expected a Hugging Face model directory)", dir);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Tokenizer {
   static Result<Tokenizer> from_tiktoken_file(const std::string& path);
   // A file: *.tiktoken → from_tiktoken_file, anything else → from_hf_json_file.
   static Result<Tokenizer> from_file(const std::string& path);
-  // The tokenizer.json of a Hugging Face model directory.
+  // The tokenizer.json of a Hugging Face model directory, else its o200k_base.tiktoken.
   static Result<Tokenizer> from_model_dir(const std::string& dir);
 
   // Encodes text with no special tokens: "<|start|>" in text becomes ordinary tokens.

@@ -66,7 +66,7 @@ def test_chat_ctrl_c_stops_answer_not_chat(real_vocab_model, tokenizer_json, gpt
     import signal
     import time
     p = subprocess.Popen([str(gptoss_bin), "chat", "--model", str(real_vocab_model), "--tokenizer", str(tokenizer_json),
-                          "--device", "cpu", "--max-tokens", "3000", "--max-context", "4096"],
+                          "--device", "cpu", "--max-tokens", "3000", "--max-context", "2048"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     p.stdin.write("tell me a long story\n")
     p.stdin.flush()

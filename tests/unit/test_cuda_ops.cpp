@@ -25,7 +25,7 @@ namespace {
 
 #define REQUIRE_CUDA()                                                              \
   do {                                                                              \
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device: CUDA test skipped"; \
+    if (!cuda_usable()) GTEST_SKIP() << "no CUDA device: CUDA test skipped"; \
   } while (0)
 
 using gptoss::test::golden_dir;

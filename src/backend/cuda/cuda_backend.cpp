@@ -445,13 +445,6 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const ModelConfig& c, const
   return std::unique_ptr<Backend>(std::move(b));
 }
 
-bool cuda_device_available() {
-  int n = 0;
-  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  cudaGetLastError();
-  return ok;
-}
-
 Result<void*> cuda_upload_bytes(Backend& b, const void* host, size_t bytes) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   if (!cb) return Error("cuda_upload_bytes: backend '{}' is not the CUDA backend", b.name());
