@@ -23,14 +23,22 @@ ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = int(std::thread::hardware_concurrency());
   num_threads_ = num_threads < 1 ? 1 : (num_threads > kMaxParts ? kMaxParts : num_threads);
   workers_.reserve(size_t(num_threads_ - 1));
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+  try {
+    for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (...) {  // a thread that cannot start: join the started ones (a joinable std::thread's destructor aborts)
+    stop_workers();
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);
   generation_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::work_on(uint32_t generation) {

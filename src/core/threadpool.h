@@ -43,6 +43,7 @@ class ThreadPool {
 
   void run(int64_t n, JobFn fn, void* ctx);
   void worker_loop();
+  void stop_workers();  // wakes every worker to exit and joins it
   // Claims and runs chunks of job `generation` until none are left.
   void work_on(uint32_t generation);
 
