@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "convert/git_lfs.h"
 #include "convert/output_sink.h"
 #include "convert/tensor_codec.h"
 #include "core/fault_guard.h"
@@ -573,6 +574,7 @@ Result<ConvertSummary> convert_impl(const ConvertOptions& opts) {
   if (dt == OutputDType::F32) cfg["torch_dtype"] = "float32";
   GPTOSS_TRY(write_file_synced((tmp.path() / "config.json").string(), cfg.dump(2) + "\n"));
   GPTOSS_TRY(copy_side_files(ck, tmp.path()));
+  GPTOSS_TRY(write_lfs_attributes(tmp.path().string()));
   if (cancelled(opts.cancel)) return Error("interrupted");
   GPTOSS_TRY(tmp.commit(out, opts.force));
 

@@ -208,3 +208,25 @@ def test_interrupted_run_leaves_no_output(tmp_path, bigger_model, gptoss_bin, ho
         # the next run removes the stale temp dir of the dead process
         run_cli(gptoss_bin, "convert", "--model-path", bigger_model, "--test-only", "-o", out, "-q")
         assert out.exists() and not [q for q in tmp_path.iterdir() if ".tmp-" in q.name]
+
+
+@pytest.mark.parametrize("fmt", ["native", "safetensors", "orbax"])
+def test_output_sends_large_files_through_git_lfs(tmp_path, tiny_model, shared_dir, gptoss_bin, fmt):
+    """Every output carries a .gitattributes under which Git itself (git check-attr) sends each weight file,
+    and any other file of 10 MiB or more (here the real 27 MB tokenizer.json), through LFS; small files stay
+    plain Git."""
+    src = tmp_path / "in"
+    subprocess.run(["cp", "-r", str(tiny_model), str(src)], check=True)
+    subprocess.run(["cp", str(shared_dir / "data" / "gpt-oss-tokenizer" / "tokenizer.json"), str(src)], check=True)
+    out = tmp_path / "out"
+    run_cli(gptoss_bin, "convert", "--model", src, "--output", out, "--format", fmt, "--quiet")
+    assert (out / ".gitattributes").is_file()
+    subprocess.run(["git", "init", "-q", str(out)], check=True)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".git" not in p.parts)
+    r = subprocess.run(["git", "-C", str(out), "check-attr", "filter", "--", *files], check=True,
+                       capture_output=True, text=True)
+    lfs = {line.split(": filter: ")[0] for line in r.stdout.splitlines() if line.endswith(": filter: lfs")}
+    weights = [f for f in files if f.endswith(".safetensors") or f.startswith("jax_params/")]
+    assert weights and set(weights) <= lfs
+    assert "tokenizer.json" in lfs
+    assert "config.json" not in lfs and ".gitattributes" not in lfs
