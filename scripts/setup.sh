@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config git clang nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
-  libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-venv python3-pip)
+  libxxhash-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-venv python3-pip)
 
 install_deps() {
   local missing=()
