@@ -113,16 +113,20 @@ struct Run {
 using Emit = std::function<bool(std::vector<StreamEvent>&)>;
 
 // Feeds the job's tokens to the mapper until the job is done, handing each batch of events to `emit`.
-// `emit` returning false (the client is gone) cancels the job; `idle` is asked after a second without a
-// token (a stream writes a keep-alive comment there, which is how a vanished client is noticed).
+// `emit` returning false (the client is gone) cancels the job; `idle` is called after a second without a
+// write (a stream writes a keep-alive comment there: writing is how a vanished client is noticed).
 bool pump(Run& r, const Emit& emit, const std::function<bool()>& idle) {
   std::vector<int32_t> toks;
   std::vector<StreamEvent> events;
+  double last_write = engine_clock();
   for (;;) {
     const bool done = r.job->wait_tokens(r.have, 1.0, toks);
-    if (toks.empty() && !done && idle && !idle()) {
-      r.job->cancel.store(true);
-      return false;
+    if (!done && idle && engine_clock() - last_write > 1.0) {  // nothing written for a second
+      if (!idle()) {
+        r.job->cancel.store(true);
+        return false;
+      }
+      last_write = engine_clock();
     }
     for (int32_t t : toks) {
       ++r.have;
@@ -134,10 +138,12 @@ bool pump(Run& r, const Emit& emit, const std::function<bool()>& idle) {
         r.completion_tokens = int(r.have);
         r.job->cancel.store(true);  // the rest is not wanted
       }
-      if (!events.empty() && !emit(events)) {
+      if (events.empty()) continue;
+      if (!emit(events)) {
         r.job->cancel.store(true);
         return false;
       }
+      last_write = engine_clock();
     }
     if (done) break;
   }
