@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "core/file_io.h"
+#include "serve/openai_api.h"
 #include "tokenizer/harmony.h"
 #include "tokenizer/tokenizer.h"
 
@@ -92,6 +93,45 @@ Result<std::vector<TokenId>> parse_token_list(std::string_view s) {
     ids.push_back(static_cast<TokenId>(v));
   }
   return ids;
+}
+
+// render --chat-request: the prompt ids `gptoss serve` runs for a chat-completions body.
+int render_chat_request(const Tokenizer& tok, const std::string& path, const std::string& date) {
+  if (!date.empty() && !serve::is_valid_conversation_date(date)) {
+    return fail(Error("--conversation-date: '{}' is not a YYYY-MM-DD date", date));
+  }
+  auto body = read_input(path);
+  if (!body.ok()) return fail(body.status());
+  serve::RequestError error;
+  const auto req = serve::parse_chat_request_text(*body, serve::MappingOptions{date}, error);
+  if (!req) return fail(Error("{}: {}", path, error.message));
+  auto enc = harmony::HarmonyEncoding::create(tok);
+  if (!enc.ok()) return fail(enc.status());
+  auto ids = serve::render_prompt(*enc, *req);
+  if (!ids.ok()) return fail(ids.status());
+  std::string out;
+  print_ids(*ids, out);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+// parse --chat-response: completion ids -> {"message": choices[0].message, "finish_reason",
+// "recovered_from_error"}, as the server maps them. `forced_prefix` is the header the server forced
+// (tool_choice required / named); `hit_length`: generation stopped at max_tokens.
+int parse_chat_response(const Tokenizer& tok, const std::vector<TokenId>& ids, const std::string& forced_prefix,
+                        bool hit_length) {
+  auto enc = harmony::HarmonyEncoding::create(tok);
+  if (!enc.ok()) return fail(enc.status());
+  serve::CompletionMapper mapper(*enc, forced_prefix);
+  std::vector<serve::StreamEvent> events;
+  for (TokenId id : ids) mapper.push(id, events);
+  mapper.finish(events);
+  nlohmann::ordered_json out;
+  out["message"] = serve::chat_message_json(mapper.result());
+  out["finish_reason"] = serve::chat_finish_reason(mapper.result(), hit_length);
+  out["recovered_from_error"] = mapper.recovered_from_error();
+  std::printf("%s\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  return 0;
 }
 
 void register_tokenize(CLI::App& app, CommandContext& ctx) {
@@ -183,16 +223,25 @@ void register_render(CLI::App& app, CommandContext& ctx) {
     TokenizerSource src;
     std::string conversation;
     bool for_completion = false;
+    std::string chat_request, conversation_date;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("render", "Render a Harmony conversation (openai-harmony JSON) to token ids");
   opts->src.add_options(cmd);
-  cmd->add_option("--conversation", opts->conversation, "Conversation JSON file ('-' = stdin)")->required();
+  auto* conv_opt = cmd->add_option("--conversation", opts->conversation, "Conversation JSON file ('-' = stdin)");
   cmd->add_flag("--for-completion", opts->for_completion, "Append <|start|>assistant to prompt the model");
-  cmd->callback([&ctx, opts] {
+  auto* req_opt = cmd->add_option("--chat-request", opts->chat_request,
+                                  "A /v1/chat/completions body ('-' = stdin): print the prompt ids the server runs");
+  cmd->add_option("--conversation-date", opts->conversation_date,
+                  "YYYY-MM-DD in the system message (with --chat-request; default: today in UTC)");
+  conv_opt->excludes(req_opt);
+  req_opt->excludes(conv_opt);
+  cmd->callback([&ctx, opts, conv_opt, req_opt] {
+    if (conv_opt->count() + req_opt->count() == 0) throw CLI::RequiredError("--conversation or --chat-request");
     ctx.run = [opts] {
       auto tok = opts->src.load();
       if (!tok.ok()) return fail(tok.status());
+      if (!opts->chat_request.empty()) return render_chat_request(*tok, opts->chat_request, opts->conversation_date);
       auto r = read_input(opts->conversation);
       if (!r.ok()) return fail(r.status());
       const std::string text = std::move(*r);
@@ -215,18 +264,26 @@ void register_parse(CLI::App& app, CommandContext& ctx) {
     TokenizerSource src;
     std::string tokens;
     std::string role = "assistant";
+    bool chat_response = false, hit_length = false;
+    std::string forced_prefix;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("parse", "Parse a completion's token ids into Harmony messages (JSON)");
   opts->src.add_options(cmd);
   cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
   cmd->add_option("--role", opts->role, "Role the completion starts with (empty: tokens start with <|start|>)");
+  cmd->add_flag("--chat-response", opts->chat_response,
+                "Print the chat-completions message the server returns for these completion tokens");
+  cmd->add_option("--forced-prefix", opts->forced_prefix,
+                  "With --chat-response: the header text the server forced after <|start|>assistant");
+  cmd->add_flag("--hit-length", opts->hit_length, "With --chat-response: generation stopped at max_tokens");
   cmd->callback([&ctx, opts] {
     ctx.run = [opts] {
       auto tok = opts->src.load();
       if (!tok.ok()) return fail(tok.status());
       auto ids = parse_token_list(opts->tokens);
       if (!ids.ok()) return fail(ids.status());
+      if (opts->chat_response) return parse_chat_response(*tok, *ids, opts->forced_prefix, opts->hit_length);
       auto enc = harmony::HarmonyEncoding::create(*tok);
       if (!enc.ok()) return fail(enc.status());
       auto msgs = enc->parse_messages(*ids, opts->role);
