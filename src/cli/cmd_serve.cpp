@@ -1,9 +1,9 @@
 // gptoss serve: an OpenAI-compatible HTTP server (src/serve/) over one model with --parallel slots.
 #include <filesystem>
-#include <regex>
 
 #include "cli/command.h"
 #include "cli/run_options.h"
+#include "serve/openai_api.h"
 #include "serve/server.h"
 #include "tokenizer/harmony.h"
 
@@ -19,7 +19,7 @@ struct ServeCmd {
   std::string model_name;
   int parallel = 4;
   int run() {
-    if (!conversation_date.empty() && !std::regex_match(conversation_date, std::regex(R"(\d{4}-\d{2}-\d{2})")))
+    if (!conversation_date.empty() && !serve::is_valid_conversation_date(conversation_date))
       return fail(Error("--conversation-date '{}': expected YYYY-MM-DD", conversation_date));
     auto tok = tokenizer.empty() ? Tokenizer::from_model_dir(o.model) : Tokenizer::from_file(tokenizer);
     if (!tok.ok()) return fail(tok.status().with_context("serve needs the tokenizer (--tokenizer FILE)"));

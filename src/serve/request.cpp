@@ -6,7 +6,7 @@ namespace gptoss::serve {
 
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // tool schemas keep the client's key order (openai_api.h)
 
 bool bad(HttpError& err, std::string message, std::string param) {
   err = HttpError{400, std::move(message), "invalid_request_error", std::move(param)};
