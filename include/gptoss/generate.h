@@ -54,13 +54,17 @@ struct GenerateOptions {
   SamplerOptions sampler;
   int max_tokens = 0;                // 0: until the context is full
   std::vector<int32_t> stop_tokens;  // the generation ends with one of these (it is emitted as the last token)
+  // A caller's sampler to draw with instead of one made from `sampler`: its random state carries on from
+  // one generation to the next (a chat's turns). Not owned; must outlive the generation.
+  Sampler* sampler_state = nullptr;
 };
 
 // One generation in progress over a Sequence: start() feeds the prompt and draws the first token; each
 // next() returns one token, running the model only for the tokens after the first.
 class Generation {
  public:
-  Generation(Sequence& seq, const GenerateOptions& opts) : seq_(seq), opts_(opts), sampler_(opts.sampler) {}
+  Generation(Sequence& seq, const GenerateOptions& opts)
+      : seq_(seq), opts_(opts), own_(opts.sampler), sampler_(opts.sampler_state ? *opts.sampler_state : own_) {}
   Status start(std::span<const int32_t> prompt);
   Result<int32_t> next(bool device_chain = true);
   // Ends the generation from outside (cancel, a stop string found by the caller).
@@ -79,7 +83,8 @@ class Generation {
  private:
   Sequence& seq_;
   GenerateOptions opts_;
-  Sampler sampler_;
+  Sampler own_;
+  Sampler& sampler_;
   int32_t pending_ = -1;       // the drawn token not yet returned
   bool pending_ready_ = false;  // pending_ drawn (else the last token must run first)
   int32_t last_ = -1;
