@@ -136,20 +136,22 @@ void Engine::step_slot(Slot& slot, bool alone) {
 }
 
 void Engine::complete(Slot& slot, const std::string& error) {
-  Job& job = *slot.job;
-  completion_tokens_ += uint64_t(slot.gen ? slot.gen->generated() : 0);
-  {
-    std::lock_guard jl(job.mu);
-    job.done = true;
-    job.finish = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::cancelled;
-    job.error = error;
-    job.finished_at = engine_clock();
-  }
-  job.cv.notify_all();
+  // The slot is free (and counted so) before the job reads as done.
+  std::shared_ptr<Job> job = std::move(slot.job);
+  const int generated = slot.gen ? slot.gen->generated() : 0;
+  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::cancelled;
   slot.gen.reset();
-  slot.job.reset();
   slot.last_used = ++tick_;
+  completion_tokens_ += uint64_t(generated);
   --running_;
+  {
+    std::lock_guard jl(job->mu);
+    job->done = true;
+    job->finish = why;
+    job->error = error;
+    job->finished_at = engine_clock();
+  }
+  job->cv.notify_all();
 }
 
 void Engine::loop() {
