@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Load generator for `gptoss serve`: N concurrent streaming clients (the openai Python client), each sending
-R requests one after another. Reports output tokens/s over the run, time to first token and time per output
+"""Load generator for `gptoss serve`: N concurrent streaming clients (plain HTTP + SSE from the standard
+library, so it runs where pip cannot reach, and its own parsing costs little), each sending R requests one
+after another. Reports output tokens/s over the run, time to first token and time per output
 token (p50 / p99), as text or one JSON object (--json).
 
   python bench/serve_load.py --base-url http://127.0.0.1:8000/v1 --clients 8 --requests 4 --max-tokens 256
@@ -13,8 +14,8 @@ import statistics
 import sys
 import threading
 import time
-
-import openai
+import http.client
+import urllib.parse
 
 
 def percentile(xs, p):
@@ -26,42 +27,56 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def one_request(client, args, i):
+def one_request(base, args, i):
+    """One streaming request; returns its timings (perf_counter seconds) and the server's token count."""
+    u = urllib.parse.urlparse(base)
+    body = {"model": args.model, "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": i,
+            "stream": True, "stream_options": {"include_usage": True}}
+    if args.endpoint == "completions":
+        path, body["prompt"] = "/completions", args.prompt
+    else:
+        path, body["messages"] = "/chat/completions", [{"role": "user", "content": args.prompt}]
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=3600)
     t0 = time.perf_counter()
+    conn.request("POST", u.path.rstrip("/") + path, body=json.dumps(body),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {args.api_key}"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
     first = last = None
     tokens = 0
-    if args.endpoint == "completions":
-        stream = client.completions.create(model=args.model, prompt=args.prompt, max_tokens=args.max_tokens,
-                                           temperature=args.temperature, seed=i, stream=True,
-                                           stream_options={"include_usage": True})
-    else:
-        stream = client.chat.completions.create(model=args.model, messages=[{"role": "user", "content": args.prompt}],
-                                                max_tokens=args.max_tokens, temperature=args.temperature, seed=i,
-                                                stream=True, stream_options={"include_usage": True})
-    for ch in stream:
+    while True:
+        line = resp.readline()
+        if not line:
+            break
+        if not line.startswith(b"data: "):
+            continue
+        data = line[6:].strip()
+        if data == b"[DONE]":
+            break
         now = time.perf_counter()
-        if ch.usage is not None:
-            tokens = ch.usage.completion_tokens
-        if ch.choices:
-            c = ch.choices[0]
-            has = (getattr(c, "text", None) or getattr(getattr(c, "delta", None), "content", None)
-                   or (getattr(getattr(c, "delta", None), "model_extra", None) or {}).get("reasoning_content"))
-            if has:
+        ch = json.loads(data)
+        if ch.get("usage"):
+            tokens = ch["usage"]["completion_tokens"]
+        if ch.get("choices"):
+            c = ch["choices"][0]
+            d = c.get("delta") or {}
+            if c.get("text") or d.get("content") or d.get("reasoning_content") or d.get("tool_calls"):
                 first = first or now
                 last = now
+    conn.close()
     return {"ttft": (first - t0) if first else None, "tokens": tokens, "first": first, "last": last,
             "start": t0, "end": time.perf_counter()}
 
 
 def run(args):
-    client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key, max_retries=0, timeout=3600)
     results, errors = [], []
     lock = threading.Lock()
 
     def worker(w):
         for r in range(args.requests):
             try:
-                res = one_request(client, args, w * 1000 + r)
+                res = one_request(args.base_url, args, w * 1000 + r)
                 with lock:
                     results.append(res)
             except Exception as e:  # noqa: BLE001 -- counted and reported
@@ -69,7 +84,7 @@ def run(args):
                     errors.append(repr(e))
 
     if args.warmup:
-        one_request(client, args, 999999)
+        one_request(args.base_url, args, 999999)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.clients)]
     for t in threads:

@@ -4,7 +4,7 @@
 # in the same run on the same device; prints both and their ratio (target on the GPU: >= 0.97).
 #
 #   bench/serve_vs_bench.sh MODEL_DIR [--device cuda] [--gen-tokens 512] [other run options...]
-# Environment: GPTOSS_BIN (default build/gptoss), PYTHON (default python3 with the openai package).
+# Environment: GPTOSS_BIN (default build/gptoss), PYTHON (default python3; the standard library suffices).
 set -euo pipefail
 model=${1:?usage: bench/serve_vs_bench.sh MODEL_DIR [--gen-tokens N] [run options]}
 shift
