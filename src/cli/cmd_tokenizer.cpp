@@ -233,7 +233,8 @@ void register_render(CLI::App& app, CommandContext& ctx) {
   auto* req_opt = cmd->add_option("--chat-request", opts->chat_request,
                                   "A /v1/chat/completions body ('-' = stdin): print the prompt ids the server runs");
   cmd->add_option("--conversation-date", opts->conversation_date,
-                  "YYYY-MM-DD in the system message (with --chat-request; default: today in UTC)");
+                  "YYYY-MM-DD in the system message (with --chat-request; default: today in UTC)")
+      ->needs(req_opt);
   conv_opt->excludes(req_opt);
   req_opt->excludes(conv_opt);
   cmd->callback([&ctx, opts, conv_opt, req_opt] {
@@ -272,11 +273,13 @@ void register_parse(CLI::App& app, CommandContext& ctx) {
   opts->src.add_options(cmd);
   cmd->add_option("--tokens", opts->tokens, "Token ids: 1,2,3 or [1,2,3]")->required();
   cmd->add_option("--role", opts->role, "Role the completion starts with (empty: tokens start with <|start|>)");
-  cmd->add_flag("--chat-response", opts->chat_response,
-                "Print the chat-completions message the server returns for these completion tokens");
+  auto* chat_opt = cmd->add_flag("--chat-response", opts->chat_response,
+                                  "Print the chat-completions message the server returns for these completion tokens");
   cmd->add_option("--forced-prefix", opts->forced_prefix,
-                  "With --chat-response: the header text the server forced after <|start|>assistant");
-  cmd->add_flag("--hit-length", opts->hit_length, "With --chat-response: generation stopped at max_tokens");
+                  "With --chat-response: the header text the server forced after <|start|>assistant")
+      ->needs(chat_opt);
+  cmd->add_flag("--hit-length", opts->hit_length, "With --chat-response: generation stopped at max_tokens")
+      ->needs(chat_opt);
   cmd->callback([&ctx, opts] {
     ctx.run = [opts] {
       auto tok = opts->src.load();
