@@ -83,6 +83,7 @@ struct Run {
   std::string content;  // content text as the client got it (stop strings applied)
   size_t have = 0;      // tokens taken from the job
   int completion_tokens = 0;
+  int reused = 0;  // prompt tokens a slot's cache held (set when the job is done)
   bool stop_hit = false;
   FinishReason finish = FinishReason::none;
   std::string error;
@@ -151,6 +152,7 @@ bool pump(Run& r, const Emit& emit, const std::function<bool()>& idle) {
     std::lock_guard lk(r.job->mu);
     r.finish = r.job->finish;
     r.error = r.job->error;
+    r.reused = r.job->reused_tokens;
   }
   if (!r.stop_hit) r.completion_tokens = int(r.have);
   events.clear();
@@ -171,7 +173,7 @@ ojson usage_json(const Run& r) {
   return {{"prompt_tokens", r.pr.prompt.size()},
           {"completion_tokens", r.completion_tokens},
           {"total_tokens", r.pr.prompt.size() + size_t(r.completion_tokens)},
-          {"prompt_tokens_details", {{"cached_tokens", r.job->reused_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", r.reused}}}};
 }
 
 std::string sse(const ojson& j) { return "data: " + dump_json(j) + "\n\n"; }
@@ -207,9 +209,13 @@ class Server {
   void stream_completions(const std::shared_ptr<Run>& r, httplib::Response& res);
   void stream_responses(const std::shared_ptr<Run>& r, httplib::Response& res);
   void finished(const Run& r) {
-    const double first = r.job->first_token_at;
-    metrics_.generation(first > 0 ? first - r.arrival : 0.0, r.completion_tokens,
-                        r.job->finished_at > first ? r.job->finished_at - first : 0.0);
+    double first = 0, last = 0;
+    {
+      std::lock_guard lk(r.job->mu);  // the engine may still be writing a cancelled job
+      first = r.job->first_token_at;
+      last = r.job->done ? r.job->finished_at : engine_clock();
+    }
+    metrics_.generation(first > 0 ? first - r.arrival : 0.0, r.completion_tokens, last > first ? last - first : 0.0);
   }
 
   Engine& engine_;
@@ -253,7 +259,7 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
 ojson Server::chat_response(Run& r) {
   const CompletionResult& cr = r.harmony->m.result();
   ojson msg = chat_message_json(cr);
-  if (!r.pr.stop.empty() && (!r.content.empty() || msg.contains("content"))) msg["content"] = r.content;
+  if (!r.pr.stop.empty() && msg.contains("content") && msg["content"].is_string()) msg["content"] = r.content;
   return {{"id", r.id},
           {"object", "chat.completion"},
           {"created", r.created},
@@ -291,7 +297,7 @@ ojson Server::responses_response(Run& r, const ojson& output) {
              {"incomplete_details", nullptr},
              {"usage",
               {{"input_tokens", r.pr.prompt.size()},
-               {"input_tokens_details", {{"cached_tokens", r.job->reused_tokens}}},
+               {"input_tokens_details", {{"cached_tokens", r.reused}}},
                {"output_tokens", r.completion_tokens},
                {"output_tokens_details", {{"reasoning_tokens", 0}}},
                {"total_tokens", r.pr.prompt.size() + size_t(r.completion_tokens)}}}};

@@ -110,6 +110,9 @@ def test_chat_usage_is_the_rendered_prompt(server, harmony_enc):
     assert c.finish_reason in ("stop", "length", "tool_calls")
     assert (c.finish_reason == "length") == (r.usage.completion_tokens == 12)
     assert c.message.role == "assistant" and r.object == "chat.completion"
+    # The same conversation again lands in the slot that holds it: all but the last prompt token are cached.
+    again = server.client().chat.completions.create(model="m", messages=MSGS, max_tokens=2)
+    assert again.usage.prompt_tokens_details.cached_tokens == len(want) - 1
 
 
 def test_chat_stream_matches_non_stream(server):
