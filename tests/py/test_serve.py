@@ -58,7 +58,7 @@ class Server:
 
     def metric(self, name, headers=None):
         _, text = self.request("GET", "/metrics", headers=headers)
-        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         return float(m.group(1)) if m else None
 
     def stop(self):
@@ -290,6 +290,26 @@ def test_errors_battery(server):
     assert server.request("GET", "/health")[0] == 200
     r = server.client().chat.completions.create(model="m", messages=ok_msgs, max_tokens=4)
     assert r.usage.completion_tokens >= 1
+
+
+def test_metrics(server):
+    cl = server.client()
+    cl.chat.completions.create(model="m", messages=MSGS, max_tokens=4)
+    cl.chat.completions.create(model="m", messages=MSGS, max_tokens=4)  # the second reuses the first's cache
+    cl.completions.create(model="m", prompt="one two three", max_tokens=100, temperature=0)
+    server.request("POST", "/v1/chat/completions", body={"messages": "x"})
+    server.request("GET", "/nowhere")
+    _, text = server.request("GET", "/metrics")
+    assert re.search(r'^gptoss_requests_total\{endpoint="/v1/chat/completions",status="200"\} [1-9]', text, re.M)
+    assert re.search(r'^gptoss_requests_total\{endpoint="/v1/chat/completions",status="400"\} [1-9]', text, re.M)
+    assert re.search(r'^gptoss_requests_total\{endpoint="other",status="404"\} [1-9]', text, re.M)
+    assert server.metric("gptoss_slots") == 4 and server.metric("gptoss_queue_depth") == 0
+    assert server.metric("gptoss_completion_tokens_total") > 100 and server.metric("gptoss_prompt_tokens_total") > 100
+    assert server.metric("gptoss_prompt_tokens_reused_total") > 0
+    assert server.metric("gptoss_time_to_first_token_seconds_count") >= 3
+    assert server.metric("gptoss_decode_tokens_per_second_count") >= 3
+    assert server.metric('gptoss_time_to_first_token_seconds_bucket{le="+Inf"}') == \
+        server.metric("gptoss_time_to_first_token_seconds_count")
 
 
 def test_auth_and_sigterm(gptoss_bin, model_dir):
