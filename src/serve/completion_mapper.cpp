@@ -14,6 +14,7 @@
 // Texts of several messages of one kind are joined with a newline.
 // Messages of other roles (the model writing a user turn) are dropped.
 #include <algorithm>
+#include <cctype>
 #include <random>
 
 #include "serve/openai_api.h"
@@ -156,15 +157,37 @@ struct CompletionMapper::Impl {
     reset_parser(false);
   }
 
-  // Feeds a clean assistant header to a fresh parser: "<|channel|>C to=R<|message|>".
+  // Feeds a clean assistant header to a fresh parser: "<|channel|>C to=R<|message|>". Channel and
+  // recipient come from text that broke the grammar: only name characters are kept, so that this
+  // header parses.
   void feed_header(const std::optional<std::string>& channel, const std::optional<std::string>& recipient,
                    std::vector<StreamEvent>& events) {
+    const auto clean = [](const std::optional<std::string>& s) {
+      std::string out;
+      for (char c : s.value_or("")) {
+        if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':') out += c;
+      }
+      return out;
+    };
+    const std::string c = clean(channel), r = clean(recipient);
+    const Tokenizer& tok = enc->tokenizer();
+    std::vector<TokenId> ids;
+    if (!c.empty()) {
+      ids.push_back(enc->channel_id);
+      for (TokenId t : tok.encode_ordinary(c)) ids.push_back(t);
+    }
+    if (!r.empty()) {
+      for (TokenId t : tok.encode_ordinary(" to=" + r)) ids.push_back(t);
+    }
+    ids.push_back(enc->message_id);
     reset_parser(true);
-    std::string text;
-    if (channel && !channel->empty()) text += "<|channel|>" + *channel;
-    if (recipient && !recipient->empty()) text += " to=" + *recipient;
-    text += "<|message|>";
-    for (TokenId t : enc->tokenizer().encode(text, AllowedSpecial::every())) (void)parser->process(t);
+    for (TokenId t : ids) (void)parser->process(t);
+    if (parser->state() != StreamableParser::State::content) {  // not expected; a plain final header parses
+      reset_parser(true);
+      (void)parser->process(enc->channel_id);
+      for (TokenId t : tok.encode_ordinary("final")) (void)parser->process(t);
+      (void)parser->process(enc->message_id);
+    }
     on_header_done(events);
   }
 

@@ -69,8 +69,9 @@ bool content_text(const ojson& content, const std::string& param, const std::vec
       for (const std::string& pt : part_types) allowed += (allowed.empty() ? "'" : ", '") + pt + "'";
       return fail(error, p + ".type", "content part type '" + t + "' is not supported (expected " + allowed + ")");
     }
-    const ojson* text = field(part, "text");
-    if (!text || !text->is_string()) return fail(error, p + ".text", "expected a string");
+    const char* key = t == "refusal" ? "refusal" : "text";  // {"type": "refusal", "refusal": "..."}
+    const ojson* text = field(part, key);
+    if (!text || !text->is_string()) return fail(error, p + "." + key, "expected a string");
     out += text->get<std::string>();
   }
   return true;

@@ -24,7 +24,7 @@ std::string type_name(const ojson& v);
 std::string param_name(const std::string& prefix, const char* key);
 
 // Text of a content field: a string, or an array of {"type": one of `part_types`, "text": "..."}
-// parts joined without a separator. Null content is "" when `allow_null`.
+// parts ("refusal" parts hold it in "refusal") joined without a separator. Null content is "" when `allow_null`.
 bool content_text(const ojson& content, const std::string& param, const std::vector<std::string>& part_types,
                   bool allow_null, std::string& out, RequestError& error);
 

@@ -260,6 +260,12 @@ TEST(OpenAiApi, ChatConversationShape) {
   EXPECT_EQ(m[6].name, "functions.get_weather");
   EXPECT_EQ(m[6].recipient, "assistant");
   EXPECT_EQ(m[6].channel, "commentary");
+
+  const auto refusal = chat(R"({"messages":[{"role":"user","content":"U"},{"role":"assistant","content":[
+    {"type":"text","text":"No"},{"type":"refusal","refusal":"pe."}]}]})",
+                            error);
+  ASSERT_TRUE(refusal) << error.message;
+  EXPECT_EQ(refusal->conversation.messages.back().text(), "Nope.");
 }
 
 TEST(OpenAiApi, ToolParameterKeyOrderIsKept) {
@@ -490,6 +496,28 @@ TEST(CompletionMapper, GarbageStreamsNeverFail) {
     recovered += mapper.recovered_from_error();
   }
   EXPECT_GT(recovered, 300);
+}
+
+// A header that does not parse: its channel and recipient are salvaged, keeping only name characters
+// (the text may hold anything, even special-token strings written as ordinary tokens).
+TEST(CompletionMapper, SalvagedHeaderKeepsNameCharacters) {
+  REQUIRE_ENCODING();
+  CompletionMapper mapper(enc, "");
+  std::vector<StreamEvent> events;
+  std::vector<TokenId> stream{enc.channel_id};
+  for (TokenId t : enc.tokenizer().encode_ordinary("commentary to=functions.ge\"t<|start|> extra words")) {
+    stream.push_back(t);
+  }
+  stream.push_back(enc.message_id);
+  for (TokenId t : enc.tokenizer().encode_ordinary("{}")) stream.push_back(t);
+  stream.push_back(enc.call_id);
+  for (TokenId t : stream) mapper.push(t, events);
+  mapper.finish(events);
+  EXPECT_TRUE(mapper.recovered_from_error());
+  ASSERT_EQ(mapper.result().tool_calls.size(), 1u);
+  EXPECT_EQ(mapper.result().tool_calls[0].name, "get");
+  EXPECT_EQ(mapper.result().tool_calls[0].arguments, "{}");
+  expect_events_match(events, mapper.result());
 }
 
 TEST(CompletionMapper, PushAfterFinishIsIgnored) {
