@@ -1,11 +1,8 @@
 #include "cli/chat_runner.h"
 
-#include <chrono>
 #include <ctime>
 
 namespace gptoss::cli {
-
-using Clock = std::chrono::steady_clock;
 
 std::string today_utc() {
   std::time_t t = std::time(nullptr);
@@ -23,7 +20,7 @@ Result<std::unique_ptr<ChatRunner>> ChatRunner::create(Model& model, Session& se
     return Error("the tokenizer has {} ids but the model's vocabulary has only {} rows: they do not belong together",
                  tokenizer.token_count(), vocab);
   GPTOSS_ASSIGN(harmony::HarmonyEncoding enc, harmony::HarmonyEncoding::create(tokenizer));
-  std::unique_ptr<ChatRunner> r(new ChatRunner(model, session, std::move(enc), settings));
+  std::unique_ptr<ChatRunner> r(new ChatRunner(session, std::move(enc), settings));
   r->start_conversation();
   return r;
 }
@@ -52,24 +49,7 @@ void ChatRunner::start_conversation() {
 
 void ChatRunner::reset() {
   start_conversation();
-  session_.reset();
-  fed_.clear();
-}
-
-Result<std::span<const float>> ChatRunner::feed(const std::vector<int32_t>& prompt) {
-  size_t common = 0;
-  while (common < fed_.size() && common < prompt.size() && fed_[common] == prompt[common]) ++common;
-  if (common == prompt.size() && common > 0) --common;  // re-feed the last token to get its logits
-  if (common < fed_.size() && !session_.truncate(int(common)).ok()) {
-    session_.reset();
-    common = 0;
-  }
-  fed_.resize(common);
-  std::vector<int32_t> rest(prompt.begin() + long(common), prompt.end());
-  last_fed_ = int(rest.size());
-  GPTOSS_ASSIGN(auto logits, session_.forward(rest));
-  fed_.insert(fed_.end(), rest.begin(), rest.end());
-  return logits;
+  seq_.reset();
 }
 
 Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& on_text, const std::atomic<bool>* stop) {
@@ -80,49 +60,33 @@ Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& o
     conv_.messages.pop_back();
     return rendered.status();
   }
-  std::vector<int32_t> prompt(rendered->begin(), rendered->end());
-  auto t0 = Clock::now();
-  auto logits = feed(prompt);
-  if (!logits.ok()) {
-    conv_.messages.pop_back();
-    return logits.status().with_context("the conversation no longer fits; /reset to start over");
-  }
-  res.prompt_tokens = last_fed_;
-  res.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-
+  const std::vector<int32_t> prompt(rendered->begin(), rendered->end());
   harmony::StreamableParser parser(enc_, harmony::Role::assistant);
-  const auto stops = enc_.stop_tokens_for_assistant_actions();
-  t0 = Clock::now();
-  int32_t tok = sampler_.sample(*logits);
-  for (;;) {
-    if (stop && stop->load()) {
-      res.interrupted = true;
-      break;
-    }
-    if (res.generated >= settings_.max_tokens) {
-      res.hit_limit = true;
-      break;
-    }
-    ++res.generated;
-    const bool is_stop = std::find(stops.begin(), stops.end(), TokenId(tok)) != stops.end();
+  GenerateOptions go;
+  go.max_tokens = settings_.max_tokens;
+  for (TokenId t : enc_.stop_tokens_for_assistant_actions()) go.stop_tokens.push_back(int32_t(t));
+  go.sampler_state = &sampler_;
+  auto on_token = [&](int32_t tok) {
     if (res.parse_error.empty()) {
       Status ps = parser.process(TokenId(tok));
-      if (!ps.ok()) res.parse_error = ps.message();
+      if (!ps.ok())
+        res.parse_error = ps.message();
       else if (!parser.last_content_delta().empty() && on_text)
         on_text(parser.current_channel().value_or(""), parser.last_content_delta());
     }
-    if (is_stop) break;
-    if (session_.position() >= session_.options().max_context) {
-      res.hit_limit = true;
-      break;
-    }
-    // Forward of this token and the next draw (on the GPU where it can run there).
-    auto next = session_.forward_sample(std::span<const int32_t>(&tok, 1), sampler_);
-    if (!next.ok()) return next.status();
-    fed_.push_back(tok);
-    tok = *next;
+    return true;
+  };
+  auto g = generate(seq_, prompt, go, on_token, stop);
+  if (!g.ok()) {
+    conv_.messages.pop_back();
+    return g.status().with_context("the conversation no longer fits; /reset to start over");
   }
-  res.decode_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  res.prompt_tokens = g->prompt_tokens - g->reused_tokens;
+  res.generated = int(g->tokens.size());
+  res.prefill_seconds = g->prefill_seconds;
+  res.decode_seconds = g->decode_seconds;
+  res.interrupted = g->finish == FinishReason::cancelled;
+  res.hit_limit = g->finish == FinishReason::length || g->finish == FinishReason::context_full;
   if (res.parse_error.empty()) {
     Status ps = parser.process_eos();
     if (!ps.ok()) res.parse_error = ps.message();

@@ -1,6 +1,6 @@
-// A multi-turn Harmony chat over a Session: renders the conversation, reuses the KV cache for the
-// common prefix, samples until <|return|> or <|call|>, and streams the parsed message text as it
-// comes. Shared by `gptoss chat` and `gptoss generate --prompt`.
+// A multi-turn Harmony chat over a Session: renders the conversation and runs it through the generation
+// layer (gptoss/generate.h: the KV cache's common prefix reused, sampling until <|return|> or <|call|>),
+// streaming the parsed message text as it comes. Shared by `gptoss chat` and `gptoss generate --prompt`.
 #pragma once
 
 #include <atomic>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "gptoss/generate.h"
 #include "gptoss/gptoss.h"
 #include "tokenizer/harmony.h"
 #include "tokenizer/tokenizer.h"
@@ -46,20 +47,15 @@ class ChatRunner {
   const harmony::HarmonyEncoding& encoding() const { return enc_; }
 
  private:
-  ChatRunner(Model& m, Session& s, harmony::HarmonyEncoding enc, const ChatSettings& st)
-      : model_(m), session_(s), enc_(std::move(enc)), settings_(st), sampler_(st.sampler) {}
-  // Brings the session to exactly `prompt`, reusing the cached common prefix; returns the last logits.
-  Result<std::span<const float>> feed(const std::vector<int32_t>& prompt);
+  ChatRunner(Session& s, harmony::HarmonyEncoding enc, const ChatSettings& st)
+      : seq_(s), enc_(std::move(enc)), settings_(st), sampler_(st.sampler) {}
   void start_conversation();
 
-  Model& model_;
-  Session& session_;
+  Sequence seq_;  // the session and the tokens it holds (the next turn reuses their common prefix)
   harmony::HarmonyEncoding enc_;
   ChatSettings settings_;
-  Sampler sampler_;
+  Sampler sampler_;  // one random stream over the whole chat
   harmony::Conversation conv_;
-  std::vector<int32_t> fed_;  // the tokens the session holds, in order
-  int last_fed_ = 0;          // tokens the last feed() ran (the rest came from the cache)
 };
 
 // Today's date as YYYY-MM-DD (UTC).

@@ -11,6 +11,7 @@
 #include "cli/text_generate.h"
 #include "core/npy.h"
 #include "backend/factory.h"
+#include "gptoss/generate.h"
 
 namespace gptoss::cli {
 
@@ -102,6 +103,7 @@ struct GenerateCmd {
     if (!prompt.empty()) {
       text.max_tokens = n;
       text.sampler = so;
+      text.json = json;
       return run_prompt(o, text, prompt);
     }
     if (tokens.empty()) return fail(Error("generate: give --tokens ID,ID,... or --prompt TEXT"));
@@ -110,38 +112,32 @@ struct GenerateCmd {
     o.max_context = std::max(o.max_context, int(ids->size()) + n);
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
-    const ModelConfig& c = l->model->config();
-    Sampler sampler(so);
-    auto t0 = Clock::now();
-    auto r = l->session->forward(*ids);
-    if (!r.ok()) return fail(r.status());
-    const double prefill_s = seconds_since(t0);
-    std::vector<int32_t> out;
-    t0 = Clock::now();
-    int32_t next = sampler.sample(*r);
-    for (int i = 0; i < n; ++i) {
-      out.push_back(next);
+    GenerateOptions go;
+    go.sampler = so;
+    go.max_tokens = n;
+    go.stop_tokens = {l->model->config().eos_token_id};
+    Sequence seq(*l->session);
+    size_t printed = 0;
+    auto r = generate(seq, *ids, go, [&](int32_t tok) {
       if (!json) {
-        std::printf("%s%d", i ? "," : "", next);
+        std::printf("%s%d", printed++ ? "," : "", tok);
         std::fflush(stdout);
       }
-      if (next == c.eos_token_id || i + 1 == n) break;
-      // Forward of the new token and the next draw (on the GPU where it can run there).
-      auto nx = l->session->forward_sample(std::span<const int32_t>(&out.back(), 1), sampler);
-      if (!nx.ok()) return fail(nx.status());
-      next = *nx;
-    }
-    const double decode_s = seconds_since(t0);
+      return true;
+    });
+    if (!r.ok()) return fail(r.status());
+    const std::vector<int32_t>& out = r->tokens;
+    const double rate = out.size() > 1 && r->decode_seconds > 0 ? double(out.size() - 1) / r->decode_seconds : 0.0;
     if (json) {
       std::printf("%s\n", nlohmann::json{{"tokens", out},
-                                         {"prefill_seconds", prefill_s},
-                                         {"decode_tokens_per_s", out.size() > 1 ? (out.size() - 1) / decode_s : 0.0}}
+                                         {"prefill_seconds", r->prefill_seconds},
+                                         {"decode_tokens_per_s", rate}}
                               .dump()
                               .c_str());
     } else {
       std::printf("\n");
-      std::fprintf(stderr, "%zu tokens, prefill %.1f tok/s, decode %.2f tok/s\n", out.size(), ids->size() / prefill_s,
-                   out.size() > 1 ? double(out.size() - 1) / decode_s : 0.0);
+      std::fprintf(stderr, "%zu tokens, prefill %.1f tok/s, decode %.2f tok/s\n", out.size(),
+                   ids->size() / r->prefill_seconds, rate);
     }
     return 0;
   }

@@ -1,9 +1,12 @@
 #include "cli/text_generate.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli/chat_runner.h"
 #include "cli/command.h"
+#include "gptoss/generate.h"
 
 namespace gptoss::cli {
 
@@ -30,6 +33,26 @@ Result<Tokenizer> load_tokenizer(const TextOptions& t, const std::string& model_
   return tok;
 }
 
+namespace {
+
+// generate --prompt --json: what was said and how long it took.
+void print_json(const std::string& text, const std::string& reasoning, int prompt_tokens, int completion_tokens,
+                double prefill_s, double decode_s, const char* finish, const std::string& harmony_error = {}) {
+  nlohmann::ordered_json j = {
+      {"text", text},
+      {"reasoning", reasoning},
+      {"prompt_tokens", prompt_tokens},
+      {"completion_tokens", completion_tokens},
+      {"finish_reason", finish},
+      {"prefill_seconds", prefill_s},
+      {"decode_seconds", decode_s},
+      {"decode_tokens_per_s", completion_tokens > 1 && decode_s > 0 ? (completion_tokens - 1) / decode_s : 0.0},
+      {"harmony_error", harmony_error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(harmony_error)}};
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+}
+
+}  // namespace
+
 int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
   auto tok = load_tokenizer(t, o.model);
   if (!tok.ok()) return fail(tok.status());
@@ -43,26 +66,31 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
                         l->model->config().vocab_size));
     auto ids = tok->encode_ordinary(prompt);
     if (ids.empty()) return fail(Error("the prompt is empty"));
-    std::vector<int32_t> in(ids.begin(), ids.end());
-    auto r = l->session->forward(in);
-    if (!r.ok()) return fail(r.status());
-    Sampler sampler(t.sampler);
-    StreamDecoder dec(*tok);
-    const auto eot = tok->special_token_id("<|endoftext|>"), ret = tok->special_token_id("<|return|>");
-    int32_t next = sampler.sample(*r);
-    for (int i = 0; i < t.max_tokens; ++i) {
-      if ((eot && TokenId(next) == *eot) || (ret && TokenId(next) == *ret)) break;
-      std::string s = dec.push(TokenId(next));
+    const std::vector<int32_t> in(ids.begin(), ids.end());
+    GenerateOptions go;
+    go.sampler = t.sampler;
+    go.max_tokens = t.max_tokens;
+    for (const char* name : {"<|endoftext|>", "<|return|>"})
+      if (auto id = tok->special_token_id(name)) go.stop_tokens.push_back(int32_t(*id));
+    TextStream text(*tok, {});
+    std::string all;
+    auto out = [&](const std::string& s) {
+      if (t.json) return all.append(s), void();
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
-      if (i + 1 == t.max_tokens) break;
-      auto nx = l->session->forward_sample(std::span<const int32_t>(&next, 1), sampler);  // draw on the GPU if there
-      if (!nx.ok()) return fail(nx.status());
-      next = *nx;
-    }
-    std::string s = dec.finish();
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fputs("\n", stdout);
+    };
+    Sequence seq(*l->session);
+    auto r = generate(seq, in, go, [&](int32_t id) {
+      if (std::find(go.stop_tokens.begin(), go.stop_tokens.end(), id) == go.stop_tokens.end()) out(text.push(id));
+      return true;
+    });
+    if (!r.ok()) return fail(r.status());
+    out(text.finish());
+    if (t.json)
+      print_json(all, "", r->prompt_tokens, int(r->tokens.size()), r->prefill_seconds, r->decode_seconds,
+                 finish_reason_name(r->finish));
+    else
+      std::fputs("\n", stdout);
     return 0;
   }
   ChatSettings cs;
@@ -74,17 +102,27 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
   cs.max_tokens = t.max_tokens;
   auto runner = ChatRunner::create(*l->model, *l->session, *tok, cs);
   if (!runner.ok()) return fail(runner.status());
+  std::string final_text, reasoning;
   auto on_text = [&](const std::string& channel, const std::string& text) {
     if (channel == "final") {
+      final_text += text;
+      if (t.json) return;
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    } else if (t.show_reasoning) {
-      std::fprintf(stderr, "%s%s%s", tty ? "\x1b[2m" : "", text.c_str(), tty ? "\x1b[0m" : "");
+    } else {
+      reasoning += text;
+      if (t.show_reasoning && !t.json)
+        std::fprintf(stderr, "%s%s%s", tty ? "\x1b[2m" : "", text.c_str(), tty ? "\x1b[0m" : "");
     }
   };
   auto r = (*runner)->ask(prompt, on_text, nullptr);
-  std::fputs("\n", stdout);
+  if (!t.json) std::fputs("\n", stdout);
   if (!r.ok()) return fail(r.status());
+  if (t.json) {
+    print_json(final_text, reasoning, r->prompt_tokens, r->generated, r->prefill_seconds, r->decode_seconds,
+               r->interrupted ? "cancelled" : r->hit_limit ? "length" : "stop", r->parse_error);
+    return 0;
+  }
   std::fprintf(stderr, "[%d tokens, %.1f tokens/s%s]\n", r->generated,
                r->decode_seconds > 0 ? r->generated / r->decode_seconds : 0.0,
                r->parse_error.empty() ? "" : (", output is not valid Harmony: " + r->parse_error).c_str());

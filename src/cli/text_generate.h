@@ -16,6 +16,7 @@ struct TextOptions {
   std::string reasoning_effort = "medium";
   bool show_reasoning = false;
   bool raw = false;
+  bool json = false;  // generate --json: one JSON object (text, reasoning, token counts, timings), no streaming
   int max_tokens = 2048;
   SamplerOptions sampler{.temperature = 1.0f};
 };

@@ -38,6 +38,21 @@ def test_generate_raw_is_deterministic(real_vocab_model, tokenizer_json, gptoss_
     a.encode("utf-8")  # streamed output is valid UTF-8
 
 
+def test_generate_prompt_json(real_vocab_model, tokenizer_json, gptoss_bin):
+    """--json prints one JSON object (it printed an empty line for --prompt); --raw's text is what it streams."""
+    base = ["generate", "--model", real_vocab_model, "--tokenizer", tokenizer_json, "--device", "cpu", "--prompt",
+            "Once upon a time", "-n", "8", "--seed", "2"]
+    for extra in ([], ["--raw"]):
+        lines = run_cli(gptoss_bin, *base, *extra, "--json").stdout.splitlines()
+        assert len(lines) == 1, lines
+        j = json.loads(lines[0])
+        assert set(j) >= {"text", "reasoning", "prompt_tokens", "completion_tokens", "finish_reason",
+                          "prefill_seconds", "decode_tokens_per_s"}
+        assert 1 <= j["completion_tokens"] <= 8 and j["prompt_tokens"] >= 4
+        assert (j["finish_reason"] == "length") == (j["completion_tokens"] == 8)
+    assert j["text"] and j["text"] == run_cli(gptoss_bin, *base, "--raw").stdout[:-1]
+
+
 def test_chat_from_pipe(real_vocab_model, tokenizer_json, gptoss_bin):
     script = "hello\n/reasoning\nsecond question\n/reset\nthird\n/exit\nnever read\n"
     r = subprocess.run([str(gptoss_bin), "chat", "--model", str(real_vocab_model), "--tokenizer", str(tokenizer_json),
@@ -70,7 +85,7 @@ def test_chat_ctrl_c_stops_answer_not_chat(real_vocab_model, tokenizer_json, gpt
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     p.stdin.write("tell me a long story\n")
     p.stdin.flush()
-    time.sleep(1.0)
+    time.sleep(3.0)  # past the load (1.4 s on a busy 2-core machine, where 1 s killed it before its handler)
     p.send_signal(signal.SIGINT)
     time.sleep(0.3)
     p.stdin.write("/exit\n")
