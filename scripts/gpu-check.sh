@@ -58,7 +58,7 @@ note "== $(date -u +%F) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2
 
 # ---- dependencies
 deps=/tmp/gptoss-deps
-if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash && [ -f /usr/include/fmt/core.h ] \
+if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash cpp-httplib && [ -f /usr/include/fmt/core.h ] \
        && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ] && [ -d /usr/include/nlohmann ]; }; then
   if ls .gpudeps/*.deb >/dev/null 2>&1; then
     mkdir -p "$deps"; for f in .gpudeps/*.deb; do dpkg -x "$f" "$deps"; done
