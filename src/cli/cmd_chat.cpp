@@ -22,9 +22,7 @@ const char* kDim = "\x1b[2m";
 const char* kReset = "\x1b[0m";
 
 Result<harmony::ReasoningEffort> parse_effort(const std::string& s) {
-  if (s == "low") return harmony::ReasoningEffort::low;
-  if (s == "medium") return harmony::ReasoningEffort::medium;
-  if (s == "high") return harmony::ReasoningEffort::high;
+  if (auto e = harmony::parse_reasoning_effort(s)) return *e;
   return Error("reasoning effort '{}': expected low, medium or high", s);
 }
 

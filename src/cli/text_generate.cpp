@@ -94,9 +94,8 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
     return 0;
   }
   ChatSettings cs;
-  cs.effort = t.reasoning_effort == "low"    ? harmony::ReasoningEffort::low
-              : t.reasoning_effort == "high" ? harmony::ReasoningEffort::high
-                                             : harmony::ReasoningEffort::medium;
+  // --reasoning-effort is checked against low/medium/high when parsed.
+  cs.effort = harmony::parse_reasoning_effort(t.reasoning_effort).value_or(harmony::ReasoningEffort::medium);
   cs.developer_instructions = t.system;
   cs.sampler = t.sampler;
   cs.max_tokens = t.max_tokens;

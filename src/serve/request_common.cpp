@@ -285,15 +285,9 @@ bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEf
   if (!v) return true;
   if (!v->is_string()) return fail(error, param, "expected \"low\", \"medium\" or \"high\", got " + type_name(*v));
   const std::string e = v->get<std::string>();
-  if (e == "low") {
-    out = harmony::ReasoningEffort::low;
-  } else if (e == "medium") {
-    out = harmony::ReasoningEffort::medium;
-  } else if (e == "high") {
-    out = harmony::ReasoningEffort::high;
-  } else {
-    return fail(error, param, "'" + e + "' is not one of 'low', 'medium', 'high'");
-  }
+  const auto parsed = harmony::parse_reasoning_effort(e);
+  if (!parsed) return fail(error, param, "'" + e + "' is not one of 'low', 'medium', 'high'");
+  out = *parsed;
   return true;
 }
 

@@ -1,6 +1,7 @@
 #include "tokenizer/harmony.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "tokenizer/harmony_render.h"
@@ -100,6 +101,25 @@ std::string_view role_name(Role role) {
 std::optional<Role> parse_role(std::string_view name) {
   for (Role r : {Role::user, Role::assistant, Role::system, Role::developer, Role::tool}) {
     if (role_name(r) == name) return r;
+  }
+  return std::nullopt;
+}
+
+std::string_view reasoning_effort_name(ReasoningEffort effort) {
+  switch (effort) {
+    case ReasoningEffort::low: return "low";
+    case ReasoningEffort::medium: return "medium";
+    case ReasoningEffort::high: return "high";
+  }
+  return "medium";
+}
+
+std::optional<ReasoningEffort> parse_reasoning_effort(std::string_view name, bool ignore_case) {
+  std::string n(name);
+  if (ignore_case)
+    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+  for (ReasoningEffort e : {ReasoningEffort::low, ReasoningEffort::medium, ReasoningEffort::high}) {
+    if (reasoning_effort_name(e) == n) return e;
   }
   return std::nullopt;
 }

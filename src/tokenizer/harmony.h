@@ -27,6 +27,10 @@ std::string_view role_name(Role role);
 std::optional<Role> parse_role(std::string_view name);
 
 enum class ReasoningEffort { low, medium, high };
+// "low", "medium", "high": the words the rendered system message, the CLI and the OpenAI APIs use.
+std::string_view reasoning_effort_name(ReasoningEffort effort);
+// The inverse of reasoning_effort_name; with ignore_case also openai-harmony's JSON spelling ("Low").
+std::optional<ReasoningEffort> parse_reasoning_effort(std::string_view name, bool ignore_case = false);
 
 struct ToolDescription {
   std::string name;

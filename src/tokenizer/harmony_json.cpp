@@ -57,17 +57,8 @@ Result<SystemContent> parse_system_content(const ojson& c, std::string_view wher
   GPTOSS_ASSIGN(s.knowledge_cutoff, opt_string(c, "knowledge_cutoff", where));
   GPTOSS_ASSIGN(auto effort, opt_string(c, "reasoning_effort", where));
   if (effort) {
-    std::string e = *effort;
-    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return std::tolower(ch); });
-    if (e == "low") {
-      s.reasoning_effort = ReasoningEffort::low;
-    } else if (e == "medium") {
-      s.reasoning_effort = ReasoningEffort::medium;
-    } else if (e == "high") {
-      s.reasoning_effort = ReasoningEffort::high;
-    } else {
-      return Error("{}: reasoning_effort '{}', expected Low, Medium or High", where, *effort);
-    }
+    s.reasoning_effort = parse_reasoning_effort(*effort, /*ignore_case=*/true);
+    if (!s.reasoning_effort) return Error("{}: reasoning_effort '{}', expected Low, Medium or High", where, *effort);
   }
   if (auto cc = c.find("channel_config"); cc != c.end() && !cc->is_null()) {
     if (!cc->is_object()) return Error("{}: channel_config must be an object", where);
@@ -208,9 +199,9 @@ ojson Message::to_json() const {
         ojson sj = ojson::object();
         if (s.model_identity) sj["model_identity"] = *s.model_identity;
         if (s.reasoning_effort) {
-          sj["reasoning_effort"] = *s.reasoning_effort == ReasoningEffort::low      ? "Low"
-                                   : *s.reasoning_effort == ReasoningEffort::medium ? "Medium"
-                                                                                    : "High";
+          std::string e(reasoning_effort_name(*s.reasoning_effort));
+          e[0] = char(std::toupper(static_cast<unsigned char>(e[0])));  // openai-harmony's JSON: "Low"
+          sj["reasoning_effort"] = e;
         }
         if (s.conversation_start_date) sj["conversation_start_date"] = *s.conversation_start_date;
         if (s.knowledge_cutoff) sj["knowledge_cutoff"] = *s.knowledge_cutoff;

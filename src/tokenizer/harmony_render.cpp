@@ -237,10 +237,7 @@ std::string render_system_content(const SystemContent& sys, bool conversation_ha
   if (sys.conversation_start_date) top.push_back("Current date: " + *sys.conversation_start_date);
   if (!top.empty()) sections.push_back(join(top, "\n"));
   if (sys.reasoning_effort) {
-    const char* effort = *sys.reasoning_effort == ReasoningEffort::low      ? "low"
-                         : *sys.reasoning_effort == ReasoningEffort::medium ? "medium"
-                                                                            : "high";
-    sections.push_back(std::string("Reasoning: ") + effort);
+    sections.push_back("Reasoning: " + std::string(reasoning_effort_name(*sys.reasoning_effort)));
   }
   if (sys.tools && !sys.tools->empty()) sections.push_back(render_tools_section(*sys.tools));
   if (sys.channel_config && !sys.channel_config->valid_channels.empty()) {
