@@ -315,6 +315,26 @@ std::function<bool()> keep_alive(httplib::DataSink& sink) {
 
 bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
 
+// The end of a chat or completions stream: the error event, or the last chunk (with its finish reason) and, when
+// the request asked for it, a usage chunk without choices; then [DONE]. last_chunk(finish) builds the endpoint's
+// chunk with no content; finish_reason() is asked only when the generation did not fail.
+template <class LastChunk, class FinishReason>
+std::string stream_tail(const Run& r, const LastChunk& last_chunk, const FinishReason& finish_reason) {
+  std::string tail;
+  if (!r.error.empty()) {
+    tail += sse(error_json("generation failed: " + r.error, "server_error", ""));
+  } else {
+    tail += sse(last_chunk(ojson(finish_reason())));
+    if (r.pr.include_usage) {
+      ojson u = last_chunk(ojson(nullptr));
+      u["choices"] = ojson::array();
+      u["usage"] = usage_json(r);
+      tail += sse(u);
+    }
+  }
+  return tail + "data: [DONE]\n\n";
+}
+
 void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
@@ -342,21 +362,12 @@ void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) 
             keep_alive(sink));
         finished(*r);
         if (!ok) return false;
-        std::string tail;
-        if (!r->error.empty()) {
-          tail += sse(error_json("generation failed: " + r->error, "server_error", ""));
-        } else {
-          const std::string fr = r->stop_hit ? "stop" : chat_finish_reason(r->harmony->m.result(), r->hit_length());
-          tail += sse(chunk(ojson::object(), fr));
-          if (r->pr.include_usage) {
-            ojson u = chunk(ojson::object(), nullptr);
-            u["choices"] = ojson::array();
-            u["usage"] = usage_json(*r);
-            tail += sse(u);
-          }
-        }
-        tail += "data: [DONE]\n\n";
-        write_str(sink, tail);
+        write_str(sink, stream_tail(
+                            *r, [&](ojson finish) { return chunk(ojson::object(), std::move(finish)); },
+                            [&] {
+                              return r->stop_hit ? std::string("stop")
+                                                 : chat_finish_reason(r->harmony->m.result(), r->hit_length());
+                            }));
         sink.done();
         return true;
       },
@@ -388,20 +399,9 @@ void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response
             keep_alive(sink));
         finished(*r);
         if (!ok) return false;
-        std::string tail;
-        if (!r->error.empty()) {
-          tail += sse(error_json("generation failed: " + r->error, "server_error", ""));
-        } else {
-          tail += sse(chunk("", r->hit_length() ? "length" : "stop"));
-          if (r->pr.include_usage) {
-            ojson u = chunk("", nullptr);
-            u["choices"] = ojson::array();
-            u["usage"] = usage_json(*r);
-            tail += sse(u);
-          }
-        }
-        tail += "data: [DONE]\n\n";
-        write_str(sink, tail);
+        write_str(sink, stream_tail(
+                            *r, [&](ojson finish) { return chunk("", std::move(finish)); },
+                            [&] { return std::string(r->hit_length() ? "length" : "stop"); }));
         sink.done();
         return true;
       },
