@@ -7,8 +7,8 @@
 # End to end (PASS/FAIL lines in summary.txt): verify / generate --tokens / logits cuda vs cpu on the 20b-shaped
 # checkpoint; generate --prompt and chat from a pipe on a small real-vocabulary checkpoint with the real
 # tokenizer (carried as .gpudeps/tokenizer.json, a copy of ../shared/data/gpt-oss-tokenizer/tokenizer.json).
-# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_*.json, e2e.log,
-# bench.err and summary.txt (at most 8 files come back from the GPU machine).
+# Results land in $OUT (default /tmp/gpu-check): summary.txt (also printed last) and logs.tar.gz with env.txt,
+# build.log, tests.log, bench_*.json, e2e.log, bench.err and the rest (at most 8 files come back from the GPU machine).
 #
 # The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
 # missing, the Debian packages carried in .gpudeps/ are unpacked into a private prefix (not /).
@@ -368,4 +368,8 @@ fi
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model
+# At most 8 files come back from the GPU machine: summary.txt as it is, everything else in one archive.
+( cd "$out" && ls | grep -v -e '^summary.txt$' -e '^logs.tar.gz$' >/tmp/gpu-check-files && [ -s /tmp/gpu-check-files ] &&
+  tar czf logs.tar.gz -T /tmp/gpu-check-files && xargs rm -f </tmp/gpu-check-files )
+cat "$summary"
 exit 0
