@@ -6,6 +6,9 @@
 //
 // Stepwise, for a scheduler that interleaves several sequences (gptoss serve):
 //   Generation g(seq, go);  g.start(prompt);  while (!g.finished()) g.next(device_chain);
+// Batched, for a scheduler that runs several sequences in one step (gptoss serve, bench --concurrency):
+//   g.begin(prompt);  each step: batch.add(session, g.step_input(budget)); batch.run(); batch.draw(...);
+//   g.step_done(rows, drawn); while (g.ready()) emit(g.next());
 #pragma once
 
 #include <atomic>
@@ -34,6 +37,11 @@ class Sequence {
   // logits. When the session cannot go back far enough (Session::truncate), it starts over. On error
   // the sequence is empty.
   Result<std::span<const float>> feed(std::span<const int32_t> prompt);
+  // The first half of feed() for a caller that runs the tokens itself (in a Batch): brings the session back to
+  // the longest cached prefix of `prompt` and returns how many of its tokens are cached (the rest must run).
+  size_t prepare(std::span<const int32_t> prompt);
+  // `tokens` ran through the session (a Batch step): they are now part of the sequence.
+  void ran(std::span<const int32_t> tokens) { tokens_.insert(tokens_.end(), tokens.begin(), tokens.end()); }
   // One decode step: appends `token` and returns the next token drawn by `sampler`. device_chain lets
   // Session::forward_sample start the following step on the device before the host has the id; it is
   // only for a sequence that runs alone (another session's steps in between would discard it).
@@ -67,6 +75,18 @@ class Generation {
       : seq_(seq), opts_(opts), own_(opts.sampler), sampler_(opts.sampler_state ? *opts.sampler_state : own_) {}
   Status start(std::span<const int32_t> prompt);
   Result<int32_t> next(bool device_chain = true);
+
+  // Batched stepping. begin() is start() without running the model: the prompt's uncached tokens are run by
+  // the caller's steps, in chunks. step_input(budget) is what this generation runs next (at most `budget`
+  // tokens of its prompt, or its last token; empty when it has a token ready or is finished); after the
+  // step, step_done(n, drawn) records that the first n of them ran and `drawn` came from the last one's
+  // logits (ignored while prompt tokens remain). ready(): next() returns a token without running the model.
+  Status begin(std::span<const int32_t> prompt);
+  std::span<const int32_t> step_input(int budget) const;
+  void step_done(size_t n, int32_t drawn);
+  bool ready() const { return !finished() && pending_ready_; }
+  bool prefilling() const { return fed_ < prompt_.size(); }
+  Sampler& sampler() { return sampler_; }
   // Ends the generation from outside (cancel, a stop string found by the caller).
   void finish(FinishReason why) {
     if (why_ == FinishReason::none) why_ = why;
@@ -85,6 +105,8 @@ class Generation {
   GenerateOptions opts_;
   Sampler own_;
   Sampler& sampler_;
+  std::vector<int32_t> prompt_;  // begin(): the prompt; fed_ of its tokens are in the sequence
+  size_t fed_ = 0;
   int32_t pending_ = -1;       // the drawn token not yet returned
   bool pending_ready_ = false;  // pending_ drawn (else the last token must run first)
   int32_t last_ = -1;

@@ -191,8 +191,8 @@ TEST(CudaOps, RmsnormAddEmbed) {
     size_t s0, s1;
     auto [ht, dt] = b.matrix(t, 300, 64, false, 1, &s0, &s1);
     const std::vector<int32_t> toks = {0, 299, 17, 17};
-    ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-    ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
     std::vector<float> ref(4 * 64);
     b.cpu->embed(ht, ref.data());
     float* dx = *b.gpu->alloc(ref.size());
@@ -416,8 +416,8 @@ TEST(CudaOps, FusedNormMoe) {
     hl.mlp_norm = nw.data(), dl.mlp_norm = b.dev_f(nw);
     for (int T : {1, 4, 1, 2}) {  // repeated launches: the kernel's last-block counter must reset itself
       std::vector<int32_t> toks(size_t(T), 0);
-      ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-      ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+      ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+      ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
       auto x = b.randn(size_t(T * H), 3.0f);
       std::vector<float> h(x.size()), ref = x;
       b.cpu->rmsnorm(x.data(), nw.data(), T, H, 1e-5, h.data());
@@ -484,8 +484,8 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
   int pos = 0;
   for (int T : {40, 17, 1, 1, 3, 1, 40, 40, 1, 1, 1, 1, 1}) {
     std::vector<int32_t> toks(size_t(T), 1);
-    ASSERT_TRUE(b.cpu->begin_step(toks, pos).ok());
-    ASSERT_TRUE(b.gpu->begin_step(toks, pos).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, pos, kc->get()).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, pos, kg->get()).ok());
     auto q = b.randn(size_t(T) * qd), k = b.randn(size_t(T) * kd), v = b.randn(size_t(T) * kd);
     std::vector<float> out(size_t(T) * qd);
     float* dv = b.dev_f(v);
@@ -493,8 +493,8 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
     // device copies of q and k (scratch of attention: RoPE may rotate them in place)
     float* q0 = b.dev_f(q);
     float* k0 = b.dev_f(k);
-    b.cpu->attention(**kc, layer, qc.data(), kcpy.data(), v.data(), sinks.data(), p.window, out.data());
-    b.gpu->attention(**kg, layer, q0, k0, dv, dsinks, p.window, dout);
+    b.cpu->attention(layer, qc.data(), kcpy.data(), v.data(), sinks.data(), p.window, out.data());
+    b.gpu->attention(layer, q0, k0, dv, dsinks, p.window, dout);
     const double tol = p.kv == KvPrecision::F32 ? 1e-4 : 1e-2;
     EXPECT_LE(rel_err(b.get(dout, out.size()).data(), out.data(), out.size()), tol) << "step at pos " << pos;
     pos += T;
@@ -541,8 +541,8 @@ TEST_P(CudaMoe, MatchesCpu) {
   hl.down_bias = db.data(), dl.down_bias = b.dev_f(db);
   auto h = b.randn(size_t(p.T * p.H)), x = b.randn(size_t(p.T * p.H));
   std::vector<int32_t> toks(size_t(p.T), 0);
-  ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-  ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+  ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+  ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
   std::vector<float> ref = x;
   b.cpu->moe(hl, h.data(), p.T, ref.data());
   float* dx = b.dev_f(x);

@@ -10,6 +10,7 @@
 
 #include "core/npy.h"
 #include "gptoss/gptoss.h"
+#include "model/op_knockout.h"
 #include "test_util.h"
 
 using namespace gptoss;
@@ -101,16 +102,18 @@ TEST(Engine, SkipOpsOnlyInOneTokenSteps) {
   const std::vector<int32_t> prompt = {1, 2, 3, 4}, one = {5}, two = {6, 7};
   auto copy = [](Result<std::span<const float>> r) { return std::vector<float>(r->begin(), r->end()); };
   const auto a0 = copy((*a)->forward(prompt)), a1 = copy((*a)->forward(one)), a2 = copy((*a)->forward(two));
-  (*b)->set_skip_ops(kSkipQkv | kSkipAttention | kSkipOProj | kSkipMoe | kSkipLmHead);
+  Model& m = **model;
+  using namespace op_group;
+  ASSERT_TRUE(m.set_op_knockout(qkv | attention | o_proj | moe | lm_head).ok());
   EXPECT_EQ(copy((*b)->forward(prompt)), a0);  // 4 tokens: nothing skipped
-  (*b)->set_skip_ops(kSkipLmHead);
+  ASSERT_TRUE(m.set_op_knockout(lm_head).ok());
   EXPECT_EQ(copy((*b)->forward(one)), a0);  // the logits of the step before
   (*b)->reset();
-  (*b)->set_skip_ops(0);
+  ASSERT_TRUE(m.set_op_knockout(0).ok());
   ASSERT_TRUE((*b)->forward(prompt).ok());
-  (*b)->set_skip_ops(kSkipMoe);
+  ASSERT_TRUE(m.set_op_knockout(moe).ok());
   EXPECT_NE(copy((*b)->forward(one)), a1);
-  (*b)->set_skip_ops(0);
+  ASSERT_TRUE(m.set_op_knockout(0).ok());
   (*b)->reset();
   ASSERT_TRUE((*b)->forward(prompt).ok());
   ASSERT_TRUE((*b)->forward(one).ok());

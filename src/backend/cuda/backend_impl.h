@@ -76,14 +76,15 @@ class CudaBackend final : public Backend {
     return static_cast<float*>(p);
   }
   Result<std::unique_ptr<KvCache>> create_kv_cache(const ModelConfig& c, const KvCacheOptions& o) override;
-  Status begin_step(std::span<const int32_t> tokens, int pos0) override;
+  Status begin_step(const Step& step) override;
+  void gather_rows(const float* x, int n, float* y) override;
   void embed(const MatrixRef& table, float* x) override;
   void rmsnorm(const float* x, const float* w, int T, int n, double eps, float* y) override {
     cuda::launch_rmsnorm(x, w, T, n, float(eps), y, stream_);
     check_launch("rmsnorm");
   }
   void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
-  void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+  void attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
                  float* out) override;
   void moe(const LayerWeights& w, const float* h, int T, float* x) override;
   bool matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
@@ -92,8 +93,10 @@ class CudaBackend final : public Backend {
   Result<int32_t> argmax(const float* x, int n) override;
   bool argmax_async(const float* x, int n, int chain_pos) override;
   Result<int32_t> argmax_wait() override;
-  Status begin_step_chained(int pos0) override;
+  Status begin_step_chained(const Step& step) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  Result<bool> draw_rows(const float* x, int R, int n, std::span<const float> temperature, std::span<const double> u,
+                         int32_t* out) override;
   void before_draw();
   void copy_drawn_id();
   Result<int32_t> drawn_id();
@@ -103,8 +106,8 @@ class CudaBackend final : public Backend {
   }
   Status to_host(const float* src, size_t n, float* dst) override;
   double measure_bandwidth_gbs() override;
-  bool replay_step(uint64_t key) override;
-  void record_step_begin(uint64_t key) override;
+  bool replay_step() override;
+  void record_step_begin() override;
   Status record_step_end() override;
 
   Result<void*> upload_bytes(const void* host, size_t bytes, const char* what);
@@ -117,6 +120,8 @@ class CudaBackend final : public Backend {
                                   size_t* new_stride, size_t* new_sstride);
   Result<const float*> upload_floats(const float* host, size_t n, const char* what);
   Status ensure_step_scratch(int T);
+  void attention_seq(const CudaKvCache& kv, int row0, int n, int layer, float* q, float* k, const float* v,
+                     const float* sinks, int window, float* out);
   // s grown to n elements (an error in sticky_ when it cannot be); its pointer, or the old one after an error.
   template <typename Ty>
   Ty* grow(DeviceScratch<Ty>& s, size_t n);
@@ -169,10 +174,15 @@ class CudaBackend final : public Backend {
   DeviceMemory mem_;
   Status sticky_;
 
-  // Step state: token ids and positions on the device (read by every kernel, so graphs stay valid).
-  int T_ = 0;
-  PinnedBuffer<int32_t> h_step_;  // [2T]: tokens then positions
+  // Step state: token ids, positions and out rows on the device (read by every kernel, so graphs stay valid);
+  // the step's sequences (each attends to its own cache) and its shape key (graphs replay only an equal one).
+  int T_ = 0, R_ = 0;
+  std::vector<StepSeq> seqs_;
+  uint64_t step_key_ = 0;
+  PinnedBuffer<int32_t> h_step_;  // [2T + R]: tokens, positions, out rows
   DeviceScratch<int32_t> d_step_{"step tokens"};  // its device copy, read by the kernels
+  DeviceScratch<int32_t> d_draws_{"drawn ids"};   // [2R] draw_rows: (id, ticket) per row, tickets 0 between
+  PinnedBuffer<int32_t> h_draws_;
   const float* d_inv_freq_ = nullptr;  // [d/2] RoPE frequencies
 
   // Scratch of the decode step (grown in begin_step, never during graph capture); [T, ...] each.
@@ -203,7 +213,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
   cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream
 
-  // Graph of one recorded step, keyed by the caller.
+  // Graph of one recorded step and the step key it was recorded for.
   bool recording_ = false;
   uint64_t graph_key_ = 0;
   int graph_T_ = 0;

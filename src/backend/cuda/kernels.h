@@ -56,6 +56,8 @@ void launch_bf12_patch_escapes(const WView& w, __nv_bfloat16* out, cudaStream_t 
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);
 void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s);
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
+// y[R, n] = x[rows[i], :] (rows on the device)
+void launch_gather_rows(const float* x, const int32_t* rows, int R, int n, float* y, cudaStream_t s);
 // y[i] = s[i] + s[n + i] (i < n): sums the hi and lo halves of one GEMM over a bf16 pair [hi; lo].
 void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st);
 // y[0, n) = bf16(x), y[n, 2n) = bf16(x - y[0, n)): the hi/lo pair the prefill GEMMs run on.
