@@ -129,16 +129,16 @@ batch_checks() {
   local n f
   for n in 1 8 32 64 128; do
     f="$out/batch_fixed_$n.json"
-    timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency $n --prompt-tokens 512 \
+    timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency $n --prompt-tokens 512 \
       --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" && note "concurrency $n (512+256): $(conc_line "$f")" ||
       note "FAIL concurrency $n (rc=$?, see bench.err)"
   done
   f="$out/batch_fixed_8_nobatch.json"
-  timeout 300 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 8 --no-batching \
+  timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 8 --no-batching \
     --prompt-tokens 512 --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" &&
     note "concurrency 8 without batching (512+256): $(conc_line "$f")" || note "FAIL concurrency 8 --no-batching"
   f="$out/batch_sharegpt.json"
-  timeout 420 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 128 --workload sharegpt \
+  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 128 --workload sharegpt \
     --requests 1000 --json >"$f" 2>>"$out/bench.err" && note "sharegpt-like, 1000 requests, 128 slots: $(conc_line "$f")" ||
     note "FAIL sharegpt-like workload (rc=$?, see bench.err)"
 }
