@@ -56,11 +56,12 @@ class HarmonyTokenMapper : public TokenMapper {
   CompletionMapper m;
 };
 
+// Completions text; the end-of-text tokens are not shown (the last token, or any of them with ignore_eos).
 class TextTokenMapper : public TokenMapper {
  public:
-  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> stops) : dec_(tok), stops_(std::move(stops)) {}
+  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> hidden) : dec_(tok), hidden_(std::move(hidden)) {}
   void push(int32_t token, std::vector<StreamEvent>& events) override {
-    if (std::find(stops_.begin(), stops_.end(), token) != stops_.end()) return;
+    if (std::find(hidden_.begin(), hidden_.end(), token) != hidden_.end()) return;
     add(dec_.push(TokenId(token)), events);
   }
   void finish(std::vector<StreamEvent>& events) override { add(dec_.finish(), events); }
@@ -70,7 +71,7 @@ class TextTokenMapper : public TokenMapper {
     if (!s.empty()) events.push_back({StreamEvent::Kind::content_delta, std::move(s), -1});
   }
   StreamDecoder dec_;
-  std::vector<int32_t> stops_;
+  std::vector<int32_t> hidden_;
 };
 
 // One request's generation as its HTTP thread sees it.
@@ -233,7 +234,7 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   r->id = new_id(ep == Endpoint::chat_completions ? "chatcmpl-" : ep == Endpoint::responses ? "resp_" : "cmpl-");
   r->stop = StopStrings(r->pr.stop);
   if (ep == Endpoint::completions) {
-    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.gen.stop_tokens);
+    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.end_tokens);
   } else {
     auto h = std::make_unique<HarmonyTokenMapper>(*ctx_.encoding, r->pr.api.forced_prefix);
     r->harmony = h.get();
