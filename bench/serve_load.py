@@ -163,7 +163,12 @@ def one_request(args, req):
             "start": t0, "first": first, "last": last, "end": time.perf_counter()}
 
 
-def run_lane(args, lane, t_start, open_loop):
+def open_loop(args):
+    """Requests released on a schedule (sharegpt), not by clients waiting for their last answer."""
+    return args.workload == "sharegpt" and not args.fixed
+
+
+def run_lane(args, lane, t_start, scheduled):
     """One process's share: open loop, [(due offset in s, Request)]; closed loop, [[Request] per client].
     Returns (results, errors)."""
     results, errors = [], []
@@ -181,7 +186,7 @@ def run_lane(args, lane, t_start, open_loop):
     threading.stack_size(512 * 1024)  # up to --num-requests threads at once
     time.sleep(max(0.0, t_start - time.perf_counter()))
     threads = []
-    if open_loop:
+    if scheduled:
         limit = math.ceil(args.max_concurrency / args.processes) if args.max_concurrency else 0
         slots = threading.Semaphore(limit) if limit else None
 
@@ -209,17 +214,19 @@ def run_lane(args, lane, t_start, open_loop):
     return results, errors
 
 
-def lane_process(args, lane, t_start, open_loop, out):
-    out.put(run_lane(args, lane, t_start, open_loop))
+def lane_process(args, lane, t_start, scheduled, out):
+    out.put(run_lane(args, lane, t_start, scheduled))
 
 
 def run(args):
     reqs = make_requests(args)
-    if args.warmup:
-        one_request(args, Request(-1, dict(reqs[0].body, seed=999999), reqs[0].path))
+    if args.warmup:  # a prompt of its own: a server's prefix cache must not hold request 0's
+        warm = dict(reqs[0].body, seed=999999)
+        if isinstance(warm.get("prompt"), list):
+            warm["prompt"] = token_prompt(args.seed, "warmup", len(warm["prompt"]), args.vocab_size)
+        one_request(args, Request(-1, warm, reqs[0].path))
     k = args.processes
-    open_loop = args.workload == "sharegpt" and not args.fixed
-    if open_loop:
+    if open_loop(args):
         # Released at once or at Poisson arrival times (seeded), at most --max-concurrency in flight.
         arrivals = random.Random(f"{args.seed}/arrivals")
         due, dues = 0.0, []
@@ -234,13 +241,13 @@ def run(args):
         lanes = [[reqs[j::n] for j in range(i, n, k)] for i in range(k)]
     if k == 1:
         t_start = time.perf_counter()
-        results, errors = run_lane(args, lanes[0], t_start, open_loop)
+        results, errors = run_lane(args, lanes[0], t_start, open_loop(args))
     else:
         # perf_counter is CLOCK_MONOTONIC, one clock for all processes: they start together at t_start.
         ctx = multiprocessing.get_context("fork")
         out = ctx.Queue()
         t_start = time.perf_counter() + 0.5
-        procs = [ctx.Process(target=lane_process, args=(args, lane, t_start, open_loop, out)) for lane in lanes]
+        procs = [ctx.Process(target=lane_process, args=(args, lane, t_start, open_loop(args), out)) for lane in lanes]
         for p in procs:
             p.start()
         results, errors = [], []
@@ -273,7 +280,7 @@ def summarize(args, reqs, results, errors, wall):
     per_s = (lambda x: x / wall) if wall > 0 else (lambda x: 0.0)
     workload = f"fixed {args.fixed[0]}:{args.fixed[1]}" if args.fixed else args.workload
     r = {
-        "workload": workload, "clients": args.clients,
+        "workload": workload, "clients": None if open_loop(args) else args.clients,
         "request_rate": "inf" if args.request_rate == math.inf else args.request_rate,
         "max_concurrency": args.max_concurrency, "seed": args.seed, "processes": args.processes,
         "num_requests": len(reqs), "requests": len(results), "errors": len(errors), "failures": len(errors),

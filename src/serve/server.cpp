@@ -1,10 +1,13 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -18,6 +21,8 @@ namespace gptoss::serve {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+constexpr int kListenBacklog = 4096;  // connections the kernel completes before the server accepts them
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true); }
@@ -589,6 +594,14 @@ Status Server::run() {
   });
   svr.set_logger([this](const Req& q, const Res& s) { metrics_.request(endpoint_label(q.path), s.status); });
 
+  // httplib listens with a backlog of 5 (compiled into Debian's library): a burst of clients (a benchmark
+  // releasing 1,000 requests at once) overflows it before the accept thread drains it, and connections are
+  // reset. Listening again on the bound socket raises it (Linux; the kernel caps it at net.core.somaxconn).
+  socket_t listen_fd = INVALID_SOCKET;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;  // the last socket made is the one that bound (a failed one is closed, the next tried)
+  });
   int port = opts_.port;
   if (port == 0) {
     port = svr.bind_to_any_port(opts_.host);
@@ -596,6 +609,8 @@ Status Server::run() {
   } else if (!svr.bind_to_port(opts_.host, port)) {
     return Error("serve: cannot bind {}:{} (in use, or not an address of this machine)", opts_.host, port);
   }
+  if (::listen(listen_fd, kListenBacklog) != 0)
+    return Error("serve: listen({}) on {}:{} failed: {}", kListenBacklog, opts_.host, port, std::strerror(errno));
 
   g_stop.store(false);
   struct sigaction sa{};

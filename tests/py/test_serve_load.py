@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -208,3 +209,42 @@ def test_ignore_eos(return_server, repo_root):
     free = run_tool(repo_root, s.url, "--fixed", "16:6", "--concurrency", "2", "--num-requests", "4",
                     "--no-ignore-eos")
     assert free["failures"] == 0 and free["output_tokens"] == 4
+
+
+def test_listen_backlog_takes_a_burst(server):
+    """1,000 requests released at once arrive faster than one accept thread takes them: the kernel must
+    complete the handshakes meanwhile (httplib's own backlog of 5 reset some). While the server is stopped
+    (SIGSTOP) nothing is accepted, so every connection that completes waits in the backlog."""
+    import os
+    import selectors
+    import socket
+    n = 300
+    socks = []
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((server.host, server.port))
+            socks.append(s)
+        sel = selectors.DefaultSelector()
+        for s in socks:
+            sel.register(s, selectors.EVENT_WRITE)
+        connected, deadline = set(), time.monotonic() + 5
+        while len(connected) < n and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.2):
+                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    connected.add(key.fileobj)
+                sel.unregister(key.fileobj)
+        sel.close()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert len(connected) == n, f"{len(connected)} of {n} connections completed while the server was stopped"
+    served = 0
+    for s in socks:
+        s.setblocking(True)
+        s.settimeout(30)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        served += s.recv(64).startswith(b"HTTP/1.1 200")
+        s.close()
+    assert served == n
