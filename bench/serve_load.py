@@ -370,6 +370,8 @@ def main():
         v = getattr(args, name)
         if v is not None and v < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.max_context < 2 * SHAREGPT_MIN:
+        ap.error(f"--max-context must be >= {2 * SHAREGPT_MIN}, got {args.max_context}")
     if args.fixed and args.workload == "sharegpt":
         ap.error("--fixed and --workload sharegpt are two workloads; give one")
     if not (args.fixed or args.workload == "sharegpt"):
