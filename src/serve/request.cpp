@@ -100,7 +100,8 @@ bool parse_completions(const json& body, const ServeContext& ctx, PreparedReques
     return bad(err, "'logprobs' is not supported", "logprobs");
   if (body.contains("suffix") && !body["suffix"].is_null()) return bad(err, "'suffix' is not supported", "suffix");
   for (const char* name : {"<|endoftext|>", "<|return|>"})
-    if (auto id = tok.special_token_id(name)) out.gen.stop_tokens.push_back(int32_t(*id));
+    if (auto id = tok.special_token_id(name)) out.end_tokens.push_back(int32_t(*id));
+  out.gen.stop_tokens = out.end_tokens;
   return true;
 }
 
@@ -138,6 +139,11 @@ bool prepare_request(Endpoint endpoint, std::string_view body_text, const ServeC
                         std::to_string(ctx.max_context) + " (prompt and completion together)",
                     "invalid_request_error", "messages"};
     return false;
+  }
+  // vLLM's extension, for benchmarks: stop tokens do not end the generation, max_tokens (or the context) does.
+  if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+    if (!body["ignore_eos"].is_boolean()) return bad(err, "'ignore_eos' must be a boolean", "ignore_eos");
+    if (body["ignore_eos"].get<bool>()) out.gen.stop_tokens.clear();
   }
   const SamplingParams& sp = out.api.sampling;
   if (sp.max_tokens && *sp.max_tokens < 1) return bad(err, "max_tokens must be at least 1", "max_tokens");

@@ -39,6 +39,7 @@ struct PreparedRequest {
   std::vector<int32_t> prompt;    // the tokens the engine runs
   GenerateOptions gen;            // sampling, max tokens, stop tokens
   std::vector<std::string> stop;  // stop strings, applied to the streamed text
+  std::vector<int32_t> end_tokens;  // completions: end-of-text tokens, never shown as text (even with ignore_eos)
   bool stream = false;
   bool include_usage = false;
   bool seeded = false;  // the request gave a seed (else the server draws one)

@@ -1,10 +1,13 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -18,6 +21,8 @@ namespace gptoss::serve {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+constexpr int kListenBacklog = 4096;  // connections the kernel completes before the server accepts them
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true); }
@@ -56,11 +61,12 @@ class HarmonyTokenMapper : public TokenMapper {
   CompletionMapper m;
 };
 
+// Completions text; the end-of-text tokens are not shown (the last token, or any of them with ignore_eos).
 class TextTokenMapper : public TokenMapper {
  public:
-  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> stops) : dec_(tok), stops_(std::move(stops)) {}
+  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> hidden) : dec_(tok), hidden_(std::move(hidden)) {}
   void push(int32_t token, std::vector<StreamEvent>& events) override {
-    if (std::find(stops_.begin(), stops_.end(), token) != stops_.end()) return;
+    if (std::find(hidden_.begin(), hidden_.end(), token) != hidden_.end()) return;
     add(dec_.push(TokenId(token)), events);
   }
   void finish(std::vector<StreamEvent>& events) override { add(dec_.finish(), events); }
@@ -70,7 +76,7 @@ class TextTokenMapper : public TokenMapper {
     if (!s.empty()) events.push_back({StreamEvent::Kind::content_delta, std::move(s), -1});
   }
   StreamDecoder dec_;
-  std::vector<int32_t> stops_;
+  std::vector<int32_t> hidden_;
 };
 
 // One request's generation as its HTTP thread sees it.
@@ -233,7 +239,7 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   r->id = new_id(ep == Endpoint::chat_completions ? "chatcmpl-" : ep == Endpoint::responses ? "resp_" : "cmpl-");
   r->stop = StopStrings(r->pr.stop);
   if (ep == Endpoint::completions) {
-    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.gen.stop_tokens);
+    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.end_tokens);
   } else {
     auto h = std::make_unique<HarmonyTokenMapper>(*ctx_.encoding, r->pr.api.forced_prefix);
     r->harmony = h.get();
@@ -588,6 +594,14 @@ Status Server::run() {
   });
   svr.set_logger([this](const Req& q, const Res& s) { metrics_.request(endpoint_label(q.path), s.status); });
 
+  // httplib listens with a backlog of 5 (compiled into Debian's library): a burst of clients (a benchmark
+  // releasing 1,000 requests at once) overflows it before the accept thread drains it, and connections are
+  // reset. Listening again on the bound socket raises it (Linux; the kernel caps it at net.core.somaxconn).
+  socket_t listen_fd = INVALID_SOCKET;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;  // the last socket made is the one that bound (a failed one is closed, the next tried)
+  });
   int port = opts_.port;
   if (port == 0) {
     port = svr.bind_to_any_port(opts_.host);
@@ -595,6 +609,8 @@ Status Server::run() {
   } else if (!svr.bind_to_port(opts_.host, port)) {
     return Error("serve: cannot bind {}:{} (in use, or not an address of this machine)", opts_.host, port);
   }
+  if (::listen(listen_fd, kListenBacklog) != 0)
+    return Error("serve: listen({}) on {}:{} failed: {}", kListenBacklog, opts_.host, port, std::strerror(errno));
 
   g_stop.store(false);
   struct sigaction sa{};
