@@ -131,7 +131,7 @@ bool parse_messages(const ojson& body, ChatParse& st, RequestError& error) {
       std::string text;
       if (!content_text(*content, param + ".content", kChatPartTypes, false, text, error)) return false;
       if (role == "user") {
-        st.turns.push_back(Message::from_text(Role::user, std::move(text)));
+        st.turns.push_back(Message::from_text(Role::User, std::move(text)));
       } else {
         st.instructions.push_back(std::move(text));
       }
@@ -198,7 +198,7 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body,
   ChatParse st;
   if (!parse_messages(body, st, error)) return std::nullopt;
   req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::none, std::move(st.turns));
+                                        req.tool_choice != ToolChoice::None, std::move(st.turns));
   return req;
 }
 

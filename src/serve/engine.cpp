@@ -51,7 +51,7 @@ void Engine::submit(std::shared_ptr<Job> job) {
   }
   std::lock_guard jl(job->mu);
   job->done = true;
-  job->finish = FinishReason::cancelled;
+  job->finish = FinishReason::Cancelled;
   job->cv.notify_all();
 }
 
@@ -99,7 +99,7 @@ void Engine::admit(Slot& slot) {
   job.started_at = engine_clock();
   slot.gen = std::make_unique<Generation>(*slot.seq, job.gen);
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
@@ -117,7 +117,7 @@ void Engine::admit(Slot& slot) {
 void Engine::step_slot(Slot& slot, bool alone) {
   Job& job = *slot.job;
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
@@ -139,7 +139,7 @@ void Engine::complete(Slot& slot, const std::string& error) {
   // The slot is free (and counted so) before the job reads as done.
   std::shared_ptr<Job> job = std::move(slot.job);
   const int generated = slot.gen ? slot.gen->generated() : 0;
-  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::cancelled;
+  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::Cancelled;
   slot.gen.reset();
   slot.last_used = ++tick_;
   completion_tokens_ += uint64_t(generated);
@@ -185,7 +185,7 @@ void Engine::loop() {
   }
   for (Slot& s : slots_)
     if (s.job) {
-      if (s.gen) s.gen->finish(FinishReason::cancelled);
+      if (s.gen) s.gen->finish(FinishReason::Cancelled);
       complete(s);
     }
   std::deque<std::shared_ptr<Job>> left;
@@ -196,7 +196,7 @@ void Engine::loop() {
   for (auto& j : left) {
     std::lock_guard jl(j->mu);
     j->done = true;
-    j->finish = FinishReason::cancelled;
+    j->finish = FinishReason::Cancelled;
     j->cv.notify_all();
   }
 }

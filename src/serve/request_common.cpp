@@ -241,12 +241,12 @@ bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& too
   if (choice->is_string()) {
     const std::string c = choice->get<std::string>();
     if (c == "auto") {
-      req.tool_choice = ToolChoice::automatic;
+      req.tool_choice = ToolChoice::Auto;
     } else if (c == "none") {
-      req.tool_choice = ToolChoice::none;
+      req.tool_choice = ToolChoice::None;
     } else if (c == "required") {
       if (tools.empty()) return fail(error, "tool_choice", "'required' needs at least one tool in 'tools'");
-      req.tool_choice = ToolChoice::required;
+      req.tool_choice = ToolChoice::Required;
       req.forced_prefix = forced_prefix_required();
     } else {
       return fail(error, "tool_choice", "'" + c + "' is not one of 'none', 'auto', 'required'");
@@ -274,14 +274,14 @@ bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& too
   bool found = false;
   for (const FunctionTool& t : tools) found = found || t.name == n;
   if (!found) return fail(error, prefix + ".name", "no tool named '" + n + "' in 'tools'");
-  req.tool_choice = ToolChoice::named;
+  req.tool_choice = ToolChoice::Named;
   req.tool_choice_name = n;
   req.forced_prefix = forced_prefix_named(n);
   return true;
 }
 
 bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEffort& out, RequestError& error) {
-  out = harmony::ReasoningEffort::medium;
+  out = harmony::ReasoningEffort::Medium;
   if (!v) return true;
   if (!v->is_string()) return fail(error, param, "expected \"low\", \"medium\" or \"high\", got " + type_name(*v));
   const std::string e = v->get<std::string>();
@@ -297,9 +297,9 @@ harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const 
                                          std::vector<Message> turns) {
   harmony::Conversation conv;
   Message sys;
-  sys.role = Role::system;
+  sys.role = Role::System;
   harmony::Content sc;
-  sc.kind = harmony::Content::Kind::system;
+  sc.kind = harmony::Content::Kind::System;
   sc.system = harmony::SystemContent::defaults();
   sc.system.reasoning_effort = effort;
   sc.system.conversation_start_date = date;
@@ -309,9 +309,9 @@ harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const 
   const bool with_tools = render_tools && !tools.empty();
   if (!instructions.empty() || with_tools) {
     Message dev;
-    dev.role = Role::developer;
+    dev.role = Role::Developer;
     harmony::Content dc;
-    dc.kind = harmony::Content::Kind::developer;
+    dc.kind = harmony::Content::Kind::Developer;
     if (!instructions.empty()) {
       // Several system/developer messages: their texts in order, a blank line between.
       std::string joined;
@@ -342,7 +342,7 @@ std::string conversation_date(const MappingOptions& opts) {
 }
 
 Message assistant_message(const std::string& channel, std::string text) {
-  Message m = Message::from_text(Role::assistant, std::move(text));
+  Message m = Message::from_text(Role::Assistant, std::move(text));
   m.channel = channel;
   return m;
 }
@@ -355,7 +355,7 @@ Message tool_call_message(const std::string& name, std::string arguments) {
 }
 
 Message tool_result_message(const std::string& name, std::string output) {
-  Message m = Message::from_text(Role::tool, std::move(output));
+  Message m = Message::from_text(Role::Tool, std::move(output));
   m.name = "functions." + name;
   m.recipient = "assistant";
   m.channel = "commentary";

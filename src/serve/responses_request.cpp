@@ -41,7 +41,7 @@ bool parse_message_item(const ojson& item, const std::string& param, ResponsesPa
   std::string text;
   if (!content_text(*content, param + ".content", kPartTypes, false, text, error)) return false;
   if (role == "user") {
-    st.turns.push_back(Message::from_text(Role::user, std::move(text)));
+    st.turns.push_back(Message::from_text(Role::User, std::move(text)));
   } else if (role == "system" || role == "developer") {
     st.instructions.push_back(std::move(text));
   } else if (role == "assistant") {
@@ -72,7 +72,7 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
   const ojson* input = field(body, "input");
   if (!input) return fail(error, "input", "required");
   if (input->is_string()) {
-    st.turns.push_back(Message::from_text(Role::user, input->get<std::string>()));
+    st.turns.push_back(Message::from_text(Role::User, input->get<std::string>()));
     return true;
   }
   if (!input->is_array()) return fail(error, "input", "expected a string or an array of items, got " + type_name(*input));
@@ -93,7 +93,7 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
       if (!string_field(item, "call_id", param, false, call_id, error)) return false;
       if (!call_id.empty()) st.call_names[call_id] = name;
       // A text message right before the call is its preamble (commentary), as the model writes it.
-      if (!st.turns.empty() && st.turns.back().role == Role::assistant && st.turns.back().channel == "final") {
+      if (!st.turns.empty() && st.turns.back().role == Role::Assistant && st.turns.back().channel == "final") {
         st.turns.back().channel = "commentary";
       }
       st.turns.push_back(tool_call_message(name, std::move(arguments)));
@@ -162,7 +162,7 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& 
     req.model = model->get<std::string>();
   }
   if (!parse_sampling(body, {"max_output_tokens"}, req, error)) return std::nullopt;
-  harmony::ReasoningEffort effort = harmony::ReasoningEffort::medium;
+  harmony::ReasoningEffort effort = harmony::ReasoningEffort::Medium;
   if (const ojson* reasoning = field(body, "reasoning")) {
     if (!reasoning->is_object()) {
       fail(error, "reasoning", "expected an object, got " + type_name(*reasoning));
@@ -183,7 +183,7 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& 
   if (!apply_tool_choice(field(body, "tool_choice"), tools, false, req, error)) return std::nullopt;
   if (!parse_input(body, st, error)) return std::nullopt;
   req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::none, std::move(st.turns));
+                                        req.tool_choice != ToolChoice::None, std::move(st.turns));
   return req;
 }
 
