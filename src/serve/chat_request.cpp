@@ -173,18 +173,8 @@ bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestErr
 
 std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
                                              RequestError& error) {
-  if (!body.is_object()) {
-    fail(error, "", "the request body must be a JSON object, got " + type_name(body));
-    return std::nullopt;
-  }
   ApiRequest req;
-  if (const ojson* model = field(body, "model")) {
-    if (!model->is_string()) {
-      fail(error, "model", "expected a string, got " + type_name(*model));
-      return std::nullopt;
-    }
-    req.model = model->get<std::string>();
-  }
+  if (!parse_request_start(body, req, error)) return std::nullopt;
   if (const ojson* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     fail(error, "n", "only n = 1 is supported (got " + n->dump() + ")");
     return std::nullopt;
@@ -197,8 +187,7 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body,
   if (!apply_tool_choice(field(body, "tool_choice"), tools, true, req, error)) return std::nullopt;
   ChatParse st;
   if (!parse_messages(body, st, error)) return std::nullopt;
-  req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::None, std::move(st.turns));
+  set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
 }
 
@@ -209,9 +198,7 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const M
 
 std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
                                                   RequestError& error) {
-  const ojson j = parse_body(body, error);
-  if (j.is_discarded()) return std::nullopt;
-  return parse_chat_request(j, opts, error);
+  return parse_request_text(body, opts, error, parse_chat_request);
 }
 
 }  // namespace gptoss::serve

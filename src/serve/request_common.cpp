@@ -291,22 +291,31 @@ bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEf
   return true;
 }
 
-harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const std::string& date,
-                                         const std::vector<std::string>& instructions,
-                                         const std::vector<FunctionTool>& tools, bool render_tools,
-                                         std::vector<Message> turns) {
-  harmony::Conversation conv;
+bool parse_request_start(const ojson& body, ApiRequest& req, RequestError& error) {
+  if (!body.is_object()) return fail(error, "", "the request body must be a JSON object, got " + type_name(body));
+  if (const ojson* model = field(body, "model")) {
+    if (!model->is_string()) return fail(error, "model", "expected a string, got " + type_name(*model));
+    req.model = model->get<std::string>();
+  }
+  return true;
+}
+
+void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const MappingOptions& opts,
+                      const std::vector<std::string>& instructions, const std::vector<FunctionTool>& tools,
+                      std::vector<Message> turns) {
+  harmony::Conversation& conv = req.conversation;
+  conv = {};
   Message sys;
   sys.role = Role::System;
   harmony::Content sc;
   sc.kind = harmony::Content::Kind::System;
   sc.system = harmony::SystemContent::defaults();
   sc.system.reasoning_effort = effort;
-  sc.system.conversation_start_date = date;
+  sc.system.conversation_start_date = conversation_date(opts);
   sys.content.push_back(std::move(sc));
   conv.messages.push_back(std::move(sys));
 
-  const bool with_tools = render_tools && !tools.empty();
+  const bool with_tools = req.tool_choice != ToolChoice::None && !tools.empty();
   if (!instructions.empty() || with_tools) {
     Message dev;
     dev.role = Role::Developer;
@@ -328,7 +337,13 @@ harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const 
     conv.messages.push_back(std::move(dev));
   }
   for (Message& m : turns) conv.messages.push_back(std::move(m));
-  return conv;
+}
+
+std::optional<ApiRequest> parse_request_text(std::string_view body, const MappingOptions& opts, RequestError& error,
+                                             BodyParser parse) {
+  const ojson j = parse_body(body, error);
+  if (j.is_discarded()) return std::nullopt;
+  return parse(j, opts, error);
 }
 
 std::string conversation_date(const MappingOptions& opts) {

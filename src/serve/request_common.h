@@ -58,12 +58,19 @@ bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& too
 // "low" | "medium" | "high" (null: medium).
 bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEffort& out, RequestError& error);
 
-// The system message and (when there are instructions or rendered tools) the developer message,
-// followed by `turns`.
-harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const std::string& date,
-                                         const std::vector<std::string>& instructions,
-                                         const std::vector<FunctionTool>& tools, bool render_tools,
-                                         std::vector<harmony::Message> turns);
+// The opening checks of both APIs: the body is a JSON object, its "model" (optional) a string, kept in req.
+bool parse_request_start(const ojson& body, ApiRequest& req, RequestError& error);
+
+// req.conversation: the system message (`effort`, the date of `opts`) and, when there are instructions or
+// function tools to render (tool_choice not "none"), the developer message, followed by `turns`.
+void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const MappingOptions& opts,
+                      const std::vector<std::string>& instructions, const std::vector<FunctionTool>& tools,
+                      std::vector<harmony::Message> turns);
+
+// A request from its raw body: text that is not JSON is an error like any field's, JSON goes to `parse`.
+using BodyParser = std::optional<ApiRequest> (*)(const ojson&, const MappingOptions&, RequestError&);
+std::optional<ApiRequest> parse_request_text(std::string_view body, const MappingOptions& opts, RequestError& error,
+                                             BodyParser parse);
 
 // The "YYYY-MM-DD" to render: opts.conversation_date, or today in UTC.
 std::string conversation_date(const MappingOptions& opts);

@@ -144,22 +144,12 @@ bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestErr
 
 std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
                                                   RequestError& error) {
-  if (!body.is_object()) {
-    fail(error, "", "the request body must be a JSON object, got " + type_name(body));
-    return std::nullopt;
-  }
+  ApiRequest req;
+  if (!parse_request_start(body, req, error)) return std::nullopt;
   if (field(body, "previous_response_id")) {
     fail(error, "previous_response_id",
          "not supported: the server is stateless; send the whole conversation in 'input'");
     return std::nullopt;
-  }
-  ApiRequest req;
-  if (const ojson* model = field(body, "model")) {
-    if (!model->is_string()) {
-      fail(error, "model", "expected a string, got " + type_name(*model));
-      return std::nullopt;
-    }
-    req.model = model->get<std::string>();
   }
   if (!parse_sampling(body, {"max_output_tokens"}, req, error)) return std::nullopt;
   harmony::ReasoningEffort effort = harmony::ReasoningEffort::Medium;
@@ -182,8 +172,7 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& 
   if (!parse_tools(body, tools, error)) return std::nullopt;
   if (!apply_tool_choice(field(body, "tool_choice"), tools, false, req, error)) return std::nullopt;
   if (!parse_input(body, st, error)) return std::nullopt;
-  req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::None, std::move(st.turns));
+  set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
 }
 
@@ -194,9 +183,7 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::json& body, co
 
 std::optional<ApiRequest> parse_responses_request_text(std::string_view body, const MappingOptions& opts,
                                                        RequestError& error) {
-  const ojson j = parse_body(body, error);
-  if (j.is_discarded()) return std::nullopt;
-  return parse_responses_request(j, opts, error);
+  return parse_request_text(body, opts, error, parse_responses_request);
 }
 
 }  // namespace gptoss::serve

@@ -315,6 +315,23 @@ std::function<bool()> keep_alive(httplib::DataSink& sink) {
 
 bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
 
+// A server-sent-events response: write(sink) writes the whole stream, false when the client left; a connection
+// that closes before the end cancels the job.
+template <class Write>
+void event_stream(const std::shared_ptr<Run>& r, httplib::Response& res, Write write) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [write](size_t, httplib::DataSink& sink) {
+        if (!write(sink)) return false;
+        sink.done();
+        return true;
+      },
+      [r](bool ok) {
+        if (!ok) r->job->cancel.store(true);
+      });
+}
+
 // The end of a chat or completions stream: the error event, or the last chunk (with its finish reason) and, when
 // the request asked for it, a usage chunk without choices; then [DONE]. last_chunk(finish) builds the endpoint's
 // chunk with no content; finish_reason() is asked only when the generation did not fail.
@@ -336,10 +353,9 @@ std::string stream_tail(const Run& r, const LastChunk& last_chunk, const FinishR
 }
 
 void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](ojson delta, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "chat.completion.chunk"},
@@ -368,19 +384,14 @@ void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) 
                               return r->stop_hit ? std::string("stop")
                                                  : chat_finish_reason(r->harmony->m.result(), r->hit_length());
                             }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](const std::string& text, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "text_completion"},
@@ -402,21 +413,16 @@ void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response
         write_str(sink, stream_tail(
                             *r, [&](ojson finish) { return chunk("", std::move(finish)); },
                             [&] { return std::string(r->hit_length() ? "length" : "stop"); }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 // Responses streaming: each run of events of one kind is an output item (reasoning, message, function
 // call), opened with response.output_item.added and closed with response.output_item.done.
 void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         int seq = 0;
         ojson items = ojson::array();  // finished items
         ojson cur;                     // the open item, null when none
@@ -517,11 +523,7 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
         } else {
           event({{"type", "response.completed"}, {"response", responses_response(*r, items)}});
         }
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
