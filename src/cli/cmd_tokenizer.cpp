@@ -70,7 +70,6 @@ Result<std::string> hex_decode(std::string_view s, size_t line_no) {
   return out;
 }
 
-// The ids of --tokens, or of --file / standard input when --tokens is not given.
 // The input of detokenize and parse: a tokenizer, and token ids from --tokens LIST or --file F ('-' or
 // neither: standard input).
 struct TokenInput {

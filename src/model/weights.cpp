@@ -94,8 +94,8 @@ Result<std::unique_ptr<HostWeights>> build_host_weights(const Checkpoint& ck) {
       // transformers' dense layout [E, in, out]: each expert is a transposed [out, in] matrix.
       L.gate_up = {matrix(p + "mlp.experts.gate_up_proj", true, 2 * I, H),
                    get(p + "mlp.experts.gate_up_proj").bytes.size() / size_t(E), 0, int(E)};
-      L.down = {matrix(p + "mlp.experts.down_proj", true, H, I), get(p + "mlp.experts.down_proj").bytes.size() / size_t(E),
-                0, int(E)};
+      L.down = {matrix(p + "mlp.experts.down_proj", true, H, I),
+                get(p + "mlp.experts.down_proj").bytes.size() / size_t(E), 0, int(E)};
     }
     hw->w.layers.push_back(L);
   }

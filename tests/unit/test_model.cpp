@@ -139,7 +139,8 @@ TEST(Weights, ExpertStacksCoverTheirTensors) {
       EXPECT_EQ(s->first.data, blocks->bytes.data()) << name;
       EXPECT_EQ(s->first.scales, scales->bytes.data()) << name;
       const MatrixRef last = s->expert(E - 1);
-      EXPECT_EQ(static_cast<const uint8_t*>(last.data) + s->stride, blocks->bytes.data() + blocks->bytes.size()) << name;
+      const auto* end = static_cast<const uint8_t*>(last.data) + s->stride;
+      EXPECT_EQ(end, blocks->bytes.data() + blocks->bytes.size()) << name;
       EXPECT_EQ(last.scales + s->scales_stride, scales->bytes.data() + scales->bytes.size()) << name;
       EXPECT_EQ(s->stride, size_t(s->first.rows * s->first.cols / 2)) << name;
       EXPECT_EQ(last.rows, s->first.rows);

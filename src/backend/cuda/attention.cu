@@ -191,8 +191,9 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
   }
 }
 
-// The splits' records merged with the sink (attention_merge.cuh). Block per (t, h): the split weights e^(m_s - M) are computed once, in parallel, into shared memory
-// (f_s, nsplit floats); then thread per output dim sums over the splits.
+// The splits' records merged with the sink (attention_merge.cuh). Block per (t, h): the split weights
+// e^(m_s - M) are computed once, in parallel, into shared memory (f_s, nsplit floats); then thread per
+// output dim sums over the splits.
 __global__ void f32_attention_merge(const float* __restrict__ part, const float* __restrict__ sinks, int nh, int d,
                                     int nsplit, float* __restrict__ out) {
   extern __shared__ float f_s[];
