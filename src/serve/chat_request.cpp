@@ -147,28 +147,6 @@ bool parse_messages(const ojson& body, ChatParse& st, RequestError& error) {
   return true;
 }
 
-bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestError& error) {
-  const ojson* list = field(body, "tools");
-  if (!list) return true;
-  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
-  for (size_t i = 0; i < list->size(); ++i) {
-    const ojson& t = (*list)[i];
-    const std::string param = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
-    const ojson* type = field(t, "type");
-    if (!type || !type->is_string() || *type != "function") {
-      return fail(error, param + ".type", "only \"function\" tools are supported");
-    }
-    const ojson* fn = field(t, "function");
-    if (!fn || !fn->is_object()) return fail(error, param + ".function", "expected an object");
-    if (!check_function_tool(field(*fn, "name"), field(*fn, "description"), field(*fn, "parameters"),
-                             param + ".function", tools, error)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
@@ -183,22 +161,12 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body,
   harmony::ReasoningEffort effort;
   if (!parse_effort(field(body, "reasoning_effort"), "reasoning_effort", effort, error)) return std::nullopt;
   std::vector<FunctionTool> tools;
-  if (!parse_tools(body, tools, error)) return std::nullopt;
+  if (!parse_tools(body, true, tools, error)) return std::nullopt;
   if (!apply_tool_choice(field(body, "tool_choice"), tools, true, req, error)) return std::nullopt;
   ChatParse st;
   if (!parse_messages(body, st, error)) return std::nullopt;
   set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
-}
-
-std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const MappingOptions& opts,
-                                             RequestError& error) {
-  return parse_chat_request(nlohmann::ordered_json(body), opts, error);
-}
-
-std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
-                                                  RequestError& error) {
-  return parse_request_text(body, opts, error, parse_chat_request);
 }
 
 }  // namespace gptoss::serve

@@ -235,6 +235,32 @@ bool check_function_tool(const ojson* name, const ojson* description, const ojso
   return true;
 }
 
+bool parse_tools(const ojson& body, bool chat_shape, std::vector<FunctionTool>& tools, RequestError& error) {
+  const ojson* list = field(body, "tools");
+  if (!list) return true;
+  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
+  for (size_t i = 0; i < list->size(); ++i) {
+    const ojson& t = (*list)[i];
+    std::string param = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
+    const ojson* type = field(t, "type");
+    if (!type || !type->is_string() || *type != "function") {
+      return fail(error, param + ".type", "only \"function\" tools are supported");
+    }
+    const ojson* fn = &t;
+    if (chat_shape) {
+      fn = field(t, "function");
+      param += ".function";
+      if (!fn || !fn->is_object()) return fail(error, param, "expected an object");
+    }
+    if (!check_function_tool(field(*fn, "name"), field(*fn, "description"), field(*fn, "parameters"), param, tools,
+                             error)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& tools, bool chat_shape,
                        ApiRequest& req, RequestError& error) {
   if (!choice) return true;
@@ -337,13 +363,6 @@ void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const Ma
     conv.messages.push_back(std::move(dev));
   }
   for (Message& m : turns) conv.messages.push_back(std::move(m));
-}
-
-std::optional<ApiRequest> parse_request_text(std::string_view body, const MappingOptions& opts, RequestError& error,
-                                             BodyParser parse) {
-  const ojson j = parse_body(body, error);
-  if (j.is_discarded()) return std::nullopt;
-  return parse(j, opts, error);
 }
 
 std::string conversation_date(const MappingOptions& opts) {

@@ -49,6 +49,9 @@ struct FunctionTool {
 // Checks a tool's name ([A-Za-z0-9_-], 1..64 characters), description and parameters.
 bool check_function_tool(const ojson* name, const ojson* description, const ojson* parameters,
                          const std::string& param, std::vector<FunctionTool>& tools, RequestError& error);
+// "tools": function tools, {"type": "function", "function": {name, description, parameters}} in the chat shape,
+// {"type": "function", name, description, parameters} in the responses shape.
+bool parse_tools(const ojson& body, bool chat_shape, std::vector<FunctionTool>& tools, RequestError& error);
 
 // tool_choice: "auto" | "none" | "required" | a named function (`named_function` reads its name).
 // Sets req.tool_choice / tool_choice_name / forced_prefix; checks the name against `tools`.
@@ -66,11 +69,6 @@ bool parse_request_start(const ojson& body, ApiRequest& req, RequestError& error
 void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const MappingOptions& opts,
                       const std::vector<std::string>& instructions, const std::vector<FunctionTool>& tools,
                       std::vector<harmony::Message> turns);
-
-// A request from its raw body: text that is not JSON is an error like any field's, JSON goes to `parse`.
-using BodyParser = std::optional<ApiRequest> (*)(const ojson&, const MappingOptions&, RequestError&);
-std::optional<ApiRequest> parse_request_text(std::string_view body, const MappingOptions& opts, RequestError& error,
-                                             BodyParser parse);
 
 // The "YYYY-MM-DD" to render: opts.conversation_date, or today in UTC.
 std::string conversation_date(const MappingOptions& opts);

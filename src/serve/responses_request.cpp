@@ -120,26 +120,6 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
   return true;
 }
 
-bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestError& error) {
-  const ojson* list = field(body, "tools");
-  if (!list) return true;
-  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
-  for (size_t i = 0; i < list->size(); ++i) {
-    const ojson& t = (*list)[i];
-    const std::string param = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
-    const ojson* type = field(t, "type");
-    if (!type || !type->is_string() || *type != "function") {
-      return fail(error, param + ".type", "only \"function\" tools are supported");
-    }
-    if (!check_function_tool(field(t, "name"), field(t, "description"), field(t, "parameters"), param, tools,
-                             error)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
@@ -169,21 +149,11 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& 
     st.instructions.push_back(instructions->get<std::string>());
   }
   std::vector<FunctionTool> tools;
-  if (!parse_tools(body, tools, error)) return std::nullopt;
+  if (!parse_tools(body, false, tools, error)) return std::nullopt;
   if (!apply_tool_choice(field(body, "tool_choice"), tools, false, req, error)) return std::nullopt;
   if (!parse_input(body, st, error)) return std::nullopt;
   set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
-}
-
-std::optional<ApiRequest> parse_responses_request(const nlohmann::json& body, const MappingOptions& opts,
-                                                  RequestError& error) {
-  return parse_responses_request(nlohmann::ordered_json(body), opts, error);
-}
-
-std::optional<ApiRequest> parse_responses_request_text(std::string_view body, const MappingOptions& opts,
-                                                       RequestError& error) {
-  return parse_request_text(body, opts, error, parse_responses_request);
 }
 
 }  // namespace gptoss::serve
