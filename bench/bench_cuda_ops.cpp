@@ -84,12 +84,12 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> gs(size_t(E) * 2 * I * H / 32), ds(size_t(E) * H * I / 32);
   for (auto& s : gs) s = 120;
   for (auto& s : ds) s = 120;
-  L.gate_up = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6)),
-                        static_cast<const uint8_t*>(dev(gs)), 2 * I, H, false};
-  L.down = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7)),
-                     static_cast<const uint8_t*>(dev(ds)), H, I, false};
-  L.gate_up_stride = size_t(2) * I * H / 2, L.gate_up_scales_stride = size_t(2) * I * H / 32;
-  L.down_stride = size_t(H) * I / 2, L.down_scales_stride = size_t(H) * I / 32;
+  L.gate_up = {{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6)), static_cast<const uint8_t*>(dev(gs)),
+                2 * I, H, false},
+               size_t(2) * I * H / 2, size_t(2) * I * H / 32, E};
+  L.down = {{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7)), static_cast<const uint8_t*>(dev(ds)), H, I,
+             false},
+            size_t(H) * I / 2, size_t(H) * I / 32, E};
   L.gate_up_bias = floats(size_t(E) * 2 * I), L.down_bias = floats(size_t(E) * H), L.router_bias = floats(size_t(E));
   const float* norm = floats(size_t(H));
   const float* sinks = floats(size_t(c.num_attention_heads));

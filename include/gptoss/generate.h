@@ -55,7 +55,7 @@ class Sequence {
   int last_fed_ = 0;
 };
 
-enum class FinishReason { none, stop_token, length, context_full, cancelled, stop_string };
+enum class FinishReason { None, StopToken, Length, ContextFull, Cancelled, StopString };
 const char* finish_reason_name(FinishReason r);
 
 struct GenerateOptions {
@@ -89,9 +89,9 @@ class Generation {
   Sampler& sampler() { return sampler_; }
   // Ends the generation from outside (cancel, a stop string found by the caller).
   void finish(FinishReason why) {
-    if (why_ == FinishReason::none) why_ = why;
+    if (why_ == FinishReason::None) why_ = why;
   }
-  bool finished() const { return why_ != FinishReason::none; }
+  bool finished() const { return why_ != FinishReason::None; }
   FinishReason finish_reason() const { return why_; }
   int prompt_tokens() const { return prompt_tokens_; }
   int reused_tokens() const { return reused_; }
@@ -110,7 +110,7 @@ class Generation {
   int32_t pending_ = -1;       // the drawn token not yet returned
   bool pending_ready_ = false;  // pending_ drawn (else the last token must run first)
   int32_t last_ = -1;
-  FinishReason why_ = FinishReason::none;
+  FinishReason why_ = FinishReason::None;
   int prompt_tokens_ = 0, reused_ = 0, generated_ = 0;
   double prefill_s_ = 0;
   double t_first_ = 0, t_last_ = 0;  // seconds since start() began
@@ -119,12 +119,12 @@ class Generation {
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // every token emitted, the stop token included
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   int prompt_tokens = 0, reused_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-// Returns false to stop the generation (FinishReason::cancelled).
+// Returns false to stop the generation (FinishReason::Cancelled).
 using OnToken = std::function<bool(int32_t token)>;
 // The decode loop: start, then next() until a stop token, max_tokens, the end of the context, on_token
 // returning false, or *cancel becoming true (checked before every token).

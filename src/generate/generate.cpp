@@ -14,12 +14,12 @@ double now_s() {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::none: return "none";
-    case FinishReason::stop_token: return "stop";
-    case FinishReason::length: return "length";
-    case FinishReason::context_full: return "context_full";
-    case FinishReason::cancelled: return "cancelled";
-    case FinishReason::stop_string: return "stop_string";
+    case FinishReason::None: return "none";
+    case FinishReason::StopToken: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::ContextFull: return "context_full";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::StopString: return "stop_string";
   }
   return "none";
 }
@@ -97,7 +97,7 @@ Result<int32_t> Generation::next(bool device_chain) {
     if (last_ < 0) return Error("generation: next() before start()");
     auto nx = seq_.step(last_, sampler_, device_chain);
     if (!nx.ok()) {
-      why_ = FinishReason::cancelled;
+      why_ = FinishReason::Cancelled;
       return nx.status();
     }
     pending_ = *nx;
@@ -109,11 +109,11 @@ Result<int32_t> Generation::next(bool device_chain) {
   if (generated_ == 1) t_first_ = t_last_;
   Session& s = seq_.session();
   if (std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), last_) != opts_.stop_tokens.end())
-    why_ = FinishReason::stop_token;
+    why_ = FinishReason::StopToken;
   else if (opts_.max_tokens > 0 && generated_ >= opts_.max_tokens)
-    why_ = FinishReason::length;
+    why_ = FinishReason::Length;
   else if (s.position() >= s.options().max_context)  // no room to run this token
-    why_ = FinishReason::context_full;
+    why_ = FinishReason::ContextFull;
   return last_;
 }
 
@@ -156,12 +156,12 @@ Result<GenerateResult> generate(Sequence& seq, std::span<const int32_t> prompt, 
   GenerateResult r;
   while (!g.finished()) {
     if (cancel && cancel->load()) {
-      g.finish(FinishReason::cancelled);
+      g.finish(FinishReason::Cancelled);
       break;
     }
     GPTOSS_ASSIGN(int32_t tok, g.next());
     r.tokens.push_back(tok);
-    if (on_token && !on_token(tok)) g.finish(FinishReason::cancelled);
+    if (on_token && !on_token(tok)) g.finish(FinishReason::Cancelled);
   }
   r.finish = g.finish_reason();
   r.prompt_tokens = g.prompt_tokens();

@@ -52,7 +52,7 @@ void Engine::submit(std::shared_ptr<Job> job) {
   }
   std::lock_guard jl(job->mu);
   job->done = true;
-  job->finish = FinishReason::cancelled;
+  job->finish = FinishReason::Cancelled;
   job->cv.notify_all();
 }
 
@@ -100,7 +100,7 @@ void Engine::admit(Slot& slot) {
   job.started_at = engine_clock();
   slot.gen = std::make_unique<Generation>(*slot.seq, job.gen);
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
@@ -119,7 +119,7 @@ void Engine::admit(Slot& slot) {
 void Engine::step_slot(Slot& slot, bool alone) {
   Job& job = *slot.job;
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
@@ -157,7 +157,7 @@ void Engine::step_batched(const std::vector<int>& order) {
       Slot& slot = slots_[size_t(r)];
       if (!slot.job || !slot.gen || slot.gen->prefilling() != (pass == 1)) continue;
       if (slot.job->cancel.load()) {
-        slot.gen->finish(FinishReason::cancelled);
+        slot.gen->finish(FinishReason::Cancelled);
         complete(slot);
         continue;
       }
@@ -170,7 +170,7 @@ void Engine::step_batched(const std::vector<int>& order) {
       const auto in = slot.gen->step_input(budget);
       if (in.empty()) continue;
       if (Status st = batch_->add(*slot.session, in); !st.ok()) {
-        slot.gen->finish(FinishReason::cancelled);
+        slot.gen->finish(FinishReason::Cancelled);
         complete(slot, st.message());
         continue;
       }
@@ -185,7 +185,7 @@ void Engine::step_batched(const std::vector<int>& order) {
     Slot& slot = slots_[size_t(entries_[i].slot)];
     if (!st.ok()) {
       slot.seq->reset();
-      slot.gen->finish(FinishReason::cancelled);
+      slot.gen->finish(FinishReason::Cancelled);
       complete(slot, st.message());
       continue;
     }
@@ -198,7 +198,7 @@ void Engine::complete(Slot& slot, const std::string& error) {
   // The slot is free (and counted so) before the job reads as done.
   std::shared_ptr<Job> job = std::move(slot.job);
   const int generated = slot.gen ? slot.gen->generated() : 0;
-  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::cancelled;
+  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::Cancelled;
   slot.gen.reset();
   slot.last_used = ++tick_;
   completion_tokens_ += uint64_t(generated);
@@ -249,7 +249,7 @@ void Engine::loop() {
   }
   for (Slot& s : slots_)
     if (s.job) {
-      if (s.gen) s.gen->finish(FinishReason::cancelled);
+      if (s.gen) s.gen->finish(FinishReason::Cancelled);
       complete(s);
     }
   std::deque<std::shared_ptr<Job>> left;
@@ -260,7 +260,7 @@ void Engine::loop() {
   for (auto& j : left) {
     std::lock_guard jl(j->mu);
     j->done = true;
-    j->finish = FinishReason::cancelled;
+    j->finish = FinishReason::Cancelled;
     j->cv.notify_all();
   }
 }

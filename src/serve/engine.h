@@ -35,7 +35,7 @@ struct Job {
   std::condition_variable cv;
   std::vector<int32_t> tokens;  // every token produced so far (a stop token included)
   bool done = false;
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   std::string error;  // the engine failed to run it (backend error): the request gets a 500
   int reused_tokens = 0;
   double queued_at = 0, started_at = 0, first_token_at = 0, finished_at = 0;  // engine_clock() seconds
@@ -83,7 +83,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   void submit(std::shared_ptr<Job> job);
-  // Cancels what is queued or running and stops the thread (the jobs end with FinishReason::cancelled).
+  // Cancels what is queued or running and stops the thread (the jobs end with FinishReason::Cancelled).
   void shutdown();
   EngineStats stats() const;
   int max_context() const;

@@ -120,11 +120,11 @@ bool prepare_request(Endpoint endpoint, std::string_view body_text, const ServeC
   json body = json::parse(body_text.begin(), body_text.end(), nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return bad(err, "the body is not valid JSON (UTF-8)", "");
   if (!body.is_object()) return bad(err, "the body must be a JSON object", "");
-  if (endpoint == Endpoint::completions) {
+  if (endpoint == Endpoint::Completions) {
     if (!parse_completions(body, ctx, out, err)) return false;
   } else {
     RequestError re;
-    auto req = endpoint == Endpoint::chat_completions ? parse_chat_request(body, ctx.mapping, re)
+    auto req = endpoint == Endpoint::ChatCompletions ? parse_chat_request(body, ctx.mapping, re)
                                                       : parse_responses_request(body, ctx.mapping, re);
     if (!req) return bad(err, re.message.empty() ? "invalid request" : re.message, re.param);
     out.api = std::move(*req);

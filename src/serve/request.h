@@ -14,7 +14,7 @@
 
 namespace gptoss::serve {
 
-enum class Endpoint { chat_completions, responses, completions };
+enum class Endpoint { ChatCompletions, Responses, Completions };
 
 // A 4xx answer: the status and the OpenAI error object's fields.
 struct HttpError {
@@ -34,7 +34,7 @@ struct ServeContext {
 };
 
 struct PreparedRequest {
-  Endpoint endpoint = Endpoint::chat_completions;
+  Endpoint endpoint = Endpoint::ChatCompletions;
   ApiRequest api;                 // chat completions and responses (the completions fields below too)
   std::vector<int32_t> prompt;    // the tokens the engine runs
   GenerateOptions gen;            // sampling, max tokens, stop tokens

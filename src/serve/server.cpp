@@ -73,7 +73,7 @@ class TextTokenMapper : public TokenMapper {
 
  private:
   static void add(std::string s, std::vector<StreamEvent>& events) {
-    if (!s.empty()) events.push_back({StreamEvent::Kind::content_delta, std::move(s), -1});
+    if (!s.empty()) events.push_back({StreamEvent::Kind::ContentDelta, std::move(s), -1});
   }
   StreamDecoder dec_;
   std::vector<int32_t> hidden_;
@@ -91,21 +91,21 @@ struct Run {
   int completion_tokens = 0;
   int reused = 0;  // prompt tokens a slot's cache held (set when the job is done)
   bool stop_hit = false;
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   std::string error;
   double arrival = 0;
   std::string id;
   int64_t created = 0;
 
   bool hit_length() const {
-    return !stop_hit && (finish == FinishReason::length || finish == FinishReason::context_full);
+    return !stop_hit && (finish == FinishReason::Length || finish == FinishReason::ContextFull);
   }
   // Content deltas through the stop strings; after a match nothing more is shown.
   void filter(std::vector<StreamEvent>& events) {
     std::vector<StreamEvent> kept;
     for (auto& e : events) {
       if (stop_hit) break;
-      if (e.kind == StreamEvent::Kind::content_delta) {
+      if (e.kind == StreamEvent::Kind::ContentDelta) {
         e.text = stop.push(e.text);
         if (stop.matched()) stop_hit = true;
         content += e.text;
@@ -169,7 +169,7 @@ bool pump(Run& r, const Emit& emit, const std::function<bool()>& idle) {
     std::string tail = r.stop.flush();
     if (!tail.empty()) {
       r.content += tail;
-      events.push_back({StreamEvent::Kind::content_delta, std::move(tail), -1});
+      events.push_back({StreamEvent::Kind::ContentDelta, std::move(tail), -1});
     }
   }
   return events.empty() || emit(events);
@@ -236,9 +236,9 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   HttpError err;
   if (!prepare_request(ep, req.body, ctx_, r->pr, err)) return send_error(res, err);
   r->created = unix_now();
-  r->id = new_id(ep == Endpoint::chat_completions ? "chatcmpl-" : ep == Endpoint::responses ? "resp_" : "cmpl-");
+  r->id = new_id(ep == Endpoint::ChatCompletions ? "chatcmpl-" : ep == Endpoint::Responses ? "resp_" : "cmpl-");
   r->stop = StopStrings(r->pr.stop);
-  if (ep == Endpoint::completions) {
+  if (ep == Endpoint::Completions) {
     r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.end_tokens);
   } else {
     auto h = std::make_unique<HarmonyTokenMapper>(*ctx_.encoding, r->pr.api.forced_prefix);
@@ -249,16 +249,16 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   r->job->gen = r->pr.gen;
   engine_.submit(r->job);
   if (r->pr.stream) {
-    if (ep == Endpoint::chat_completions) return stream_chat(r, res);
-    if (ep == Endpoint::completions) return stream_completions(r, res);
+    if (ep == Endpoint::ChatCompletions) return stream_chat(r, res);
+    if (ep == Endpoint::Completions) return stream_completions(r, res);
     return stream_responses(r, res);
   }
   pump(*r, [](std::vector<StreamEvent>&) { return true; }, nullptr);
   finished(*r);
   if (!r->error.empty())
     return send_json(res, 500, error_json("generation failed: " + r->error, "server_error", ""));
-  if (ep == Endpoint::chat_completions) return send_json(res, 200, chat_response(*r));
-  if (ep == Endpoint::completions) return send_json(res, 200, completion_response(*r));
+  if (ep == Endpoint::ChatCompletions) return send_json(res, 200, chat_response(*r));
+  if (ep == Endpoint::Completions) return send_json(res, 200, completion_response(*r));
   send_json(res, 200, responses_response(*r, responses_output_json(r->harmony->m.result())));
 }
 
@@ -321,6 +321,23 @@ std::function<bool()> keep_alive(httplib::DataSink& sink) {
 
 bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
 
+// A server-sent-events response: write(sink) writes the whole stream, false when the client left; a connection
+// that closes before the end cancels the job.
+template <class Write>
+void event_stream(const std::shared_ptr<Run>& r, httplib::Response& res, Write write) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [write](size_t, httplib::DataSink& sink) {
+        if (!write(sink)) return false;
+        sink.done();
+        return true;
+      },
+      [r](bool ok) {
+        if (!ok) r->job->cancel.store(true);
+      });
+}
+
 // The end of a chat or completions stream: the error event, or the last chunk (with its finish reason) and, when
 // the request asked for it, a usage chunk without choices; then [DONE]. last_chunk(finish) builds the endpoint's
 // chunk with no content; finish_reason() is asked only when the generation did not fail.
@@ -342,10 +359,9 @@ std::string stream_tail(const Run& r, const LastChunk& last_chunk, const FinishR
 }
 
 void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](ojson delta, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "chat.completion.chunk"},
@@ -374,19 +390,14 @@ void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) 
                               return r->stop_hit ? std::string("stop")
                                                  : chat_finish_reason(r->harmony->m.result(), r->hit_length());
                             }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](const std::string& text, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "text_completion"},
@@ -408,21 +419,16 @@ void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response
         write_str(sink, stream_tail(
                             *r, [&](ojson finish) { return chunk("", std::move(finish)); },
                             [&] { return std::string(r->hit_length() ? "length" : "stop"); }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 // Responses streaming: each run of events of one kind is an output item (reasoning, message, function
 // call), opened with response.output_item.added and closed with response.output_item.done.
 void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         int seq = 0;
         ojson items = ojson::array();  // finished items
         ojson cur;                     // the open item, null when none
@@ -468,11 +474,11 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
             [&](std::vector<StreamEvent>& events) {
               for (const auto& e : events) {
                 using K = StreamEvent::Kind;
-                const std::string want = e.kind == K::reasoning_delta ? "reasoning"
-                                         : e.kind == K::content_delta ? "message"
+                const std::string want = e.kind == K::ReasoningDelta ? "reasoning"
+                                         : e.kind == K::ContentDelta ? "message"
                                                                       : "function_call";
-                const bool new_call = e.kind == K::tool_call_begin ||
-                                      (e.kind == K::tool_call_arguments_delta && e.tool_index != cur_tool);
+                const bool new_call = e.kind == K::ToolCallBegin ||
+                                      (e.kind == K::ToolCallArgumentsDelta && e.tool_index != cur_tool);
                 if (cur.is_null() || cur["type"] != want || new_call) {
                   if (!close_item()) return false;
                   ojson item;
@@ -488,14 +494,14 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
                             {"id", new_id("fc_")},
                             {"call_id", known ? calls[size_t(e.tool_index)].id : new_id("call_")},
                             {"name", known ? calls[size_t(e.tool_index)].name
-                                           : (e.kind == K::tool_call_begin ? e.text : std::string())},
+                                           : (e.kind == K::ToolCallBegin ? e.text : std::string())},
                             {"arguments", ""},
                             {"status", "in_progress"}};
                     cur_tool = e.tool_index;
                   }
                   if (!open_item(item)) return false;
                 }
-                if (e.kind == K::tool_call_begin) continue;
+                if (e.kind == K::ToolCallBegin) continue;
                 cur_text += e.text;
                 const int index = int(items.size());
                 ojson ev;
@@ -523,11 +529,7 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
         } else {
           event({{"type", "response.completed"}, {"response", responses_response(*r, items)}});
         }
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
@@ -548,9 +550,9 @@ Status Server::run() {
 
   using Req = httplib::Request;
   using Res = httplib::Response;
-  svr.Post("/v1/chat/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::chat_completions, q, s); }));
-  svr.Post("/v1/responses", guarded([this](const Req& q, Res& s) { generate(Endpoint::responses, q, s); }));
-  svr.Post("/v1/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::completions, q, s); }));
+  svr.Post("/v1/chat/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::ChatCompletions, q, s); }));
+  svr.Post("/v1/responses", guarded([this](const Req& q, Res& s) { generate(Endpoint::Responses, q, s); }));
+  svr.Post("/v1/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::Completions, q, s); }));
   svr.Get("/v1/models", guarded([this](const Req&, Res& s) {
             send_json(s, 200, {{"object", "list"},
                                {"data", {{{"id", ctx_.model_id}, {"object", "model"}, {"created", unix_now()},

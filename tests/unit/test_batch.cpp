@@ -191,7 +191,7 @@ TEST(Batch, EngineBatchedMatchesAlone) {
     }
     EXPECT_TRUE(jobs[i]->error.empty()) << jobs[i]->error;
     EXPECT_EQ(got, want[i]) << "request " << i;
-    EXPECT_EQ(jobs[i]->finish, FinishReason::length);
+    EXPECT_EQ(jobs[i]->finish, FinishReason::Length);
   }
   engine.shutdown();
 }

@@ -274,7 +274,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
     ye_.resize(size_t(n) * size_t(H));
     for (int i = 0; i < n; ++i)
       std::memcpy(xe_.data() + size_t(i) * size_t(H), h + size_t(toks[size_t(i)].first) * size_t(H), size_t(H) * 4);
-    cpu::matmul(w.expert_gate_up(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data(), pool_);
+    cpu::matmul(w.gate_up.expert(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data(), pool_);
     for (size_t i = 0; i < size_t(n) * size_t(I); ++i) {
       // Interleaved: even = gate, odd = up. Gate clamped above only, up both sides; +1 on up.
       float gate = std::min(gu_[2 * i], limit);
@@ -282,7 +282,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
       float glu = gate / (1.0f + std::exp(-1.702f * gate));
       z_[i] = (up + 1.0f) * glu;
     }
-    cpu::matmul(w.expert_down(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data(), pool_);
+    cpu::matmul(w.down.expert(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data(), pool_);
     for (int i = 0; i < n; ++i) {
       const auto [t, wt] = toks[size_t(i)];
       float* xr = x + size_t(t) * size_t(H);

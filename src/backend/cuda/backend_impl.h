@@ -116,8 +116,9 @@ class CudaBackend final : public Backend {
  private:
   Result<void*> dev_alloc(size_t bytes, const char* what);
   Status copy_to_device(void* dst, const void* src, size_t bytes);
-  Result<MatrixRef> upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride, const char* what,
-                                  size_t* new_stride, size_t* new_sstride);
+  // Experts packed densely on the device (stride = one expert's bytes); a single matrix is a stack of one.
+  Result<ExpertStack> upload_experts(const ExpertStack& s, const char* what);
+  Result<MatrixRef> upload_matrix(const MatrixRef& m, const char* what);
   Result<const float*> upload_floats(const float* host, size_t n, const char* what);
   Status ensure_step_scratch(int T);
   void attention_seq(const CudaKvCache& kv, int row0, int n, int layer, float* q, float* k, const float* v,
@@ -132,11 +133,17 @@ class CudaBackend final : public Backend {
   void fail(Status s) {
     if (sticky_.ok()) sticky_ = std::move(s);
   }
-  WView view(const MatrixRef& m, size_t estride = 0, size_t sstride = 0) const {
-    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(estride), int64_t(sstride)};
+  WView view(const MatrixRef& m) const {
+    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, 0, 0};
     if (const auto it = packed_.find(m.data); it != packed_.end())
       v.nib = it->second.nib, v.meta = it->second.meta, v.esc = it->second.esc;
     return v;
+  }
+  // Experts are never packed (upload packs single matrices only).
+  static WView view(const ExpertStack& s) {
+    const MatrixRef& m = s.first;
+    return WView{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(s.stride),
+                 int64_t(s.scales_stride)};
   }
   // The kernels' weight type of a device matrix: kBF12 for a packed bf16 matrix.
   Wt wt_of(const MatrixRef& m) const { return packed_.count(m.data) ? cuda::kBF12 : to_wt(m.type); }
@@ -161,7 +168,7 @@ class CudaBackend final : public Backend {
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
   // Largest scale byte of each row of an MXFP4 expert stack (the tensor-core gate_up kernel's input),
   // computed once per matrix (at upload, or on first use outside a graph capture); null if unavailable.
-  const uint8_t* row_max(const MatrixRef& m, int experts, size_t sstride);
+  const uint8_t* row_max(const ExpertStack& s);
   std::unordered_map<const uint8_t*, const uint8_t*> row_max_;  // keyed by the device scales
 
   ModelConfig c_;

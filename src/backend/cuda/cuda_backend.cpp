@@ -231,14 +231,15 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   moe_experts(w, h, T, x);
 }
 
-const uint8_t* CudaBackend::row_max(const MatrixRef& m, int experts, size_t sstride) {
+const uint8_t* CudaBackend::row_max(const ExpertStack& s) {
+  const MatrixRef& m = s.first;
   if (const auto it = row_max_.find(m.scales); it != row_max_.end()) return it->second;
   const int nb = int(m.cols / 32);
-  if (recording_ || !m.scales || sstride != size_t(m.rows) * size_t(nb)) return nullptr;
-  auto r = dev_alloc(size_t(experts) * size_t(m.rows), "MXFP4 row scales");
+  if (recording_ || !m.scales || s.scales_stride != size_t(m.rows) * size_t(nb)) return nullptr;
+  auto r = dev_alloc(size_t(s.count) * size_t(m.rows), "MXFP4 row scales");
   if (!r.ok()) return nullptr;
   auto* out = static_cast<uint8_t*>(*r);
-  cuda::launch_mxfp4_row_max(m.scales, int64_t(experts) * m.rows, nb, out, stream_);
+  cuda::launch_mxfp4_row_max(m.scales, int64_t(s.count) * m.rows, nb, out, stream_);
   check_launch("mxfp4 row max");
   row_max_[m.scales] = out;
   return out;
@@ -248,18 +249,15 @@ void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, floa
   const int k = c_.num_experts_per_tok;
   if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
   const float limit = float(c_.swiglu_limit);
-  if (w.gate_up.type == WeightType::MXFP4 && w.down.type == WeightType::MXFP4 && !w.gate_up.transposed &&
-      !w.down.transposed &&
-      cuda::launch_moe_mxfp4_decode(view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride),
-                                    view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_.get(),
-                                    moe_wts_.get(), T, k, w.gate_up_bias, w.down_bias, limit, moe_act_.get(), x, stream_,
-                                    row_max(w.gate_up, c_.num_local_experts, w.gate_up_scales_stride)))
+  const MatrixRef &gu = w.gate_up.first, &dn = w.down.first;
+  if (gu.type == WeightType::MXFP4 && dn.type == WeightType::MXFP4 && !gu.transposed && !dn.transposed &&
+      cuda::launch_moe_mxfp4_decode(view(w.gate_up), view(w.down), h, moe_idx_.get(), moe_wts_.get(), T, k,
+                                    w.gate_up_bias, w.down_bias, limit, moe_act_.get(), x, stream_, row_max(w.gate_up)))
     return check_launch("moe mxfp4 decode");
-  cuda::launch_moe_gate_up_swiglu(to_wt(w.gate_up.type), w.gate_up.transposed,
-                                  view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_.get(), T, k,
+  cuda::launch_moe_gate_up_swiglu(to_wt(gu.type), gu.transposed, view(w.gate_up), h, moe_idx_.get(), T, k,
                                   w.gate_up_bias, limit, moe_act_.get(), stream_);
-  cuda::launch_moe_down_combine(to_wt(w.down.type), w.down.transposed, view(w.down, w.down_stride, w.down_scales_stride),
-                                moe_act_.get(), moe_idx_.get(), moe_wts_.get(), T, k, w.down_bias, x, stream_);
+  cuda::launch_moe_down_combine(to_wt(dn.type), dn.transposed, view(w.down), moe_act_.get(), moe_idx_.get(),
+                                moe_wts_.get(), T, k, w.down_bias, x, stream_);
   check_launch("moe");
 }
 
@@ -283,18 +281,18 @@ bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, f
   // E <= 32 (gpt-oss-20b): the router kernel writes the logits only and the tensor-core gate_up kernel picks
   // the experts itself, so the router's last-block handoff (fence, ticket, logits read again, top-k) leaves the
   // critical path (bench/cuda_notes.md, round 10).
-  const bool gu_topk = E <= 32 && L.gate_up.type == WeightType::MXFP4 &&
-                       L.down.type == WeightType::MXFP4 && !L.gate_up.transposed && !L.down.transposed;
-  const uint8_t* rowmax = gu_topk ? row_max(L.gate_up, E, L.gate_up_scales_stride) : nullptr;
+  const MatrixRef &gu = L.gate_up.first, &dn = L.down.first;
+  const bool gu_topk = E <= 32 && gu.type == WeightType::MXFP4 && dn.type == WeightType::MXFP4 && !gu.transposed &&
+                       !dn.transposed;
+  const uint8_t* rowmax = gu_topk ? row_max(L.gate_up) : nullptr;
   if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T, k,
                                      h, router_logits_.get(), moe_idx_.get(), moe_wts_.get(), d_router_counter_, stream_,
                                      /*topk=*/!gu_topk))
     return false;
   check_launch("norm router topk");
   if (gu_topk) {
-    if (cuda::launch_moe_mxfp4_decode(view(L.gate_up, L.gate_up_stride, L.gate_up_scales_stride),
-                                      view(L.down, L.down_stride, L.down_scales_stride), h, moe_idx_.get(),
-                                      moe_wts_.get(), T, k, L.gate_up_bias, L.down_bias, float(c_.swiglu_limit),
+    if (cuda::launch_moe_mxfp4_decode(view(L.gate_up), view(L.down), h, moe_idx_.get(), moe_wts_.get(), T, k,
+                                      L.gate_up_bias, L.down_bias, float(c_.swiglu_limit),
                                       moe_act_.get(), x, stream_, rowmax, router_logits_.get(), E)) {
       check_launch("moe mxfp4 decode (top-k in gate_up)");
       return true;
@@ -409,15 +407,15 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
     if (n == 0) continue;
     const int32_t* sl = slots + count[size_t(e)];
     cuda::launch_gather_bf16x2(h, sl, n, k, H, xg, stream_);
-    MatrixRef gup = w.expert_gate_up(e), dn = w.expert_down(e);
+    MatrixRef gup = w.gate_up.expert(e), dn = w.down.expert(e);
     const bool gup_direct = gup.type == WeightType::BF16;
-    if (!gup_direct) cuda::launch_weight_to_bf16(to_wt(gup.type), gup.transposed, view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), e, wb, stream_);
+    if (!gup_direct) cuda::launch_weight_to_bf16(to_wt(gup.type), gup.transposed, view(w.gate_up), e, wb, stream_);
     MatrixRef gview = gup;
     if (!gup_direct) gview.transposed = false;
     gemm_bf16(gview, gup_direct ? static_cast<const __nv_bfloat16*>(gup.data) : wb, xg, n, gu);
     cuda::launch_swiglu_bias(gu, w.gate_up_bias + size_t(e) * 2 * size_t(I), n, I, limit, zb, stream_);
     const bool dn_direct = dn.type == WeightType::BF16;
-    if (!dn_direct) cuda::launch_weight_to_bf16(to_wt(dn.type), dn.transposed, view(w.down, w.down_stride, w.down_scales_stride), e, wb, stream_);
+    if (!dn_direct) cuda::launch_weight_to_bf16(to_wt(dn.type), dn.transposed, view(w.down), e, wb, stream_);
     MatrixRef dview = dn;
     if (!dn_direct) dview.transposed = false;
     gemm_bf16(dview, dn_direct ? static_cast<const __nv_bfloat16*>(dn.data) : wb, zb, n, yd);

@@ -16,17 +16,19 @@ inline constexpr int kWarp = 32;
 
 // A weight matrix on the device in its stored format (see core/matrix.h for layouts):
 //  kF32 / kBF16: row-major [rows, cols];  kMXFP4: blocks [rows, cols/32, 16] + scales [rows, cols/32].
-// `estride` / `sstride`: bytes from one expert's matrix to the next (0 for a single matrix).
 //  kBF12: a bf16 matrix packed losslessly on the device (packed_bf16.cu): data = the low byte of every bf16
 //  [rows, cols], nib = a 4-bit code per weight [rows, cols/2] (sign + the exponent's upper 7 bits as an
 //  offset 0..7 from the row's base), meta [rows + 1] = (first escape << 8) | base, esc = the weights outside
 //  the row's window as (column, exact value), applied as corrections. Single matrices only.
+// An expert stack (core/matrix.h ExpertStack) is one WView: expert e's data lies e * stride bytes after `data`,
+// its scales e * scales_stride bytes after `scales` (both 0 for a single matrix).
+// Wt is a plain enum (not enum class): the kernels take it as an int template parameter (template <int WT>).
 enum Wt : int { kF32 = 0, kBF16 = 1, kMXFP4 = 2, kBF12 = 3 };
 struct WView {
   const uint8_t* data;
   const uint8_t* scales;
   int64_t rows, cols;
-  int64_t estride, sstride;
+  int64_t stride, scales_stride;
   const uint8_t* nib = nullptr;     // kBF12 only
   const uint32_t* meta = nullptr;   // kBF12 only
   const float2* esc = nullptr;      // kBF12 only: {column as int bits, weight}
