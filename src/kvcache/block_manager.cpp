@@ -267,6 +267,7 @@ Result<std::vector<BlockCopy>> KvBlockManager::extend(SeqId id, int n) {
 Result<std::vector<BlockCopy>> KvBlockManager::append(SeqId id, std::span<const int32_t> tokens) {
   Sequence* s = find(id);
   if (!s) return Error("kv cache: append: no sequence {}", id);
+  if (s->preempted) return Error("kv cache: append: sequence {} is preempted (resume it first)", id);
   if (s->positions != int64_t(s->tokens.size()))
     return Error("kv cache: append: sequence {} has {} tokens without slots (extend over them first)", id,
                  int64_t(s->tokens.size()) - s->positions);

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <map>
 #include <random>
 #include <vector>
@@ -89,6 +88,12 @@ TEST(KvLayout, BlockBytesGroupsAndLimits) {
   EXPECT_EQ(*L->blocks_for_bytes(int64_t(L->bytes_per_block) * 100 + 5), 100);
   EXPECT_FALSE(L->blocks_for_bytes(L->bytes_per_block * 8).ok());  // not even one chunk (8 + 8 blocks)
   EXPECT_FALSE(L->blocks_for_bytes(-1).ok());
+
+  auto m = KvBlockManager::create(*L, L->bytes_per_block * 40);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->pool().num_blocks(), 40);
+  EXPECT_EQ(m->spare_blocks(), 40);
+  EXPECT_FALSE(KvBlockManager::create(*L, L->bytes_per_block * 15).ok());
 
   EXPECT_FALSE(KvLayout::make(c, 0, 2, 128).ok());
   EXPECT_FALSE(KvLayout::make(c, 16, 0, 128).ok());
@@ -225,7 +230,7 @@ TEST(KvBlockManager, ForkSharesBlocksAndCopiesTheSharedPartialBlockOnWrite) {
 TEST(KvBlockManager, SlidingBlocksOutOfTheWindowAreReleased) {
   KvBlockManager m(small_layout(4, 8, 4), 64);  // window 8: the query at p sees p-7..p
   const SeqId id = prefill(m, iota_tokens(16));
-  // Extending at p0 = 12 released nothing before position 5 that was whole: block 0 (0..3).
+  // The chunk at p0 = 12 sees keys from position 5 on: block 0 (positions 0..3) was released.
   EXPECT_EQ(m.table(id, KvGroup::Sliding)->first_live, 1);
   EXPECT_EQ(m.table(id, KvGroup::Sliding)->blocks[0], kNoBlock);
   EXPECT_EQ(m.table(id, KvGroup::Full)->blocks.size(), 4u);
@@ -289,14 +294,13 @@ TEST(KvBlockManager, PrefixCacheSurvivesReleaseUntilEvicted) {
   ASSERT_TRUE(m.release(b).ok());
   // Pressure: 8 fresh blocks use the 6 free ones and evict the 2 least recently used cached ones,
   // sliding 0 and 1 (released first, when a moved on); x's own sliding block 0 joins the cache.
-  const SeqId x = prefill(m, iota_tokens(16, 900));
+  prefill(m, iota_tokens(16, 900));
   EXPECT_EQ(m.pool().num_cached(), 10 - 2 + 1);
   // 13 tokens: k = 3 needs sliding 1, 2 -> 1 is gone; shorter runs need sliding 0: a miss.
   EXPECT_EQ(m.num_positions(*m.admit(iota_tokens(13), 0, KvAdmit::Optimistic)), 0);
   // 17 tokens: k = 4 needs sliding 2, 3 only: still a hit with full 0..3.
   EXPECT_EQ(m.num_positions(*m.admit(iota_tokens(17), 0, KvAdmit::Optimistic)), 16);
   EXPECT_INVARIANTS(m);
-  (void)x;
 }
 
 TEST(KvBlockManager, ReserveGuaranteesGrowthOptimisticFailsCleanly) {
@@ -525,7 +529,6 @@ TEST(KvBlockManager, RandomizedStressKeepsInvariantsAndContent) {
         }
       }
     }
-    std::printf("seed %u: hits %d cows %d full %d preempts %d resumes %d forks %d\n", seed, hits, cows, full_errors, preempts, resumes, forks);
     // The run must have exercised every path it checks.
     EXPECT_GT(hits, 10);
     EXPECT_GT(cows, 10);
