@@ -9,7 +9,11 @@ constexpr KvGroup kGroups[kNumKvGroups] = {KvGroup::Full, KvGroup::Sliding};
 }
 
 KvBlockManager::KvBlockManager(const KvLayout& layout, int num_blocks)
-    : layout_(layout), pool_(num_blocks), reserved_refs_(size_t(num_blocks), 0) {}
+    : layout_(layout),
+      pool_(num_blocks),
+      reserved_refs_(size_t(num_blocks), 0),
+      block_group_(size_t(num_blocks), KvGroup::Full),
+      partial_(size_t(num_blocks), false) {}
 
 Result<KvBlockManager> KvBlockManager::create(const KvLayout& layout, int64_t cache_bytes) {
   GPTOSS_ASSIGN(int n, layout.blocks_for_bytes(cache_bytes));
@@ -52,33 +56,52 @@ int64_t KvBlockManager::worst_blocks(int64_t positions) const {
 
 // --- references and the owed count ------------------------------------------------------------
 
+// A block's share of owed, beyond the worst counts of its Reserve holders: a full-group block is one
+// they need not allocate (-1 per Reserve holder), but a shared partial one must be copied by each (+1);
+// a sliding block held by one Reserve sequence alone is one it has (-1).
+int KvBlockManager::owed_part(KvGroup g, bool partial, int refs, int reserved_refs) {
+  if (g == KvGroup::Full) return -reserved_refs + (partial && refs > 1 ? reserved_refs : 0);
+  return refs == 1 && reserved_refs == 1 ? -1 : 0;
+}
+int KvBlockManager::owed_part(BlockId b) const {
+  return owed_part(block_group_[size_t(b)], partial_[size_t(b)], pool_.refcount(b), reserved_refs_[size_t(b)]);
+}
+
 void KvBlockManager::take_ref(BlockId b, bool reserved) {
-  const bool before = excl(b);
+  const int before = owed_part(b);
   pool_.ref(b);
   reserved_refs_[size_t(b)] += reserved;
-  excl_reserved_ += int(excl(b)) - int(before);
+  owed_parts_ += owed_part(b) - before;
 }
 
 void KvBlockManager::drop_ref(BlockId b, bool reserved) {
-  const bool before = excl(b);
+  const int before = owed_part(b);
   reserved_refs_[size_t(b)] -= reserved;
   pool_.unref(b);
-  excl_reserved_ += int(excl(b)) - int(before);
+  owed_parts_ += owed_part(b) - before;
 }
 
-Result<BlockId> KvBlockManager::alloc(bool reserved) {
+Result<BlockId> KvBlockManager::alloc(KvGroup g, bool reserved) {
   GPTOSS_ASSIGN(BlockId b, pool_.allocate());
   reserved_refs_[size_t(b)] = reserved;
-  excl_reserved_ += excl(b);
+  block_group_[size_t(b)] = g;
+  partial_[size_t(b)] = false;
+  owed_parts_ += owed_part(b);
   return b;
 }
 
-// How much spare_blocks() drops when a sequence of this mode takes a reference to b: a cached block
-// becomes referenced (a Reserve taker holds it alone, inside its worst); a block a Reserve sequence
-// held alone becomes shared, so that sequence owes one more.
+void KvBlockManager::set_partial(BlockId b, bool partial) {
+  const int before = owed_part(b);
+  partial_[size_t(b)] = partial;
+  owed_parts_ += owed_part(b) - before;
+}
+
+// How much referenced + owed grows when a sequence of this mode takes a reference to b.
 int KvBlockManager::take_cost(BlockId b, bool reserved) const {
-  if (pool_.refcount(b) == 0) return reserved ? 0 : 1;
-  return excl(b) ? 1 : 0;
+  const int refs = pool_.refcount(b), rrefs = reserved_refs_[size_t(b)];
+  const KvGroup g = refs == 0 ? pool_.group_of(b) : block_group_[size_t(b)];  // a cached block: its map's group
+  const bool partial = refs > 0 && partial_[size_t(b)];
+  return (refs == 0) + owed_part(g, partial, refs + 1, rrefs + reserved) - owed_part(g, partial, refs, rrefs);
 }
 
 void KvBlockManager::drop_all(Sequence& s) {
@@ -171,8 +194,8 @@ Result<SeqId> KvBlockManager::admit(std::span<const int32_t> prompt, int64_t max
   if (prompt.empty()) return Error("kv cache: admit: empty prompt");
   if (max_new_tokens < 0 || max_new_tokens > ConfigLimits::kMaxPositions ||
       int64_t(prompt.size()) > ConfigLimits::kMaxPositions)
-    return Error("kv cache: admit: {} prompt tokens + {} new, expected at most {} each", prompt.size(),
-                 max_new_tokens, ConfigLimits::kMaxPositions);
+    return Error("kv cache: admit: {} prompt tokens + {} new, expected at most {} each", prompt.size(), max_new_tokens,
+                 ConfigLimits::kMaxPositions);
   const int64_t prompt_n = int64_t(prompt.size());
   Sequence s;
   s.mode = mode;
@@ -213,8 +236,8 @@ Result<std::vector<BlockCopy>> KvBlockManager::extend(SeqId id, int n) {
   if (n < 0 || n > layout_.max_chunk)
     return Error("kv cache: extend: {} positions, expected 0..{} (the chunk)", n, layout_.max_chunk);
   if (p0 + n > int64_t(s->tokens.size()))
-    return Error("kv cache: extend: sequence {} has {} tokens, {} with slots, asked for {} more", id,
-                 s->tokens.size(), p0, n);
+    return Error("kv cache: extend: sequence {} has {} tokens, {} with slots, asked for {} more", id, s->tokens.size(),
+                 p0, n);
   if (s->mode == KvAdmit::Reserve && p0 + n > s->max_positions)
     return Error("kv cache: extend: sequence {} reserved {} positions, asked for {}", id, s->max_positions, p0 + n);
   const bool reserved = s->mode == KvAdmit::Reserve;
@@ -250,15 +273,20 @@ Result<std::vector<BlockCopy>> KvBlockManager::extend(SeqId id, int n) {
     if (!layout_.has_group(g)) continue;
     BlockTable& t = s->tables[size_t(g)];
     if (cow[size_t(g)]) {
-      GPTOSS_ASSIGN(BlockId dst, alloc(reserved));
+      GPTOSS_ASSIGN(BlockId dst, alloc(g, reserved));
       copies.push_back({g, t.blocks.back(), dst, int(p0 % bs)});
       drop_ref(t.blocks.back(), reserved);
       t.blocks.back() = dst;
     }
+    const size_t last_before = t.blocks.empty() ? 0 : t.blocks.size() - 1;
     while (int64_t(t.blocks.size()) < layout_.blocks_for_positions(p0 + n)) {
-      GPTOSS_ASSIGN(BlockId b, alloc(reserved));
+      GPTOSS_ASSIGN(BlockId b, alloc(g, reserved));
       t.blocks.push_back(b);
     }
+    // Only the last block may be partial; the ones touched here are held by this sequence alone.
+    if (g == KvGroup::Full)
+      for (size_t i = last_before; i < t.blocks.size(); ++i)
+        set_partial(t.blocks[i], i + 1 == t.blocks.size() && (p0 + n) % bs != 0);
   }
   s->positions = p0 + n;
   return copies;
@@ -293,7 +321,8 @@ Status KvBlockManager::commit(SeqId id) {
   for (int64_t i = s->published; i < full; ++i)
     for (KvGroup g : kGroups) {
       const std::vector<BlockId>& blocks = s->tables[size_t(g)].blocks;
-      if (size_t(i) < blocks.size() && blocks[size_t(i)] != kNoBlock) pool_.publish(blocks[size_t(i)], g, s->hashes[size_t(i)]);
+      if (size_t(i) < blocks.size() && blocks[size_t(i)] != kNoBlock)
+        pool_.publish(blocks[size_t(i)], g, s->hashes[size_t(i)]);
     }
   s->published = std::max(s->published, full);
   return Status::ok_status();

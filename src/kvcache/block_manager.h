@@ -8,7 +8,8 @@
 // p % block_size of block table(id, g).blocks[p / block_size]. A step that computes positions
 // [p0, p0 + n) first calls extend(id, n) (or append(id, tokens) for new tokens), applies the
 // BlockCopy list it returns, writes the n rows, and after the step calls commit(id): only committed
-// full blocks enter the prefix cache, so no sequence ever shares a block whose rows are not written.
+// complete blocks (all block_size rows) enter the prefix cache, so no sequence ever shares a block
+// whose rows are not written.
 //
 //   full group:    blocks[i] for every i < ceil(num_positions / block_size)
 //   sliding group: the same indexing, but blocks[i] = kNoBlock for i < first_live: extend releases the
@@ -17,10 +18,10 @@
 //
 // Sharing. A block may sit in several tables (fork, prefix hits); its refcount counts them. Only a
 // partially filled last block is ever written after being shared: extend then gives this sequence a
-// fresh block and returns {src, dst, rows} for the backend to copy first (copy-on-write); full blocks
+// fresh block and returns {src, dst, rows} for the backend to copy first (copy-on-write); complete blocks
 // are never written again.
 //
-// Prefix cache. commit publishes each full block under the hash chain of its tokens
+// Prefix cache. commit publishes each complete block under the hash chain of its tokens
 // (kv_block_hash(prev, tokens of the block)), in each group where the sequence still holds it. admit
 // takes the longest run of cached blocks k (at most (num_tokens - 1) / block_size, so that the last
 // prompt token is always computed and gives logits) such that the full group has blocks 0..k-1 and the
@@ -32,13 +33,18 @@
 //
 // Admission and the no-out-of-memory rule. Every operation that takes blocks returns an error and
 // changes nothing when they are not there; none aborts. A sequence is admitted either
-//   Reserve:    with a guarantee: it can always extend up to prompt + max_new_tokens positions. It
-//               counts worst = sum over groups of max_blocks_held(g, prompt + max_new_tokens) blocks;
+//   Reserve:    with a guarantee: it can always extend up to prompt + max_new_tokens positions;
 //   Optimistic: with none: an extend may fail, and the scheduler then preempts someone and retries.
-// The pool keeps  referenced + owed <= num_blocks,  owed = sum of reserved worsts - blocks held by
-// exactly one reference, from a reserved sequence (blocks a reserved sequence holds alone are part of
-// its worst already; shared ones are counted as if it had to replace them). spare_blocks() =
-// num_blocks - referenced - owed is what optimistic growth and new admissions may take.
+// The manager keeps  referenced + owed <= num_blocks,  owed = the sum over Reserve sequences of the
+// blocks each may still allocate:
+//   full group:    ceil(max_positions / block_size) - its table's size, + 1 while its last block is
+//                  partial and shared (it will copy it). Complete blocks are never written or released
+//                  before the end, so blocks shared with others (prefix hits, forks) cost it nothing;
+//   sliding group: max_blocks_held(Sliding, max_positions) - the blocks it alone holds (a shared
+//                  block it releases frees nothing, so only its own count as already paid).
+// spare_blocks() = num_blocks - referenced - owed is what optimistic growth and new admissions may
+// take; each admission, fork or optimistic extend is checked against it with the exact change of
+// referenced + owed it causes, so Reserve sequences always find their blocks.
 //
 // Preemption. preempt(id) frees the sequence's blocks and keeps its tokens (is_preempted: the
 // scheduler must recompute them); resume(id) admits it again (taking prefix-cache hits, often its own
@@ -99,7 +105,7 @@ class KvBlockManager {
   Result<std::vector<BlockCopy>> extend(SeqId id, int n);
   // Adds new tokens (decode: the sampled one) and extends over them; needs num_positions == num_tokens.
   Result<std::vector<BlockCopy>> append(SeqId id, std::span<const int32_t> tokens);
-  // The rows of every extended position are written: full blocks enter the prefix cache.
+  // The rows of every extended position are written: complete blocks enter the prefix cache.
   Status commit(SeqId id);
 
   // A new sequence with the parent's tokens and blocks (shared; the same admission mode and limit).
@@ -132,43 +138,49 @@ class KvBlockManager {
     std::vector<int32_t> tokens;
     int64_t positions = 0;          // slots in the tables
     int64_t computed = 0;           // committed positions
-    int64_t published = 0;          // full blocks offered to the prefix cache
-    std::vector<BlockHash> hashes;  // chain hashes of the first full blocks
+    int64_t published = 0;          // complete blocks offered to the prefix cache
+    std::vector<BlockHash> hashes;  // chain hashes of the first complete blocks
     BlockTable tables[kNumKvGroups];
     KvAdmit mode = KvAdmit::Optimistic;
-    int64_t max_positions = 0;      // Reserve: the positions guaranteed
-    int64_t worst = 0;              // Reserve: blocks counted in owed (0 while preempted)
+    int64_t max_positions = 0;  // Reserve: the positions guaranteed
+    int64_t worst = 0;          // Reserve: sum over groups of max_blocks_held (0 while preempted)
     bool preempted = false;
   };
   // The prefix cache's answer for a run of tokens.
   struct Hits {
-    int64_t blocks = 0;                                // k: positions [0, k * block_size) are cached
-    std::vector<BlockId> tables[kNumKvGroups];         // hit blocks: full 0..k-1; sliding first..k-1
+    int64_t blocks = 0;                         // k: positions [0, k * block_size) are cached
+    std::vector<BlockId> tables[kNumKvGroups];  // hit blocks: full 0..k-1; sliding first..k-1
     int first_sliding = 0;
-    std::vector<BlockHash> hashes;                     // chain hashes of blocks 0..k-1
+    std::vector<BlockHash> hashes;  // chain hashes of blocks 0..k-1
   };
 
   Sequence* find(SeqId id);
   const Sequence* find(SeqId id) const;
-  int64_t owed() const { return worst_total_ - excl_reserved_; }
+  int64_t owed() const { return worst_total_ + owed_parts_; }
   int64_t worst_blocks(int64_t positions) const;
   Hits find_hits(std::span<const int32_t> tokens) const;
+  static int owed_part(KvGroup g, bool partial, int refs, int reserved_refs);
+  int owed_part(BlockId b) const;
   int take_cost(BlockId b, bool reserved) const;
   int64_t admit_cost(const Hits& h, int64_t prompt, int64_t max_positions, KvAdmit mode) const;
   void attach(Sequence& s, Hits&& h);
-  bool excl(BlockId b) const { return pool_.refcount(b) == 1 && reserved_refs_[size_t(b)] == 1; }
   void take_ref(BlockId b, bool reserved);
   void drop_ref(BlockId b, bool reserved);
-  Result<BlockId> alloc(bool reserved);
+  Result<BlockId> alloc(KvGroup g, bool reserved);
+  void set_partial(BlockId b, bool partial);
   void drop_all(Sequence& s);
 
   KvLayout layout_;
   BlockPool pool_;
   std::unordered_map<SeqId, Sequence> seqs_;
   SeqId next_id_ = 0;
-  std::vector<int32_t> reserved_refs_;  // [num_blocks]: references from Reserve sequences
-  int64_t excl_reserved_ = 0;           // blocks with refcount 1 held by a Reserve sequence
-  int64_t worst_total_ = 0;             // sum of worst over Reserve sequences not preempted
+  // Per block (meaningful while referenced): references from Reserve sequences, the group, and whether
+  // it is a full-group block that is the partially filled last block of the tables holding it.
+  std::vector<int32_t> reserved_refs_;
+  std::vector<KvGroup> block_group_;
+  std::vector<bool> partial_;
+  int64_t worst_total_ = 0;  // sum of worst over Reserve sequences not preempted
+  int64_t owed_parts_ = 0;   // sum of owed_part over blocks: owed = worst_total_ + owed_parts_
 };
 
 }  // namespace gptoss

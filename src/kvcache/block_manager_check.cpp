@@ -9,7 +9,7 @@ Status KvBlockManager::check_invariants() const {
   const int n = pool_.num_blocks();
   const int64_t bs = layout_.block_size;
   std::vector<int32_t> refs(size_t(n), 0), rrefs(size_t(n), 0);
-  std::vector<int8_t> group(size_t(n), -1);
+  std::vector<int8_t> group(size_t(n), -1), partial(size_t(n), -1);
   std::vector<SeqId> last_seq(size_t(n), -1);
   int64_t worst_total = 0;
   for (const auto& [id, s] : seqs_) {
@@ -25,7 +25,7 @@ Status KvBlockManager::check_invariants() const {
     worst_total += s.worst;
     if (s.preempted && s.positions != 0) return Error("seq {}: preempted with {} positions", id, s.positions);
 
-    // The chain hash of every full block, to check the cached blocks the tables hold.
+    // The chain hash of every complete block, to check the cached blocks the tables hold.
     std::vector<BlockHash> chain;
     for (int64_t i = 0; i < s.positions / bs; ++i)
       chain.push_back(kv_block_hash(i ? chain.back() : BlockHash{},
@@ -52,6 +52,12 @@ Status KvBlockManager::check_invariants() const {
         if (group[size_t(b)] != -1 && group[size_t(b)] != int8_t(g))
           return Error("block {} is in tables of both groups", b);
         group[size_t(b)] = int8_t(g);
+        if (g == KvGroup::Full) {  // partial: the last block of a table whose positions end inside it
+          const int8_t p = i + 1 == t.blocks.size() && s.positions % bs != 0;
+          if (partial[size_t(b)] != -1 && partial[size_t(b)] != p)
+            return Error("block {} is partial in one table and full in another", b);
+          partial[size_t(b)] = p;
+        }
         ++refs[size_t(b)];
         rrefs[size_t(b)] += reserved;
         ++held;
@@ -64,15 +70,22 @@ Status KvBlockManager::check_invariants() const {
     }
     if (reserved && held > s.worst) return Error("seq {}: holds {} blocks, reserved {}", id, held, s.worst);
   }
-  int64_t excl = 0;
+  int64_t parts = 0;
   for (BlockId b = 0; b < n; ++b) {
     if (refs[size_t(b)] != pool_.refcount(b))
       return Error("block {}: refcount {}, {} table entries name it", b, pool_.refcount(b), refs[size_t(b)]);
     if (rrefs[size_t(b)] != reserved_refs_[size_t(b)])
-      return Error("block {}: {} reserved references counted, {} found", b, reserved_refs_[size_t(b)], rrefs[size_t(b)]);
-    excl += refs[size_t(b)] == 1 && rrefs[size_t(b)] == 1;
+      return Error("block {}: {} reserved references counted, {} found", b, reserved_refs_[size_t(b)],
+                   rrefs[size_t(b)]);
+    if (refs[size_t(b)] == 0) continue;
+    if (group[size_t(b)] != int8_t(block_group_[size_t(b)]))
+      return Error("block {}: in a table of group {}, recorded as group {}", b, group[size_t(b)],
+                   int(block_group_[size_t(b)]));
+    if (group[size_t(b)] == int8_t(KvGroup::Full) && partial[size_t(b)] != int8_t(partial_[size_t(b)]))
+      return Error("block {}: partial {}, recorded {}", b, partial[size_t(b)], bool(partial_[size_t(b)]));
+    parts += owed_part(block_group_[size_t(b)], partial[size_t(b)] == 1, refs[size_t(b)], rrefs[size_t(b)]);
   }
-  if (excl != excl_reserved_) return Error("{} blocks held alone by reserved sequences, counted {}", excl, excl_reserved_);
+  if (parts != owed_parts_) return Error("owed parts of the blocks: {}, counted {}", parts, owed_parts_);
   if (worst_total != worst_total_) return Error("reserved blocks: {}, counted {}", worst_total, worst_total_);
   if (pool_.num_referenced() + owed() > n)
     return Error("{} blocks referenced + {} owed to reserved sequences > {} blocks", pool_.num_referenced(), owed(), n);

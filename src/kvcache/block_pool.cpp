@@ -10,8 +10,7 @@ BlockHash kv_block_hash(const BlockHash& prev, std::span<const int32_t> tokens) 
   std::vector<uint64_t> buf(2 + (tokens.size() + 1) / 2, 0);
   buf[0] = prev.lo;
   buf[1] = prev.hi;
-  for (size_t i = 0; i < tokens.size(); ++i)
-    buf[2 + i / 2] |= uint64_t(uint32_t(tokens[i])) << (32 * (i % 2));
+  for (size_t i = 0; i < tokens.size(); ++i) buf[2 + i / 2] |= uint64_t(uint32_t(tokens[i])) << (32 * (i % 2));
   // The token count is hashed too, so that a short final run never equals a longer one.
   const XXH128_hash_t h = XXH3_128bits_withSeed(buf.data(), buf.size() * sizeof(uint64_t), tokens.size());
   return {h.low64, h.high64};
@@ -73,8 +72,10 @@ void BlockPool::ref(BlockId b) {
 void BlockPool::unref(BlockId b) {
   assert(b >= 0 && b < num_blocks() && refcount_[size_t(b)] > 0);
   if (--refcount_[size_t(b)] > 0) return;
-  if (hashed_[size_t(b)]) lru_push_back(b);
-  else free_.push_back(b);
+  if (hashed_[size_t(b)])
+    lru_push_back(b);
+  else
+    free_.push_back(b);
 }
 
 void BlockPool::publish(BlockId b, KvGroup g, const BlockHash& h) {
@@ -99,7 +100,8 @@ Status BlockPool::check() const {
     if (seen[size_t(b)]) return Error("block pool: block {} twice on the free list", b);
     seen[size_t(b)] = 1;
     if (refcount_[size_t(b)] != 0 || hashed_[size_t(b)])
-      return Error("block pool: free block {} has refcount {}, hashed {}", b, refcount_[size_t(b)], bool(hashed_[size_t(b)]));
+      return Error("block pool: free block {} has refcount {}, hashed {}", b, refcount_[size_t(b)],
+                   bool(hashed_[size_t(b)]));
   }
   int lru = 0;
   for (BlockId b = lru_next_[size_t(n)], prev = n; b != n; prev = b, b = lru_next_[size_t(b)]) {
@@ -109,7 +111,8 @@ Status BlockPool::check() const {
     seen[size_t(b)] = 2;
     ++lru;
     if (refcount_[size_t(b)] != 0 || !hashed_[size_t(b)])
-      return Error("block pool: cached block {} has refcount {}, hashed {}", b, refcount_[size_t(b)], bool(hashed_[size_t(b)]));
+      return Error("block pool: cached block {} has refcount {}, hashed {}", b, refcount_[size_t(b)],
+                   bool(hashed_[size_t(b)]));
   }
   if (lru != num_cached_) return Error("block pool: {} blocks on the LRU list, counted {}", lru, num_cached_);
   size_t hashed = 0;

@@ -1,5 +1,5 @@
 // The pool of KV blocks: ids 0..num_blocks-1, a reference count per block, and the prefix cache (which
-// full blocks hold which token content). Host-side bookkeeping only: the backends own the storage
+// complete blocks hold which token content). Host-side bookkeeping only: the backends own the storage
 // (kv_layout.h) and index it by these ids.
 //
 // Every block is in exactly one state:
@@ -23,9 +23,9 @@ namespace gptoss {
 using BlockId = int32_t;
 inline constexpr BlockId kNoBlock = -1;
 
-// Content hash of a full block: XXH3-128 of (hash of the previous block, the block's token ids), the
-// first block chained from {0, 0}. Equal hashes mean the same tokens at the same positions from
-// position 0 on (a collision has probability about 2^-128 per pair).
+// Content hash of a complete block (block_size tokens): XXH3-128 of (hash of the previous block, the
+// block's token ids), the first block chained from {0, 0}. Equal hashes mean the same tokens at the
+// same positions from position 0 on (a collision has probability about 2^-128 per pair).
 struct BlockHash {
   uint64_t lo = 0, hi = 0;
   bool operator==(const BlockHash&) const = default;
@@ -70,12 +70,12 @@ class BlockPool {
   void lru_push_back(BlockId b);
   void lru_remove(BlockId b);
 
-  std::vector<int32_t> refcount_;                 // [num_blocks]
-  std::vector<BlockId> free_;                     // stack of free blocks
-  std::vector<bool> hashed_;                      // [num_blocks]
-  std::vector<KvGroup> group_;                    // [num_blocks]: valid where hashed
-  std::vector<BlockHash> hash_;                   // [num_blocks]: valid where hashed
-  std::vector<BlockId> lru_prev_, lru_next_;      // [num_blocks + 1]: a ring through sentinel num_blocks
+  std::vector<int32_t> refcount_;             // [num_blocks]
+  std::vector<BlockId> free_;                 // stack of free blocks
+  std::vector<bool> hashed_;                  // [num_blocks]
+  std::vector<KvGroup> group_;                // [num_blocks]: valid where hashed
+  std::vector<BlockHash> hash_;               // [num_blocks]: valid where hashed
+  std::vector<BlockId> lru_prev_, lru_next_;  // [num_blocks + 1]: a ring through sentinel num_blocks
   int num_cached_ = 0;
   std::unordered_map<BlockHash, BlockId, HashOf> cache_[kNumKvGroups];
 };

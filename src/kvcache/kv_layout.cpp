@@ -28,8 +28,8 @@ Result<KvLayout> KvLayout::make(const ModelConfig& c, int block_size, int bytes_
     return Error("kv cache: sliding layers with a window of {}", L.sliding_window);
   L.layers_per_block = std::max(L.group_layers[0], L.group_layers[1]);
   // Within ConfigLimits every factor is small: at most 4096 * 1024 * 2 * 1024 * 1024 * 8 < 2^63.
-  L.bytes_per_block = int64_t(block_size) * L.layers_per_block * 2 * c.num_key_value_heads * c.head_dim *
-                      bytes_per_element;
+  L.bytes_per_block =
+      int64_t(block_size) * L.layers_per_block * 2 * c.num_key_value_heads * c.head_dim * bytes_per_element;
   return L;
 }
 

@@ -18,7 +18,7 @@ struct BlockPoolTestAccess {
 };
 struct KvBlockManagerTestAccess {
   static BlockPool& pool(KvBlockManager& m) { return m.pool_; }
-  static void bump_excl(KvBlockManager& m) { ++m.excl_reserved_; }
+  static void bump_owed(KvBlockManager& m) { ++m.owed_parts_; }
   static void swap_first_blocks(KvBlockManager& m, SeqId a, SeqId b) {
     std::swap(m.seqs_.at(a).tables[0].blocks[0], m.seqs_.at(b).tables[0].blocks[0]);
   }
@@ -49,10 +49,10 @@ std::vector<int32_t> iota_tokens(int n, int32_t first = 100) {
   return t;
 }
 
-#define EXPECT_INVARIANTS(m)                  \
-  do {                                        \
-    Status st_ = (m).check_invariants();      \
-    EXPECT_TRUE(st_.ok()) << st_.message();   \
+#define EXPECT_INVARIANTS(m)                \
+  do {                                      \
+    Status st_ = (m).check_invariants();    \
+    EXPECT_TRUE(st_.ok()) << st_.message(); \
   } while (0)
 
 // Admits, extends over the prompt in chunks and commits each chunk.
@@ -144,7 +144,7 @@ TEST(BlockPool, CachedBlocksAreEvictedLeastRecentlyUsedFirst) {
   EXPECT_EQ(p.num_free(), 1);
   EXPECT_TRUE(p.check().ok());
   EXPECT_EQ(*p.allocate(), c);  // the free list first
-  p.ref(b);                      // a hit: b leaves the LRU list, then comes back as most recent
+  p.ref(b);                     // a hit: b leaves the LRU list, then comes back as most recent
   p.unref(b);
   EXPECT_EQ(*p.allocate(), a);  // a is now the least recently used
   EXPECT_EQ(p.lookup(KvGroup::Full, h0), kNoBlock);
@@ -176,8 +176,8 @@ TEST(KvBlockManager, TablesGrowByBlocksInBothGroups) {
   ASSERT_TRUE(m.extend(*id, 4).ok());  // positions 3..6: one more block each
   EXPECT_EQ(m.table(*id, KvGroup::Full)->blocks.size(), 2u);
   EXPECT_EQ(m.pool().num_referenced(), 4);
-  EXPECT_FALSE(m.extend(*id, 4).ok());  // 7 + 4 > 10 tokens
-  EXPECT_FALSE(m.extend(*id, 5).ok());  // more than a chunk
+  EXPECT_FALSE(m.extend(*id, 4).ok());               // 7 + 4 > 10 tokens
+  EXPECT_FALSE(m.extend(*id, 5).ok());               // more than a chunk
   EXPECT_FALSE(m.append(*id, iota_tokens(1)).ok());  // 3 prompt tokens have no slots yet
   ASSERT_TRUE(m.extend(*id, 3).ok());
   ASSERT_TRUE(m.append(*id, iota_tokens(2, 5)).ok());
@@ -342,6 +342,50 @@ TEST(KvBlockManager, ReserveGuaranteesGrowthOptimisticFailsCleanly) {
   EXPECT_INVARIANTS(m);
 }
 
+TEST(KvBlockManager, ReservedPrefixSharingCostsLessThanItsWorstCase) {
+  KvBlockManager m(small_layout(4, 8, 4), 40);
+  std::vector<int32_t> a = iota_tokens(21), b = iota_tokens(21);
+  b[20] = 7;
+  // 24 positions: 6 full blocks + min(6, 4) sliding = 10 reserved each.
+  const int64_t spare0 = m.spare_blocks();
+  prefill(m, a, 3, KvAdmit::Reserve);
+  EXPECT_EQ(spare0 - m.spare_blocks(), 10);
+  const int64_t spare1 = m.spare_blocks();
+  auto sb = m.admit(b, 3, KvAdmit::Reserve);
+  ASSERT_TRUE(sb.ok());
+  ASSERT_EQ(m.num_positions(*sb), 20);
+  // 10, less the 5 full blocks it shares (never rewritten nor released early), plus the 2 sliding
+  // blocks a held alone and now shares (a shared sliding block it releases frees nothing).
+  EXPECT_EQ(spare1 - m.spare_blocks(), 10 - 5 + 2);
+  ASSERT_TRUE(m.extend(*sb, 1).ok());
+  ASSERT_TRUE(m.commit(*sb).ok());
+  ASSERT_TRUE(m.append(*sb, iota_tokens(3, 60)).ok());
+  EXPECT_FALSE(m.append(*sb, iota_tokens(1)).ok());  // past its reservation
+  EXPECT_INVARIANTS(m);
+}
+
+TEST(KvBlockManager, ReservedForkKeepsABlockForTheCopy) {
+  ModelConfig c = small_config(2);
+  c.layer_is_sliding = {false, false};  // full layers only: the copy is the only extra block
+  auto L = KvLayout::make(c, 4, 2, 4);
+  ASSERT_TRUE(L.ok());
+  KvBlockManager m(*L, 10);
+  const SeqId r = prefill(m, iota_tokens(6), 2, KvAdmit::Reserve);  // blocks 0 and 1 (rows 0..1)
+  auto child = m.fork(r);
+  ASSERT_TRUE(child.ok());
+  // 2 blocks referenced; each holder may have to copy the shared partial block 1: 2 owed.
+  EXPECT_EQ(m.spare_blocks(), 10 - 2 - 2);
+  while (m.can_admit(iota_tokens(4, 50), 0, KvAdmit::Optimistic)) prefill(m, iota_tokens(4, 50));
+  EXPECT_EQ(m.spare_blocks(), 0);
+  for (SeqId id : {r, *child})
+    for (int32_t t = 0; t < 2; ++t) {
+      auto copies = m.append(id, std::vector<int32_t>{t});
+      ASSERT_TRUE(copies.ok()) << copies.status().message();
+      ASSERT_TRUE(m.commit(id).ok());
+    }
+  EXPECT_INVARIANTS(m);
+}
+
 TEST(KvBlockManager, PreemptFreesBlocksAndResumeRecomputesFromTokens) {
   KvBlockManager m(small_layout(4, 8, 4), 32);
   const SeqId s = prefill(m, iota_tokens(10));
@@ -379,7 +423,7 @@ TEST(KvBlockManager, CheckInvariantsCatchesCorruption) {
   {
     KvBlockManager m(small_layout(), 32);
     prefill(m, iota_tokens(8), 4, KvAdmit::Reserve);
-    KvBlockManagerTestAccess::bump_excl(m);
+    KvBlockManagerTestAccess::bump_owed(m);
     EXPECT_FALSE(m.check_invariants().ok());
   }
   {
