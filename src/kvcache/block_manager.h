@@ -124,7 +124,9 @@ class KvBlockManager {
   int64_t num_tokens(SeqId id) const;     // 0 for an unknown id
   int64_t num_positions(SeqId id) const;  // 0 for an unknown or preempted id
   std::span<const int32_t> tokens(SeqId id) const;
-  const BlockTable* table(SeqId id, KvGroup g) const;  // nullptr for an unknown id
+  // nullptr for an unknown id. The pointer lives as long as the sequence; its blocks change with
+  // extend, append, preempt and resume (a backend copies the ids into its step's tables).
+  const BlockTable* table(SeqId id, KvGroup g) const;
   size_t num_sequences() const { return seqs_.size(); }
 
   // Recounts everything from the tables (refcounts, reserved references, owed, the pool's lists and
