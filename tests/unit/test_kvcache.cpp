@@ -303,6 +303,20 @@ TEST(KvBlockManager, PrefixCacheSurvivesReleaseUntilEvicted) {
   EXPECT_INVARIANTS(m);
 }
 
+TEST(KvBlockManager, SlidingOnlyModelKeepsOneTable) {
+  KvBlockManager m(small_layout(4, 8, 4, 1), 16);  // one layer: layer 0 slides
+  ASSERT_FALSE(m.layout().has_group(KvGroup::Full));
+  ASSERT_TRUE(m.release(prefill(m, iota_tokens(20))).ok());
+  std::vector<int32_t> prompt = iota_tokens(20);
+  prompt.push_back(3);
+  const SeqId b = *m.admit(prompt, 0, KvAdmit::Optimistic);
+  EXPECT_EQ(m.num_positions(b), 20);  // sliding blocks 3 and 4 are all the query at 20 needs
+  EXPECT_TRUE(m.table(b, KvGroup::Full)->blocks.empty());
+  EXPECT_EQ(m.table(b, KvGroup::Sliding)->first_live, 3);
+  EXPECT_EQ(m.pool().num_referenced(), 2);
+  EXPECT_INVARIANTS(m);
+}
+
 TEST(KvBlockManager, ReserveGuaranteesGrowthOptimisticFailsCleanly) {
   KvBlockManager m(small_layout(4, 8, 4), 20);
   // 4 + 30 positions: 9 full blocks + min(9, (7 + 4 + 2) / 4 + 1 = 4) sliding = 13 reserved.
