@@ -521,7 +521,7 @@ TEST(KvBlockManager, RandomizedStressKeepsInvariantsAndContent) {
       }
     };
 
-    for (int op = 0; op < 3000; ++op) {
+    for (int op = 0; op < 2000; ++op) {
       const int kind = seqs.size() > 10 ? 9 : rnd(10);
       if (kind <= 1) {  // admit
         std::vector<int32_t> prompt;
