@@ -44,6 +44,8 @@ void send_json(httplib::Response& res, int status, const ojson& j) {
 
 void send_error(httplib::Response& res, const HttpError& e) { send_json(res, e.status, http_error_json(e)); }
 
+bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
+
 // Tokens of a completion to StreamEvents: the Harmony mapper (chat completions, responses) or plain
 // text (completions: content deltas, stop tokens not shown).
 class TokenMapper {
@@ -208,6 +210,9 @@ class Server {
     };
   }
   void generate(Endpoint ep, const httplib::Request& req, httplib::Response& res);
+  // A non-streaming request still running after this long is answered in chunks (see generate).
+  static constexpr double kWholeAnswerSeconds = 1.0;
+  ojson answer_json(Endpoint ep, Run& r);
   ojson chat_response(Run& r);
   ojson completion_response(Run& r);
   ojson responses_response(Run& r, const ojson& output);
@@ -253,13 +258,45 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
     if (ep == Endpoint::Completions) return stream_completions(r, res);
     return stream_responses(r, res);
   }
-  pump(*r, [](std::vector<StreamEvent>&) { return true; }, nullptr);
-  finished(*r);
-  if (!r->error.empty())
-    return send_json(res, 500, error_json("generation failed: " + r->error, "server_error", ""));
-  if (ep == Endpoint::ChatCompletions) return send_json(res, 200, chat_response(*r));
-  if (ep == Endpoint::Completions) return send_json(res, 200, completion_response(*r));
-  send_json(res, 200, responses_response(*r, responses_output_json(r->harmony->m.result())));
+  // Non-streaming: a request done within a second is answered whole, with its status. A longer one is answered
+  // in chunks: a space every quiet second (whitespace before a JSON value is allowed, and writing is the only
+  // way to see that the client left: then the job is cancelled), then the JSON. Its status is then 200
+  // whatever happens; a generation that fails afterwards returns the error object as the body.
+  std::vector<int32_t> none;
+  if (r->job->wait_tokens(size_t(-1), kWholeAnswerSeconds, none)) {
+    pump(*r, [](std::vector<StreamEvent>&) { return true; }, nullptr);
+    finished(*r);
+    if (!r->error.empty())
+      return send_json(res, 500, error_json("generation failed: " + r->error, "server_error", ""));
+    return send_json(res, 200, answer_json(ep, *r));
+  }
+  res.set_chunked_content_provider(
+      "application/json",
+      [this, r, ep](size_t, httplib::DataSink& sink) {
+        double last_space = engine_clock();
+        const auto space = [&] {
+          last_space = engine_clock();
+          return write_str(sink, " ");
+        };
+        // While tokens arrive nothing else is written: a space each second of them too.
+        const auto emit = [&](std::vector<StreamEvent>&) { return engine_clock() - last_space < 1.0 || space(); };
+        if (!pump(*r, emit, space)) return false;
+        finished(*r);
+        const ojson body =
+            r->error.empty() ? answer_json(ep, *r) : error_json("generation failed: " + r->error, "server_error", "");
+        if (!write_str(sink, dump_json(body))) return false;
+        sink.done();
+        return true;
+      },
+      [r](bool ok) {
+        if (!ok) r->job->cancel.store(true);
+      });
+}
+
+ojson Server::answer_json(Endpoint ep, Run& r) {
+  if (ep == Endpoint::ChatCompletions) return chat_response(r);
+  if (ep == Endpoint::Completions) return completion_response(r);
+  return responses_response(r, responses_output_json(r.harmony->m.result()));
 }
 
 ojson Server::chat_response(Run& r) {
@@ -319,7 +356,6 @@ std::function<bool()> keep_alive(httplib::DataSink& sink) {
   };
 }
 
-bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
 
 // A server-sent-events response: write(sink) writes the whole stream, false when the client left; a connection
 // that closes before the end cancels the job.
