@@ -59,6 +59,10 @@ struct StepBuffers {
   float *x = nullptr, *h = nullptr, *g = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
   float* logits = nullptr;
   static Result<StepBuffers> create(Backend& be, const ModelConfig& c, int rows, int out_rows);
+  // Names these buffers in a Step (a recorded step replays only over the buffers it was recorded with).
+  uint64_t key() const {
+    return uint64_t(reinterpret_cast<uintptr_t>(x)) * 31u ^ uint64_t(reinterpret_cast<uintptr_t>(logits));
+  }
 };
 
 struct SessionOptions {

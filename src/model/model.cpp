@@ -130,7 +130,9 @@ Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOpti
     Backend& be = model.backend();
     KvCacheOptions ko{o.max_context, s->opts_.max_batch, o.kv_precision};
     GPTOSS_ASSIGN(s->kv_, be.create_kv_cache(c, ko));
-    GPTOSS_ASSIGN(s->buf_, StepBuffers::create(be, c, s->opts_.max_batch, s->opts_.max_batch));
+    // One row of logits: steps that want all rows' logits (forward with all_logits) grow it on first use, so
+    // that a server's many sessions do not each hold [max_batch, vocab] floats they never fill.
+    GPTOSS_ASSIGN(s->buf_, StepBuffers::create(be, c, s->opts_.max_batch, 1));
     s->last_logits_.resize(size_t(c.vocab_size));
     return s;
   } catch (const std::exception& e) {  // the KV cache and buffers are sized by the config and options
@@ -227,9 +229,13 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   Backend& be = model_->backend();
   const int T = int(tokens.size());
   const StepSeq seq{kv_.get(), 0, T, pos_};
+  if (all_rows && buf_.out_rows < opts_.max_batch) {
+    GPTOSS_ASSIGN(buf_.logits, be.alloc(size_t(opts_.max_batch) * size_t(c.vocab_size)));
+    buf_.out_rows = opts_.max_batch;
+  }
   out_rows_.clear();
   for (int r = all_rows ? 0 : T - 1; r < T; ++r) out_rows_.push_back(r);
-  const Step st{tokens, std::span<const StepSeq>(&seq, 1), out_rows_, uint64_t(reinterpret_cast<uintptr_t>(buf_.x))};
+  const Step st{tokens, std::span<const StepSeq>(&seq, 1), out_rows_, buf_.key()};
   GPTOSS_TRY(chained ? be.begin_step_chained(st) : be.begin_step(st));
   GPTOSS_TRY(forward_step(be, c, model_->weights(), buf_, st));
   const size_t V = size_t(c.vocab_size), rows = out_rows_.size();
@@ -301,7 +307,7 @@ Status Batch::add(Session& s, std::span<const int32_t> tokens, bool all_rows) {
 Status Batch::run() {
   if (empty()) return Error("batch: nothing to run");
   Backend& be = model_->backend();
-  const Step st{tokens_, seqs_, out_rows_, uint64_t(reinterpret_cast<uintptr_t>(buf_.x))};
+  const Step st{tokens_, seqs_, out_rows_, buf_.key()};
   Status r = be.begin_step(st);
   if (r.ok()) r = forward_step(be, model_->config(), model_->weights(), buf_, st);
   // A failed step leaves the sessions where they were (their caches may hold partial rows past pos_).
