@@ -19,20 +19,19 @@ uint64_t stored_bytes(WeightType t, uint64_t elems) {
 // Why `n` ranks cannot split this model, or ok. Heads first, then experts, then the vocabulary.
 Status check_ranks(const ModelConfig& c, int n) {
   const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, E = c.num_local_experts;
-  if (n < 1 || n > kMaxShardRanks) return Error("{} ranks: the number of ranks must be in 1..{}", n, kMaxShardRanks);
+  if (n < 1 || n > kMaxShardRanks) return Error("the number of ranks must be in 1..{}", kMaxShardRanks);
   if (nkv <= 0 || nh <= 0 || nh % nkv != 0)
     return Error("num_attention_heads {} is not a multiple of num_key_value_heads {}", nh, nkv);
   if (nkv % n != 0) {
     if (n % nkv != 0)
-      return Error("{} ranks: num_key_value_heads {} is neither divisible by {} nor a divisor of it", n, nkv, n);
+      return Error("num_key_value_heads {} is neither divisible by {} nor a divisor of it", nkv, n);
     if (nh % n != 0)  // kv heads replicated: their query heads must still split evenly
-      return Error("{} ranks: num_attention_heads {} is not divisible by {} (num_key_value_heads {} replicated)", n,
-                   nh, n, nkv);
+      return Error("num_attention_heads {} is not divisible by {} (num_key_value_heads {} replicated)", nh, n, nkv);
   }
-  if (E <= 0 || E % n != 0) return Error("{} ranks: num_local_experts {} is not divisible by {}", n, E, n);
+  if (E <= 0 || E % n != 0) return Error("num_local_experts {} is not divisible by {}", E, n);
   const int64_t per = (int64_t(c.vocab_size) + n - 1) / n;
   if (per * (n - 1) >= c.vocab_size)
-    return Error("{} ranks: vocab_size {} leaves a rank without output-head rows", n, c.vocab_size);
+    return Error("vocab_size {} leaves a rank without output-head rows", c.vocab_size);
   return {};
 }
 
