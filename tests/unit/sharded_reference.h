@@ -41,6 +41,7 @@ class ShardedCpuReference {
   }
 
   const ShardPlan& plan() const { return plan_; }
+  size_t kv_bytes(int rank) const { return ranks_[size_t(rank)].kv->bytes(); }
 
   // Runs `tokens` at the next positions as one step; returns the logits of every row, [T, V].
   Result<std::vector<float>> step(std::span<const int32_t> tokens) {

@@ -259,6 +259,12 @@ std::string expert_bytes(const MatrixRef& m) {
          std::string(reinterpret_cast<const char*>(m.scales), n / 32);
 }
 
+// Bytes of one stored matrix (MXFP4: 4-bit values and a scale per 32).
+uint64_t stored(const MatrixRef& m) {
+  const uint64_t n = uint64_t(m.rows) * uint64_t(m.cols);
+  return m.type == WeightType::MXFP4 ? n / 2 + n / 32 : n * type_bytes(m.type);
+}
+
 }  // namespace
 
 // The shards of every valid N put back together are the host weights, byte for byte.
@@ -337,6 +343,15 @@ TEST(ShardWeights, PiecesReassembleTheWholeWeights) {
         EXPECT_EQ(gub, floats(W.gate_up_bias, c.num_local_experts * 2 * I)) << what;
         EXPECT_EQ(dnb, floats(W.down_bias, c.num_local_experts * H)) << what;
       }
+      // The plan's bytes per rank are those of the matrices extract_shard hands that rank.
+      for (int r = 0; r < n; ++r) {
+        const ModelWeights& S = sh[size_t(r)]->w;
+        uint64_t b = stored(S.embed) + stored(S.lm_head);
+        for (const LayerWeights& L : S.layers)
+          b += stored(L.q) + stored(L.k) + stored(L.v) + stored(L.o) + stored(L.router) +
+               uint64_t(L.gate_up.count) * (stored(L.gate_up.first) + stored(L.down.first));
+        EXPECT_EQ(b, p->shards[size_t(r)].bytes.weights) << what << " rank " << r;
+      }
       // Only o_proj is copied: H x q_rows per layer, bf16.
       for (int r = 0; r < n; ++r)
         EXPECT_EQ(sh[size_t(r)]->copied_bytes, uint64_t(c.num_hidden_layers) * uint64_t(H) *
@@ -379,8 +394,15 @@ TEST(ShardedForward, MatchesUnshardedEngine) {
     ASSERT_TRUE(g.hw);
     for (int n : {1, 2, 4, 8}) {
       if (!ShardPlan::make(g.ck->config(), n).ok()) continue;
-      auto ref = test::ShardedCpuReference::create(g.ck->config(), g.hw->w, n, {.max_context = 256, .max_batch = 16});
+      const KvCacheOptions ko{.max_context = 256, .max_batch = 16};
+      auto ref = test::ShardedCpuReference::create(g.ck->config(), g.hw->w, n, ko);
       ASSERT_TRUE(ref.ok()) << ref.status().message();
+      // Each rank's KV cache holds its kv heads only: together, kv_replicas copies of the unsharded cache.
+      auto whole_kv = (*model)->backend().create_kv_cache(g.ck->config(), ko);
+      ASSERT_TRUE(whole_kv.ok());
+      size_t kv_sum = 0;
+      for (int r = 0; r < n; ++r) kv_sum += (*ref)->kv_bytes(r);
+      EXPECT_EQ(kv_sum, size_t((*ref)->plan().kv_replicas) * (*whole_kv)->bytes()) << name << " N=" << n;
       double worst = 0;
       size_t t = 0;
       while (t < tokens.size()) {
