@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 
 namespace gptoss {
 
@@ -63,6 +64,31 @@ ShardBytes shard_bytes(const ModelConfig& c, const ShardDtypes& dt, const RankSh
   return b;
 }
 
+// E[max over n ranks of the experts a token's k distinct experts put on one rank], E/n experts per rank, all
+// C(E, k) choices equally likely: E[max] = sum over m < k of P(max > m), where the choices with every rank at most m
+// are the x^k coefficient of (sum_{j <= m} C(E/n, j) x^j)^n.
+double expected_busiest_rank_experts(int E, int k, int n) {
+  auto binom = [](int a, int b) {
+    double r = 1;
+    for (int i = 1; i <= b; ++i) r = r * double(a - b + i) / double(i);
+    return r;
+  };
+  const int per = E / n;
+  double expected = 0;
+  for (int m = 0; m < k; ++m) {
+    std::vector<double> ways(size_t(k) + 1, 0.0);  // ways[j]: choices of j experts over the ranks so far
+    ways[0] = 1;
+    for (int r = 0; r < n; ++r) {
+      std::vector<double> next(size_t(k) + 1, 0.0);
+      for (int j = 0; j <= k; ++j)
+        for (int c = 0; c <= std::min({m, per, k - j}); ++c) next[size_t(j + c)] += ways[size_t(j)] * binom(per, c);
+      ways = std::move(next);
+    }
+    expected += 1.0 - ways[size_t(k)] / binom(E, k);
+  }
+  return expected;
+}
+
 }  // namespace
 
 uint64_t RankShard::kv_bytes_per_position(size_t elem_size) const {
@@ -112,6 +138,14 @@ Result<ShardPlan> ShardPlan::make(const ModelConfig& c, int ranks, const ShardDt
     s.bytes = shard_bytes(c, dt, s, n, p.kv_replicas);
     p.shards.push_back(s);
   }
+  // The critical path: rank 0 (it has the most vocabulary rows) with the expected busiest rank's experts.
+  const uint64_t L = uint64_t(c.num_hidden_layers), H = uint64_t(c.hidden_size), I = uint64_t(c.intermediate_size);
+  const uint64_t expert = stored_bytes(dt.experts, 2 * I * H) + stored_bytes(dt.experts, H * I);
+  const int K = c.num_experts_per_tok;
+  p.busiest_rank_experts = expected_busiest_rank_experts(c.num_local_experts, K, n);
+  const uint64_t local_k = uint64_t(std::min<int64_t>(K, experts_per_rank));
+  p.decode_critical = p.shards[0].bytes.decode_max - L * local_k * expert +
+                      uint64_t(std::llround(double(L * expert) * p.busiest_rank_experts));
   RankShard all;
   all.q_rows = {0, c.q_dim()};
   all.kv_rows = {0, c.kv_dim()};

@@ -72,6 +72,11 @@ struct ShardPlan {
   int64_t vocab_per_rank = 0;  // ceil(V / N): the all-gather's rows per rank; vocab_per_rank * N >= V
   std::vector<RankShard> shards;
   ShardBytes whole;         // the unsplit model (N = 1), for the roofline's reference
+  // A decode step waits, at every layer's all-reduce, for the rank with the most of the token's k experts. Under
+  // uniform routing (k distinct experts of E, equally likely) the expected number on the busiest rank, and the bytes
+  // per token on that critical path: the byte roofline of batch-1 decode with N ranks.
+  double busiest_rank_experts = 0;
+  uint64_t decode_critical = 0;
 
   // The plan for `ranks` ranks, or an error naming the field that `ranks` does not divide and the valid N.
   static Result<ShardPlan> make(const ModelConfig& c, int ranks, const ShardDtypes& dt = {});

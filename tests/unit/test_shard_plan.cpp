@@ -191,6 +191,22 @@ TEST(ShardPlan, VocabularyPaddedWhenNotDivisible) {
   EXPECT_NE(p.status().message().find("vocab_size 10"), std::string::npos) << p.status().message();
 }
 
+// The expected busiest rank against counts by hand: 4 experts over 2 ranks of 2, top-2: of the C(4,2) = 6 choices,
+// 2 put both on one rank, so E[max] = (2 * 2 + 4 * 1) / 6 = 4/3. And against an enumeration of all C(128,4) choices
+// for 120b's 8 ranks (a Python count: 1.6200...).
+TEST(ShardPlan, BusiestRankExperts) {
+  ModelConfig c = golden_config("tiny_b");  // 4 experts, top-2
+  auto p = ShardPlan::make(c, 2);
+  ASSERT_TRUE(p.ok());
+  EXPECT_NEAR(p->busiest_rank_experts, 4.0 / 3.0, 1e-12);
+  p = ShardPlan::make(c, 1);
+  EXPECT_NEAR(p->busiest_rank_experts, 2.0, 1e-12);
+  p = ShardPlan::make(gpt_oss_120b(), 8);
+  EXPECT_NEAR(p->busiest_rank_experts, 1.620, 5e-4);
+  p = ShardPlan::make(gpt_oss_20b(), 2);
+  EXPECT_NEAR(p->busiest_rank_experts, 2.701, 5e-4);
+}
+
 // The byte roofline figures of docs/MULTIGPU.md: printed, and the 1-rank figure checked against
 // decode_bytes_per_token's formula (model/weights.cpp) on MatrixRefs of the same shapes.
 TEST(ShardPlan, DecodeBytesPerRank) {
@@ -213,11 +229,17 @@ TEST(ShardPlan, DecodeBytesPerRank) {
       auto p = ShardPlan::make(c, n);
       ASSERT_TRUE(p.ok());
       EXPECT_EQ(p->whole.decode, single) << name;
+      if (n == 1) {
+        EXPECT_EQ(p->decode_critical, single) << name;
+      }
       const ShardBytes& b = p->shards[0].bytes;
+      EXPECT_LE(p->decode_critical, b.decode_max) << name;
+      EXPECT_GE(p->decode_critical, b.decode) << name;
       std::printf("%-4s N=%d: per rank %.3f GB held, %.3f GB read per decode token (%.3f GB if all k experts are "
-                  "local), KV %llu B per position and layer (bf16)\n",
+                  "local), KV %llu B per position and layer (bf16); busiest rank %.3f experts, %.3f GB per token\n",
                   name, n, double(b.weights) / 1e9, double(b.decode) / 1e9, double(b.decode_max) / 1e9,
-                  static_cast<unsigned long long>(p->shards[0].kv_bytes_per_position(2)));
+                  static_cast<unsigned long long>(p->shards[0].kv_bytes_per_position(2)), p->busiest_rank_experts,
+                  double(p->decode_critical) / 1e9);
     }
   }
 }
