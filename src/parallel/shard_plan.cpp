@@ -36,7 +36,7 @@ Status check_ranks(const ModelConfig& c, int n) {
   return {};
 }
 
-// Bytes of rank `s` (heads, experts and vocab set) under `plan`'s rank count.
+// Bytes of rank `s` (its heads, experts and vocabulary rows set) among n ranks.
 ShardBytes shard_bytes(const ModelConfig& c, const ShardDtypes& dt, const RankShard& s, int n, int kv_replicas) {
   const uint64_t L = uint64_t(c.num_hidden_layers), H = uint64_t(c.hidden_size), I = uint64_t(c.intermediate_size);
   const uint64_t V = uint64_t(c.vocab_size), E = uint64_t(c.num_local_experts), K = uint64_t(c.num_experts_per_tok);
@@ -162,6 +162,13 @@ ModelConfig ShardPlan::rank_config(const ModelConfig& c, int rank) const {
   rc.num_attention_heads = int(s.q_heads.count);
   rc.num_key_value_heads = int(s.kv_heads.count);
   return rc;
+}
+
+RankArgmax merge_rank_argmax(std::span<const RankArgmax> per_rank) {
+  RankArgmax best{-INFINITY, -1};
+  for (const RankArgmax& a : per_rank)
+    if (a.id >= 0 && (best.id < 0 || a.value > best.value || (a.value == best.value && a.id < best.id))) best = a;
+  return best;
 }
 
 }  // namespace gptoss

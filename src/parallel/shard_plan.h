@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,15 @@ struct ShardPlan {
   // routing is global, and the rank's ExpertStack and lm_head rows say what it holds.
   ModelConfig rank_config(const ModelConfig& c, int rank) const;
 };
+
+// Greedy decoding with the output head split by vocabulary: each rank sends its largest logit and that row's global
+// id (the first on ties, as Backend::argmax), 8 bytes instead of its ceil(V/N) logits. The merge keeps the largest
+// value and, on ties, the lowest id: the whole row's argmax. Ranks with id < 0 (none) are skipped.
+struct RankArgmax {
+  float value = 0;
+  int64_t id = -1;
+};
+RankArgmax merge_rank_argmax(std::span<const RankArgmax> per_rank);
 
 // The N in 1..kMaxShardRanks a plan exists for, ascending.
 std::vector<int> valid_shard_ranks(const ModelConfig& c);

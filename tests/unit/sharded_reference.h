@@ -41,6 +41,18 @@ class ShardedCpuReference {
   }
 
   const ShardPlan& plan() const { return plan_; }
+  // Row t's greedy id as a sharded step finds it: each rank's argmax over its vocabulary columns of the last
+  // step's logits (first on ties), merged.
+  int64_t greedy_id(const std::vector<float>& logits, int t) const {
+    std::vector<RankArgmax> per_rank;
+    const float* row = logits.data() + size_t(t) * size_t(c_.vocab_size);
+    for (const Rank& rk : ranks_) {
+      const float* b = row + rk.shard.vocab.begin;
+      const int64_t i = std::max_element(b, b + rk.shard.vocab.count) - b;
+      per_rank.push_back({b[i], rk.shard.vocab.begin + i});
+    }
+    return merge_rank_argmax(per_rank).id;
+  }
   size_t kv_bytes(int rank) const { return ranks_[size_t(rank)].kv->bytes(); }
 
   // Runs `tokens` at the next positions as one step; returns the logits of every row, [T, V].

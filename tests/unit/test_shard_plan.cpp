@@ -191,6 +191,14 @@ TEST(ShardPlan, VocabularyPaddedWhenNotDivisible) {
   EXPECT_NE(p.status().message().find("vocab_size 10"), std::string::npos) << p.status().message();
 }
 
+TEST(ShardPlan, MergedArgmaxIsTheWholeRowsFirstMaximum) {
+  // Ranks' (max, first id): a tie between ranks 1 and 2 goes to the lower id; an empty rank is skipped.
+  const std::vector<RankArgmax> a = {{3.0f, 1}, {5.0f, 7}, {5.0f, 9}, {0.0f, -1}};
+  EXPECT_EQ(merge_rank_argmax(a).id, 7);
+  EXPECT_EQ(merge_rank_argmax(std::vector<RankArgmax>{{-INFINITY, 4}, {-INFINITY, 6}}).id, 4);
+  EXPECT_EQ(merge_rank_argmax({}).id, -1);
+}
+
 // The expected busiest rank against counts by hand: 4 experts over 2 ranks of 2, top-2: of the C(4,2) = 6 choices,
 // 2 put both on one rank, so E[max] = (2 * 2 + 4 * 1) / 6 = 4/3. And against an enumeration of all C(128,4) choices
 // for 120b's 8 ranks (a Python count: 1.6200...).
@@ -440,8 +448,11 @@ double sharded_vs_engine(const std::string& dir, std::span<const int32_t> tokens
       auto logits = (*ref)->step(tokens.subspan(t, len));
       EXPECT_TRUE(logits.ok()) << logits.status().message();
       if (!logits.ok()) return INFINITY;
-      for (size_t i = 0; i < len; ++i, ++t)
-        worst = std::max(worst, rel_err(logits->data() + i * V, want.data() + t * V, V));
+      for (size_t i = 0; i < len; ++i, ++t) {
+        const float* row = logits->data() + i * V;
+        worst = std::max(worst, rel_err(row, want.data() + t * V, V));
+        EXPECT_EQ((*ref)->greedy_id(*logits, int(i)), std::max_element(row, row + V) - row) << dir << " N=" << n;
+      }
     }
     std::printf("%s N=%d (kv replicas %d): worst relative error vs unsharded = %.3g\n",
                 std::filesystem::path(dir).filename().c_str(), n,
