@@ -62,7 +62,8 @@ std::string run_rank(NcclComm& comm, size_t count, int iters, double* us_per_op)
   CUDA_OK(cudaMemcpy(g.data(), gathered, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
   for (int q = 0; q < n; ++q)
     for (size_t i = 0; i < count; ++i)
-      if (g[size_t(q) * count + i] != float(q * 1000 + int(i))) return "all-gather: wrong value from rank " + std::to_string(q);
+      if (g[size_t(q) * count + i] != float(q * 1000 + int(i)))
+        return "all-gather: wrong value from rank " + std::to_string(q);
   const auto t0 = std::chrono::steady_clock::now();
   for (int it = 0; it < iters; ++it)
     if (Status st = comm.all_reduce_sum(buf, count, s); !st.ok()) return st.message();
