@@ -38,7 +38,7 @@ int gpu_count() {
 
 // One rank's part: fills buf with (rank + 1) * (i % 7) (integers: the sum is exact in float), all-reduces it,
 // all-gathers rank * 1000 + i, checks both, then times `iters` all-reduces of `count` floats. Returns an error
-// text or "".
+// text or "" (a failed CUDA call returns at once, and may leave the other ranks waiting).
 std::string run_rank(NcclComm& comm, size_t count, int iters, double* us_per_op) {
   const int r = comm.rank(), n = comm.size();
   CUDA_OK(cudaSetDevice(comm.device()));
@@ -53,17 +53,19 @@ std::string run_rank(NcclComm& comm, size_t count, int iters, double* us_per_op)
   if (Status st = comm.all_reduce_sum(buf, count, s); !st.ok()) return st.message();
   CUDA_OK(cudaStreamSynchronize(s));
   CUDA_OK(cudaMemcpy(h.data(), buf, count * sizeof(float), cudaMemcpyDeviceToHost));
-  for (size_t i = 0; i < count; ++i)
-    if (h[i] != float(int(i % 7) * n * (n + 1) / 2)) return "all-reduce: wrong sum at " + std::to_string(i);
+  // A wrong value is noted, not returned on: the other ranks wait for this one's next collectives.
+  std::string wrong;
+  for (size_t i = 0; i < count && wrong.empty(); ++i)
+    if (h[i] != float(int(i % 7) * n * (n + 1) / 2)) wrong = "all-reduce: wrong sum at " + std::to_string(i);
   for (size_t i = 0; i < count; ++i) h[i] = float(r * 1000 + int(i));
   CUDA_OK(cudaMemcpy(buf, h.data(), count * sizeof(float), cudaMemcpyHostToDevice));
   if (Status st = comm.all_gather(buf, count, gathered, s); !st.ok()) return st.message();
   CUDA_OK(cudaStreamSynchronize(s));
   CUDA_OK(cudaMemcpy(g.data(), gathered, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  for (int q = 0; q < n; ++q)
-    for (size_t i = 0; i < count; ++i)
+  for (int q = 0; q < n && wrong.empty(); ++q)
+    for (size_t i = 0; i < count && wrong.empty(); ++i)
       if (g[size_t(q) * count + i] != float(q * 1000 + int(i)))
-        return "all-gather: wrong value from rank " + std::to_string(q);
+        wrong = "all-gather: wrong value from rank " + std::to_string(q);
   const auto t0 = std::chrono::steady_clock::now();
   for (int it = 0; it < iters; ++it)
     if (Status st = comm.all_reduce_sum(buf, count, s); !st.ok()) return st.message();
@@ -73,7 +75,7 @@ std::string run_rank(NcclComm& comm, size_t count, int iters, double* us_per_op)
   CUDA_OK(cudaFree(buf));
   CUDA_OK(cudaFree(gathered));
   CUDA_OK(cudaStreamDestroy(s));
-  return "";
+  return wrong;
 }
 
 }  // namespace
