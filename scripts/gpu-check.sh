@@ -35,7 +35,9 @@
 #          clients, SIGTERM (-> serve.json, serve.log);
 #          --batch: continuous batching on the 20b checkpoint: `bench --concurrency N` (engine level, fixed 512-token
 #          prompts and 256 output tokens) at N = 1, 8, 32, 64, 128, N = 8 without batching, and the ShareGPT-like
-#          workload (1,000 requests at once over 128 slots) (-> batch_*.json in the archive, one line each in summary);
+#          workload (1,000 requests at once over 128 slots), with --ab-base also the base build at N = 8 and 64
+#          (-> batch_*.json in the archive, one line each in summary);
+#          --batch-profile: nsys over `bench --concurrency 64` (512+64): GPU time per kernel, host time per CUDA call;
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k).
@@ -43,10 +45,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
@@ -133,6 +135,15 @@ batch_checks() {
       --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" && note "concurrency $n (512+256): $(conc_line "$f")" ||
       note "FAIL concurrency $n (rc=$?, see bench.err)"
   done
+  # The base tree at 8 and 64 in the same call: the ratio of the two builds on this card.
+  if [ -n "$ab_base" ] && [ "${base_rc:-1}" = 0 ]; then
+    for n in 8 64; do
+      f="$out/batch_base_$n.json"
+      timeout 120 build-base/gptoss bench -m "$ck" --device cuda --kv-precision bf16 --concurrency $n --prompt-tokens 512 \
+        --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" && note "base: concurrency $n (512+256): $(conc_line "$f")" ||
+        note "FAIL base concurrency $n (rc=$?, see bench.err)"
+    done
+  fi
   f="$out/batch_fixed_8_nobatch.json"
   timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 8 --no-batching \
     --prompt-tokens 512 --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" &&
@@ -141,6 +152,34 @@ batch_checks() {
   timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 128 --workload sharegpt \
     --requests 1000 --json >"$f" 2>>"$out/bench.err" && note "sharegpt-like, 1000 requests, 128 slots: $(conc_line "$f")" ||
     note "FAIL sharegpt-like workload (rc=$?, see bench.err)"
+}
+
+# Where a batched step's time goes: nsys over `bench --concurrency 64` (GPU time per kernel, host time per CUDA
+# call: launches and syncs), the top lines of each into the summary.
+batch_profile() {
+  make_20b
+  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-systems*/bin /opt/nvidia/nsight-systems/*/bin; do
+    [ -d "$d" ] && PATH="$PATH:$d"
+  done
+  command -v nsys >/dev/null || { note "batch profile: nsys not found"; return; }
+  timeout 240 nsys profile -t cuda -o /tmp/gptoss-bprof --force-overwrite true "$bin/gptoss" bench -m "$ck" \
+    --device cuda --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 512 --gen-tokens 64 \
+    >>"$out/e2e.log" 2>&1 || { note "batch profile: nsys rc=$?"; return; }
+  timeout 120 nsys stats -r cuda_gpu_kern_sum,cuda_api_sum -f csv -o /tmp/gptoss-bprof /tmp/gptoss-bprof.nsys-rep \
+    >>"$out/e2e.log" 2>&1
+  local f
+  for f in /tmp/gptoss-bprof_cuda_gpu_kern_sum.csv /tmp/gptoss-bprof_cuda_api_sum.csv; do
+    [ -f "$f" ] || { note "batch profile: $f missing"; continue; }
+    cp "$f" "$out/"
+    note "batch profile (concurrency 64, 512+64): $(basename "$f"), top 14 by total time"
+    python3 - "$f" <<'PY' | tee -a "$summary"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+for r in rows[:14]:
+    print("  %5s%%  %10.1f ms  %8s calls  %s" % (r.get("Time (%)", "?"), float(r.get("Total Time (ns)", 0)) / 1e6,
+                                              r.get("Instances", r.get("Num Calls", "?")), r.get("Name", "?")[:90]))
+PY
+  done
 }
 
 big_model() {  # the gpt-oss-120b-shaped checkpoint: 36 layers x 128 experts, 65 GB; tmpfs because the disk is 64 GB
@@ -391,6 +430,7 @@ if [ -n "$ab_base" ]; then
 fi
 [ $serve = 1 ] && { make_20b; serve_checks; }
 [ $batch = 1 ] && { make_20b; batch_checks; }
+[ $bprof = 1 ] && batch_profile
 [ $long = 1 ] && { make_20b; long_prompt; }
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16

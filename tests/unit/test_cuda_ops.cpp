@@ -452,6 +452,37 @@ TEST(CudaOps, SampleMatchesHostDraw) {
   }
 }
 
+// A batched step's draws (one launch for the greedy rows, a sampling launch per sampled row) against each
+// row drawn alone: greedy rows the host's argmax (first index on ties: one row is all equal), sampled rows the
+// single-row device draw at the same u.
+TEST(CudaOps, DrawRowsMatchOneRowDraws) {
+  REQUIRE_CUDA();
+  Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
+  ASSERT_TRUE(b.gpu);
+  for (int n : {1001, 201088}) {
+    const int R = 37;
+    auto x = b.randn(size_t(R) * size_t(n), 3.0f);
+    std::fill(x.begin() + 5 * n, x.begin() + 6 * n, 1.5f);
+    float* dx = b.dev_f(x);
+    std::vector<float> temps(static_cast<size_t>(R));
+    std::vector<double> us(static_cast<size_t>(R));
+    for (int r = 0; r < R; ++r) temps[size_t(r)] = r % 3 == 2 ? 0.8f : 0.0f, us[size_t(r)] = (r + 0.5) / R;
+    std::vector<int32_t> got(static_cast<size_t>(R), -1);
+    auto ok = b.gpu->draw_rows(dx, R, n, temps, us, got.data());
+    ASSERT_TRUE(ok.ok()) << ok.status().message();
+    for (int r = 0; r < R; ++r) {
+      const float* row = x.data() + size_t(r) * size_t(n);
+      if (temps[size_t(r)] <= 0.0f) {
+        EXPECT_EQ(got[size_t(r)], int32_t(std::max_element(row, row + n) - row)) << "n=" << n << " row " << r;
+      } else {
+        auto one = b.gpu->sample(dx + size_t(r) * size_t(n), n, temps[size_t(r)], us[size_t(r)]);
+        ASSERT_TRUE(one.ok());
+        EXPECT_EQ(got[size_t(r)], *one) << "n=" << n << " row " << r;
+      }
+    }
+  }
+}
+
 struct AttnCase {
   int nh, nkv, d, window;
   KvPrecision kv;
@@ -537,8 +568,9 @@ TEST_P(CudaMoe, MatchesCpu) {
   b.cpu->moe(hl, h.data(), p.T, ref.data());
   float* dx = b.dev_f(x);
   b.gpu->moe(dl, b.dev_f(h), p.T, dx);
-  // Grouped prefill path: f32 expert weights are rounded to bf16 there.
-  const double tol = p.T <= 8 ? 1e-4 : p.type == WeightType::F32 ? 1e-2 : 1e-3;
+  // Many rows: MXFP4 experts on the tensor cores with f16 hi/lo inputs (as decode); other types through the
+  // cuBLAS path, where f32 expert weights are rounded to bf16.
+  const double tol = p.T <= 8 || p.type == WeightType::MXFP4 ? 1e-4 : p.type == WeightType::F32 ? 1e-2 : 1e-3;
   const std::vector<float> got = b.get(dx, ref.size());
   EXPECT_LE(rel_err(got.data(), ref.data(), ref.size()), tol);
   // Again on a fresh copy of x: the same bits (the first call also computed the row-scale maxima that the
@@ -562,6 +594,12 @@ std::vector<MoeCase> moe_cases() {
     v.push_back({WeightType::MXFP4, false, 4096, 160, 8, 8, T});
     v.push_back({WeightType::MXFP4, false, 160, 4096, 8, 4, T});  // two passes of blocks per down row
   }
+  // Many rows through the grouped tensor-core kernels: tiles of 4 inputs (37 x 4 assignments over 32 experts),
+  // of 8 (200 x 4), staging past 48 KB of shared memory (H or I = 4096), a step of 2048 rows.
+  for (int T : {37, 200}) v.push_back({WeightType::MXFP4, false, 2880, 2880, 32, 4, T});
+  v.push_back({WeightType::MXFP4, false, 4096, 160, 8, 8, 37});
+  v.push_back({WeightType::MXFP4, false, 160, 4096, 8, 4, 37});
+  v.push_back({WeightType::MXFP4, false, 64, 64, 4, 2, 2048});
   return v;
 }
 INSTANTIATE_TEST_SUITE_P(Sweep, CudaMoe, ::testing::ValuesIn(moe_cases()));

@@ -162,9 +162,12 @@ class CudaBackend final : public Backend {
     const float2* esc;
   };
   std::unordered_map<const void*, Packed> packed_;  // keyed by the low-byte plane (MatrixRef::data)
+  // A packed matrix's bf16 source, where upload kept it (for the cuBLAS products of many rows); same key.
+  std::unordered_map<const void*, const __nv_bfloat16*> plain_bf16_;
   CudaPackStats pack_stats_;
   void gemm_bf16(const MatrixRef& W, const __nv_bfloat16* wbf16, const __nv_bfloat16* xb, int T, float* y);
   void moe_grouped(const LayerWeights& w, const float* h, int T, float* x);
+  bool moe_grouped_tc(const LayerWeights& w, const float* h, int T, float* x);
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
   // Largest scale byte of each row of an MXFP4 expert stack (the tensor-core gate_up kernel's input),
   // computed once per matrix (at upload, or on first use outside a graph capture); null if unavailable.
@@ -197,7 +200,8 @@ class CudaBackend final : public Backend {
   DeviceScratch<float> router_logits_{"router logits"};      // [T, E]
   DeviceScratch<int32_t> moe_idx_{"moe indices"};            // [T, k] picked experts
   DeviceScratch<float> moe_wts_{"moe weights"};              // [T, k] their softmax weights
-  DeviceScratch<float> moe_act_{"moe activations"};          // [T, k, I] SwiGLU outputs (decode)
+  DeviceScratch<float> moe_act_{"moe activations"};          // [T, k, I] SwiGLU outputs (decode, grouped tc)
+  DeviceScratch<int32_t> moe_tiles_{"moe tiles"};            // [tiles, 4] + count: moe_grouped_tc's routing
   // Scratch of the prefill path (cuBLAS GEMMs on bf16 hi/lo pairs, experts grouped).
   DeviceScratch<__nv_bfloat16> act_bf16_{"bf16 activations"};       // [2T, cols] x as hi; lo
   DeviceScratch<__nv_bfloat16> weights_bf16_{"decoded weights"};    // one matrix (or expert) decoded to bf16

@@ -163,7 +163,9 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
     if (!sticky_.ok()) return;
     cuda::launch_f32_to_bf16x2(x, size_t(T) * size_t(W.cols), xb, stream_);
     const __nv_bfloat16* wb = static_cast<const __nv_bfloat16*>(W.data);
-    if (W.type == WeightType::MXFP4 || wt == cuda::kBF12) {
+    if (const auto it = plain_bf16_.find(W.data); it != plain_bf16_.end()) {
+      wb = it->second;
+    } else if (W.type == WeightType::MXFP4 || wt == cuda::kBF12) {
       __nv_bfloat16* s = grow(weights_bf16_, size_t(W.rows) * size_t(W.cols));
       if (!sticky_.ok()) return;
       cuda::launch_weight_to_bf16(wt, false, view(W), 0, s, stream_);
@@ -247,7 +249,10 @@ const uint8_t* CudaBackend::row_max(const ExpertStack& s) {
 
 void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, float* x) {
   const int k = c_.num_experts_per_tok;
-  if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
+  if (T > kDecodeMaxT) {
+    if (!moe_grouped_tc(w, h, T, x)) moe_grouped(w, h, T, x);
+    return;
+  }
   const float limit = float(c_.swiglu_limit);
   const MatrixRef &gu = w.gate_up.first, &dn = w.down.first;
   if (gu.type == WeightType::MXFP4 && dn.type == WeightType::MXFP4 && !gu.transposed && !dn.transposed &&
@@ -376,6 +381,32 @@ Result<int32_t> CudaBackend::argmax(const float* x, int n) {
   return drawn_id();
 }
 
+// Many rows, MXFP4 experts: routed and multiplied on the device (moe_grouped_tc.cu). False (nothing launched)
+// where it does not apply: other weight types, shapes it does not take, row scales unavailable.
+bool CudaBackend::moe_grouped_tc(const LayerWeights& w, const float* h, int T, float* x) {
+  const int E = c_.num_local_experts, k = c_.num_experts_per_tok, A = T * k;
+  const MatrixRef &gu = w.gate_up.first, &dn = w.down.first;
+  if (gu.type != WeightType::MXFP4 || dn.type != WeightType::MXFP4 || gu.transposed || dn.transposed ||
+      !cuda::moe_grouped_tc_supported(view(w.gate_up), view(w.down), A, E))
+    return false;
+  const uint8_t* gu_max = row_max(w.gate_up);
+  const uint8_t* dn_max = row_max(w.down);
+  if (!gu_max || !dn_max) return false;
+  const size_t max_tiles = size_t(cuda::moe_grouped_tc_max_tiles(A, E, 4));
+  cuda::MoeGroupedScratch sc;
+  sc.slots = grow(moe_slots_, size_t(A));
+  sc.tiles = grow(moe_tiles_, 4 * max_tiles + 1);
+  sc.ntiles = sc.tiles + 4 * max_tiles;
+  sc.z = grow(moe_act_, size_t(A) * size_t(c_.intermediate_size));
+  sc.y = grow(moe_expert_out_, size_t(A) * size_t(c_.hidden_size));
+  if (!sticky_.ok()) return true;  // the error stays in sticky_: the step fails
+  const cudaError_t e = cuda::launch_moe_grouped_tc(view(w.gate_up), gu_max, view(w.down), dn_max, h, moe_idx_.get(),
+                                                    moe_wts_.get(), T, k, E, w.gate_up_bias, w.down_bias,
+                                                    float(c_.swiglu_limit), sc, x, stream_);
+  if (e != cudaSuccess) fail(Error("cuda: grouped moe: {}", cudaGetErrorString(e)));
+  return true;
+}
+
 // Prefill: assignments (t, j) grouped by expert on the host (one sync per layer), then per expert a
 // gather, two bf16 GEMMs with the expert decoded to bf16 scratch, and a scatter; a final weighted sum.
 void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, float* x) {
@@ -445,13 +476,13 @@ Result<bool> CudaBackend::draw_rows(const float* x, int R, int n, std::span<cons
   if (d_draws_.capacity() != cap) GPTOSS_CUDA_TRY(cudaMemsetAsync(d, 0, d_draws_.capacity() * sizeof(int32_t), stream_));
   GPTOSS_TRY(h_draws_.reserve(2 * size_t(R)));
   before_draw();
-  for (int i = 0; i < R; ++i) {
-    const float* row = x + size_t(i) * size_t(n);
-    if (temperature[size_t(i)] <= 0.0f)
-      cuda::launch_argmax(row, n, d_argmax_, d + 2 * i, stream_);
-    else
-      cuda::launch_sample(row, n, temperature[size_t(i)], u[size_t(i)], d_argmax_, d + 2 * i, stream_);
-  }
+  // The greedy rows in one launch (over every row: a sampled row's id is then overwritten by its sample).
+  if (std::any_of(temperature.begin(), temperature.begin() + R, [](float t) { return t <= 0.0f; }))
+    cuda::launch_argmax_rows(x, R, n, d, stream_);
+  for (int i = 0; i < R; ++i)
+    if (temperature[size_t(i)] > 0.0f)
+      cuda::launch_sample(x + size_t(i) * size_t(n), n, temperature[size_t(i)], u[size_t(i)], d_argmax_, d + 2 * i,
+                          stream_);
   check_launch("draw_rows");
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_draws_.get(), d, 2 * size_t(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));

@@ -247,13 +247,27 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
                  double(need) / kGiB, double(avail) / kGiB, device_name_, double(free_b) / kGiB, double(total_b) / kGiB,
                  opts_.gpu_memory_limit ? fmt::format(", limit {:.2f} GiB", double(opts_.gpu_memory_limit) / kGiB) : "");
 
+  // Steps of more than kDecodeMaxT rows multiply the projections and the head with cuBLAS on plain bf16: the
+  // packed matrices keep their bf16 source for that when the copies leave most of the memory free (the 20b
+  // shape on an 80 GB card: 2.4 GB more), else such steps decode the packed matrix to scratch first.
+  size_t plain = 0;
+  if (opts_.gpu_pack_bf16) {
+    auto add_p = [&](const MatrixRef& m) { plain += packable(m) ? size_t(m.rows) * size_t(m.cols) * 2 : 0; };
+    add_p(host.lm_head);
+    for (const LayerWeights& L : host.layers)
+      for (const MatrixRef* m : {&L.q, &L.k, &L.v, &L.o}) add_p(*m);
+  }
+  const bool keep_plain = plain > 0 && double(need + plain) <= 0.6 * double(avail);
+
   ModelWeights d;
   GPTOSS_ASSIGN(d.embed, upload_matrix(host.embed, "embed"));
   GPTOSS_ASSIGN(d.lm_head, upload_matrix(host.lm_head, "lm_head"));
   // The decode products read these once per token: packed (lossless, 12 bits per weight and the escapes).
   auto pack = [&](MatrixRef& m, const char* what) -> Status {
     if (!opts_.gpu_pack_bf16 || !packable(m)) return {};
-    GPTOSS_ASSIGN(m, pack_bf16(m, what, /*free_source=*/true));
+    const void* source = m.data;
+    GPTOSS_ASSIGN(m, pack_bf16(m, what, /*free_source=*/!keep_plain));
+    if (keep_plain && m.data != source) plain_bf16_[m.data] = static_cast<const __nv_bfloat16*>(source);
     return {};
   };
   GPTOSS_TRY(pack(d.lm_head, "lm_head"));

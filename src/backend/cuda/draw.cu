@@ -74,6 +74,30 @@ __global__ void f32_argmax(const float* __restrict__ x, int n, int32_t* __restri
     *ticket = 0u;
   }
 }
+// Greedy draws of many rows in one launch (a batched step's decode rows): a block per row, its id to
+// out[2 * row] (draw_rows' (id, ticket) pairs). Ties keep the first index, as f32_argmax.
+constexpr int kRowsThreads = 1024;
+__global__ void __launch_bounds__(kRowsThreads) f32_argmax_rows(const float* __restrict__ x, int n,
+                                                                  int32_t* __restrict__ out) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const float* row = x + int64_t(blockIdx.x) * n;
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(row);
+    for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
+      const float4 a = x4[i];
+      argmax_pair(best, bi, a.x, 4 * i), argmax_pair(best, bi, a.y, 4 * i + 1);
+      argmax_pair(best, bi, a.z, 4 * i + 2), argmax_pair(best, bi, a.w, 4 * i + 3);
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) argmax_pair(best, bi, row[i], i);
+  }
+  block_argmax(best, bi, sv, si);
+  if (threadIdx.x == 0) out[2 * blockIdx.x] = si[0] == 0x7fffffff ? 0 : si[0];
+}
+
 // Sampling (Sampler::sample_at on the device): kArgmaxBlocks blocks own contiguous chunks of x.
 // 1: pmax[b] = max of chunk b. 2: m = max of pmax; psum[b] = sum of e^((x - m) / T) over chunk b.
 // 3 (one block): the chunk where the running sum crosses u * total, then the thread sub-range, then the
@@ -166,6 +190,10 @@ void launch_sample(const float* x, int n, float temperature, double u, int32_t* 
   f32_sample_max<<<kArgmaxBlocks, 256, 0, s>>>(x, n, chunk, pmax);
   f32_sample_sum<<<kArgmaxBlocks, 256, 0, s>>>(x, n, chunk, inv_t, pmax, psum);
   f32_sample_pick<<<1, kSampleThreads, 0, s>>>(x, n, chunk, inv_t, u, pmax, psum, out);
+}
+
+void launch_argmax_rows(const float* x, int R, int n, int32_t* out, cudaStream_t s) {
+  f32_argmax_rows<<<unsigned(R), kRowsThreads, 0, s>>>(x, n, out);
 }
 
 void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStream_t s, int32_t* step, int pos) {

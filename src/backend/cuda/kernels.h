@@ -76,6 +76,8 @@ void launch_argmax(const float* x, int n, int32_t* part, int32_t* out, cudaStrea
                    int pos = 0);
 // out[0] = the draw of Sampler::sample_at(x[0..n), u) at this temperature (inverse CDF in id order of
 // softmax(x / T)). part: the same scratch as launch_argmax.
+// Greedy ids of R rows x [R, n] in one launch: out[2 * r] = argmax of row r (the odd words are left alone).
+void launch_argmax_rows(const float* x, int R, int n, int32_t* out, cudaStream_t s);
 void launch_sample(const float* x, int n, float temperature, double u, int32_t* part, int32_t* out, cudaStream_t s);
 
 // ---- attention.cu
@@ -162,6 +164,22 @@ void launch_mxfp4_row_max(const uint8_t* scales, int64_t rows, int nb, uint8_t* 
 bool launch_moe_gate_up_tc(const WView& gate_up, const uint8_t* rowmax, const float* h, int32_t* idx, int T,
                            int k, const float* bias, float limit, float* z, cudaStream_t s,
                            const float* logits = nullptr, int E = 0, float* wts = nullptr);
+// ---- moe_grouped_tc.cu: the MoE of a step of more than kDecodeMaxT rows with MXFP4 experts (row-major),
+// routed on the device (no host sync): assignments sorted by expert into tiles of 4 or 8, each weight decoded
+// once per tile, products on the tensor cores; x[t] += sum_j wts[t, j] (W_d z + b_d) as launch_moe_combine.
+struct MoeGroupedScratch {
+  int32_t* slots;   // [A = T * k] assignments sorted by expert
+  int32_t* tiles;   // [moe_grouped_tc_max_tiles(A, E, 4), 4] {expert, first slot, count, 0}
+  int32_t* ntiles;  // [1]
+  float* z;         // [A, I] SwiGLU outputs
+  float* y;         // [A, H] expert outputs with their bias
+};
+bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, int E);
+int moe_grouped_tc_max_tiles(int A, int E, int tile_tokens);
+cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_rowmax, const WView& down,
+                                  const uint8_t* down_rowmax, const float* h, const int32_t* idx, const float* wts,
+                                  int T, int k, int E, const float* gate_up_bias, const float* down_bias, float limit,
+                                  const MoeGroupedScratch& scratch, float* x, cudaStream_t s);
 // ---- moe.cu, prefill (grouped per expert): rows[n] gathered from h as bf16 hi/lo pairs ([2n, H]); gu [n, 2I] -> z
 // bf16 hi/lo [2n, I] (+bias of e);
 // y [n, H] + bias of e scattered to ybuf[slot[i]]; x[t] += sum_j wts[t, j] ybuf[t*k + j].

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/mxfp4_mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -30,35 +31,6 @@ constexpr int kTcWarps = 4;  // warps per block, 16 rows each
 // 4-block steps fetched per batch (256 bytes of a row). Bigger batches measured slower (bench/cuda_notes.md,
 // round 6).
 constexpr int kSteps = 4;
-
-// 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
-// placed at bits 15 / 11..9 of an f16 (subnormal for e = 0), as fp4x8_scaled in moe_decode.cu.
-__device__ __forceinline__ void fp4x8_half2(uint32_t w, uint32_t (&h)[4]) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const uint32_t t = w >> (4 * k);
-    h[k] = ((t & 0x00070007u) << 9) | ((t & 0x00080008u) << 12);
-  }
-}
-
-// f16x2 (f, f) with f = 2^(s - smax + 14): turns code * 2^-14 into code * 2^(s - smax); 0 below f16 range.
-__device__ __forceinline__ uint32_t block_factor(uint32_t s, uint32_t smax) {
-  const int e = int(s) - int(smax) + 29;  // f16 exponent field of 2^(s - smax + 14); s <= smax
-  const uint32_t h = e > 0 ? uint32_t(e) << 10 : 0u;
-  return h | (h << 16);
-}
-
-__device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
-  __half2 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __half2 r = __hmul2(x, y);
-  uint32_t out;
-  memcpy(&out, &r, 4);
-  return out;
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
 
 // The router's top-k of one token from its E <= 32 logits, by every warp that needs it (no barrier): each
 // lane ranks its logit among all (larger first, the lower index first on ties, as warp_topk_softmax orders

@@ -1,0 +1,270 @@
+// The MoE of a step of many rows (T > kDecodeMaxT: batched decode, prefill chunks) with MXFP4 experts, on the
+// tensor cores and without leaving the device:
+//   1. moe_route (one block): the step's A = T * k assignments (a = t * k + j: token t's j-th expert idx[a])
+//      sorted by expert, stable (a increasing within an expert), and each expert's run cut into tiles of up to
+//      kTileTokens assignments: tile = {expert, first slot, count}; the tile count in ntiles.
+//   2. moe_grouped: block (64-row slice, tile) multiplies 64 rows of the tile's expert with the tile's inputs:
+//      each weight is decoded once for up to kTileTokens assignments (the decode kernel decodes it once per
+//      assignment). gate_up: input h[a / k], output z[a, I] = SwiGLU(gate + bias, up + bias);
+//      down: input z[a], output y[a, H] = product + bias.
+//   3. launch_moe_combine: x[t] += sum_j wts[t, j] * y[t * k + j], in a fixed order (results do not depend on
+//      which block finishes first).
+// Grids are sized for the most tiles A can make (A / kTileTokens + E); blocks past ntiles return at once, so
+// the step needs no host sync (and can be captured in a graph).
+//
+// The product is moe_decode_tc.cu's (mxfp4_mma.cuh: E2M1 to f16 scaled by the block's scale relative to the
+// row's largest, inputs as f16 hi + lo pairs, f32 accumulation): 8 mma columns per n-tile hold 4 inputs as
+// (hi, lo) pairs, column g = 2 * input + (0: hi, 1: lo); the C fragment's columns (2q, 2q + 1) are then
+// input q's hi and lo, so lane (g, q) ends with input q's sums for rows g and g + 8 of its warp's 16.
+// kNTiles n-tiles make a tile of 4 * kNTiles inputs.
+//
+// Shared memory: the inputs in mma B-operand order, [word wi 4][p 2][n-tile][block nb][column 8] uint2 (b0, b1):
+// lane (g, q) of a warp reads column g of its own block b (= b0 + 4s + q), so the 32 lanes read 256
+// contiguous bytes. cols = 2880: 46 KB per n-tile.
+#include <cuda_fp16.h>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
+#include "backend/cuda/mxfp4_mma.cuh"
+
+namespace gptoss::cuda {
+
+namespace {
+
+constexpr int kGWarps = 4;   // warps per block, 16 rows each
+constexpr int kGSteps = 4;   // 4-block steps fetched per batch (256 bytes of a row), as the decode kernel
+constexpr int kRouteThreads = 1024;
+// Largest staging of a block (2 n-tiles of cols <= 3072, 1 of cols <= 6144); above 48 KB it needs the opt-in
+// attribute.
+constexpr size_t kGroupedMaxSmem = 96 * 1024;
+
+// [wi 4][p 2][n-tile][block cols / 32][column 8] uint2
+size_t grouped_smem(int64_t cols, int ntiles) { return size_t(cols / 32) * 8 * size_t(ntiles) * 8 * sizeof(uint2); }
+
+// One block. idx [A] in shared memory (A * 4 bytes, checked by the launcher); E <= kRouteThreads.
+__global__ void __launch_bounds__(kRouteThreads)
+    moe_route(const int32_t* __restrict__ idx, int A, int E, int tile_tokens, int32_t* __restrict__ slots,
+              int4* __restrict__ tiles, int32_t* __restrict__ ntiles) {
+  extern __shared__ int32_t sidx[];  // [A]
+  __shared__ int32_t count[kRouteThreads], start[kRouteThreads], tstart[kRouteThreads];
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp, nwarps = blockDim.x / kWarp;
+  for (int e = tid; e < E; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  for (int a = tid; a < A; a += blockDim.x) {
+    const int e = idx[a];
+    sidx[a] = e;
+    if (e >= 0 && e < E) atomicAdd(&count[e], 1);  // out-of-range experts (never from the router) are dropped
+  }
+  __syncthreads();
+  if (tid == 0) {
+    int s = 0, ts = 0;
+    for (int e = 0; e < E; ++e) {
+      start[e] = s, tstart[e] = ts;
+      s += count[e];
+      ts += (count[e] + tile_tokens - 1) / tile_tokens;
+    }
+    *ntiles = ts;
+  }
+  __syncthreads();
+  // Stable placement: a warp per expert walks the assignments 32 at a time; a lane's place is the matches
+  // before it (lower a) in earlier chunks and in its own chunk.
+  for (int e = warp; e < E; e += nwarps) {
+    int placed = start[e];
+    for (int a0 = 0; a0 < A; a0 += kWarp) {
+      const int a = a0 + lane;
+      const bool hit = a < A && sidx[a] == e;
+      const unsigned m = __ballot_sync(0xffffffffu, hit);
+      if (hit) slots[placed + __popc(m & ((1u << lane) - 1u))] = a;
+      placed += __popc(m);
+    }
+  }
+  for (int e = tid; e < E; e += blockDim.x)
+    for (int j = 0, f = 0; f < count[e]; ++j, f += tile_tokens)
+      tiles[tstart[e] + j] = make_int4(e, start[e] + f, min(tile_tokens, count[e] - f), 0);
+}
+
+// W: the expert stack [E][R, cols] (MXFP4, row-major); rowmax [E, R]. kDown false (gate_up): rows (2i, 2i + 1)
+// are (gate_i, up_i), input row of assignment a = in[a / k], out = z [A, R / 2]; kDown true: input in[a],
+// out = y [A, R]. bias [E, R].
+template <int kNTiles, bool kDown>
+__global__ void __launch_bounds__(kGWarps * kWarp)
+    f16mma_mxfp4w_moe_grouped(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ in, int k,
+                              const int32_t* __restrict__ slots, const int4* __restrict__ tiles,
+                              const int32_t* __restrict__ ntiles, const float* __restrict__ bias, float limit,
+                              float* __restrict__ out) {
+  constexpr int kTok = 4 * kNTiles;
+  extern __shared__ uint2 xs[];  // [wi 4][p 2][n-tile][block nb][column 8]
+  const int tile = blockIdx.y;
+  if (tile >= *ntiles) return;
+  const int4 td = tiles[tile];  // {expert, first slot, count}
+  const int e = td.x, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
+  const int cols = int(w.cols), nb = cols / 32;
+  const int64_t R = w.rows;
+  const int64_t r0 = (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16;
+  const int64_t ra = r0 + g, rb = r0 + g + 8;
+  const bool va = ra < R, vb = rb < R;
+  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
+  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
+  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
+  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
+  uint4 wa[kGSteps], wb[kGSteps];
+  uint32_t ca[kGSteps], cb[kGSteps];
+  auto fetch = [&](int b0) {
+#pragma unroll
+    for (int s = 0; s < kGSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const bool inb = b < nb;
+      wa[s] = inb && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
+      wb[s] = inb && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
+      ca[s] = inb && va ? __ldg(sa + b) : 0u;
+      cb[s] = inb && vb ? __ldg(sb + b) : 0u;
+    }
+  };
+  fetch(0);  // the first weights in flight while the inputs are staged
+  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
+  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
+
+  // Stage the tile's inputs: item i = (input u, block b, word wi, p) packs values (2p, 2p+4 | 2p+1, 2p+5) of
+  // word wi as (hi, lo) f16 pairs into columns 2u and 2u + 1 of n-tile u / 4; inputs past the tile's count
+  // are zeros. kStage items' loads are issued before any is packed: one L2 round trip per kStage items
+  // instead of one per item.
+  constexpr int kStage = 8;
+  const int count = td.z, items = kTok * nb * 8;
+  for (int i0 = threadIdx.x; i0 < items; i0 += kStage * blockDim.x) {
+    float2 v01[kStage], v45[kStage];
+#pragma unroll
+    for (int j = 0; j < kStage; ++j) {
+      const int i = i0 + j * blockDim.x, u = i / (nb * 8), rem = i % (nb * 8);
+      v01[j] = v45[j] = make_float2(0.0f, 0.0f);
+      if (i < items && u < count) {
+        const int a = slots[td.y + u];
+        const float* xp = in + int64_t(kDown ? a : a / k) * cols + 32 * (rem / 8) + 8 * ((rem / 2) % 4) + 2 * (rem % 2);
+        v01[j] = __ldg(reinterpret_cast<const float2*>(xp));
+        v45[j] = __ldg(reinterpret_cast<const float2*>(xp + 4));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kStage; ++j) {
+      const int i = i0 + j * blockDim.x, u = i / (nb * 8), rem = i % (nb * 8);
+      if (i >= items) break;
+      const int b = rem / 8, wi = (rem / 2) % 4, p = rem % 2;
+      uint2 hi, lo;
+      pack_hilo_f16(v01[j].x, v45[j].x, hi.x, lo.x);
+      pack_hilo_f16(v01[j].y, v45[j].y, hi.y, lo.y);
+      uint2* dst = xs + ((((wi * 2 + p) * kNTiles + u / 4) * nb + b) * 8 + 2 * (u % 4));
+      dst[0] = hi;
+      dst[1] = lo;
+    }
+  }
+  __syncthreads();
+
+  float c[kNTiles][2][4] = {};
+  for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
+    if (b0 > 0) fetch(b0);
+#pragma unroll
+    for (int s = 0; s < kGSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
+      const bool inb = b < nb;
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        uint32_t ha[4], hb[4];
+        fp4x8_half2(word_of(wa[s], wi), ha);
+        fp4x8_half2(word_of(wb[s], wi), hb);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                                 hmul2_bits(hb[2 * p + 1], fb)};
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+            const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
+            mma_f16(c[nt][p], A, xv.x, xv.y);
+          }
+        }
+      }
+    }
+  }
+
+  // Lane (g, q) holds input nt * 4 + q's sums of rows ra (c0 hi, c1 lo) and rb (c2, c3) of each n-tile.
+  const float* bb = bias + int64_t(e) * R;
+  const float sa_f = e8m0_to_f32(ma), sb_f = e8m0_to_f32(mb);
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt) {
+    const int u = nt * 4 + q;
+    const float ya = (c[nt][0][0] + c[nt][1][0] + c[nt][0][1] + c[nt][1][1]) * sa_f;
+    const float yb = (c[nt][0][2] + c[nt][1][2] + c[nt][0][3] + c[nt][1][3]) * sb_f;
+    if constexpr (kDown) {
+      if (u < count) {
+        const int a = slots[td.y + u];
+        if (va) out[int64_t(a) * R + ra] = ya + __ldg(bb + ra);
+        if (vb) out[int64_t(a) * R + rb] = yb + __ldg(bb + rb);
+      }
+    } else {
+      // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, q) is in lane (g + 1, q) = lane + 4.
+      const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
+      if (u < count && (g & 1) == 0) {
+        const int a = slots[td.y + u];
+        const int64_t I = R / 2;
+        if (va && ra + 1 < R) out[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + __ldg(bb + ra), ua + __ldg(bb + ra + 1), limit);
+        if (vb && rb + 1 < R) out[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + __ldg(bb + rb), ub + __ldg(bb + rb + 1), limit);
+      }
+    }
+  }
+}
+
+template <int kNTiles, bool kDown>
+cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* in, int k, const int32_t* slots,
+                           const int4* tiles, const int32_t* ntiles, int max_tiles, const float* bias, float limit,
+                           float* out, cudaStream_t s) {
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      f16mma_mxfp4w_moe_grouped<kNTiles, kDown>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kGroupedMaxSmem));
+  if (attr != cudaSuccess) return attr;
+  const int rows_per_block = kGWarps * 16;
+  const dim3 grid{unsigned((w.rows + rows_per_block - 1) / rows_per_block), unsigned(max_tiles)};
+  f16mma_mxfp4w_moe_grouped<kNTiles, kDown><<<grid, kGWarps * kWarp, grouped_smem(w.cols, kNTiles), s>>>(
+      w, rowmax, in, k, slots, tiles, ntiles, bias, limit, out);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, int E) {
+  const int64_t H = gate_up.cols, I = down.cols;
+  return H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H && E <= kRouteThreads &&
+         size_t(A) * sizeof(int32_t) <= 32 * 1024 && grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
+}
+
+// sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
+int moe_grouped_tc_max_tiles(int A, int E, int tile_tokens) { return (A + tile_tokens - 1) / tile_tokens + E; }
+
+cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_rowmax, const WView& down,
+                                  const uint8_t* down_rowmax, const float* h, const int32_t* idx, const float* wts,
+                                  int T, int k, int E, const float* gate_up_bias, const float* down_bias, float limit,
+                                  const MoeGroupedScratch& sc, float* x, cudaStream_t s) {
+  const int A = T * k;
+  // Two n-tiles (8 inputs a tile: each weight decoded once per 8) once the experts average 8 assignments;
+  // below that a tile of 4 wastes fewer columns.
+  const int nt = A >= 8 * E && grouped_smem(std::max(gate_up.cols, down.cols), 2) <= kGroupedMaxSmem ? 2 : 1;
+  const int tile_tokens = 4 * nt;
+  const int max_tiles = moe_grouped_tc_max_tiles(A, E, tile_tokens);
+  const int4* tiles = reinterpret_cast<const int4*>(sc.tiles);
+  moe_route<<<1, kRouteThreads, size_t(A) * sizeof(int32_t), s>>>(idx, A, E, tile_tokens, sc.slots,
+                                                                   reinterpret_cast<int4*>(sc.tiles), sc.ntiles);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  err = nt == 2 ? launch_grouped<2, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles, max_tiles,
+                                           gate_up_bias, limit, sc.z, s)
+                : launch_grouped<1, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles, max_tiles,
+                                           gate_up_bias, limit, sc.z, s);
+  if (err != cudaSuccess) return err;
+  err = nt == 2 ? launch_grouped<2, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles, max_tiles,
+                                          down_bias, 0.0f, sc.y, s)
+                : launch_grouped<1, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles, max_tiles,
+                                          down_bias, 0.0f, sc.y, s);
+  if (err != cudaSuccess) return err;
+  launch_moe_combine(sc.y, wts, T, k, int(down.rows), x, s);
+  return cudaGetLastError();
+}
+
+}  // namespace gptoss::cuda

@@ -1,0 +1,43 @@
+// MXFP4 weights as f16 mma operands, shared by the decode (moe_decode_tc.cu) and grouped (moe_grouped_tc.cu)
+// tensor-core MoE kernels. A weight is code * 2^(s - 127) with s its 32-value block's scale byte; one mma sums
+// over 4 blocks of a row, so each block is scaled relative to its row's largest scale smax
+// (launch_mxfp4_row_max): w' = code * 2^(s - smax), exact in f16 for smax - s <= 23 (smaller blocks weigh
+// < 2^-23 of the row's largest and are flushed); the row's sum is multiplied by 2^(smax - 127) in f32.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace gptoss::cuda {
+
+// 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
+// placed at bits 15 / 11..9 of an f16 (subnormal for e = 0), as fp4x8_scaled in moe_decode.cu.
+__device__ __forceinline__ void fp4x8_half2(uint32_t w, uint32_t (&h)[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t t = w >> (4 * k);
+    h[k] = ((t & 0x00070007u) << 9) | ((t & 0x00080008u) << 12);
+  }
+}
+
+// f16x2 (f, f) with f = 2^(s - smax + 14): turns code * 2^-14 into code * 2^(s - smax); 0 below f16 range.
+__device__ __forceinline__ uint32_t block_factor(uint32_t s, uint32_t smax) {
+  const int e = int(s) - int(smax) + 29;  // f16 exponent field of 2^(s - smax + 14); s <= smax
+  const uint32_t h = e > 0 ? uint32_t(e) << 10 : 0u;
+  return h | (h << 16);
+}
+
+__device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
+  __half2 x, y;
+  memcpy(&x, &a, 4);
+  memcpy(&y, &b, 4);
+  const __half2 r = __hmul2(x, y);
+  uint32_t out;
+  memcpy(&out, &r, 4);
+  return out;
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
+
+}  // namespace gptoss::cuda
