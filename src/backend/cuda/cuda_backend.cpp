@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "backend/cuda/backend_impl.h"
@@ -114,12 +115,13 @@ Status CudaBackend::plan_batch_attention() {
   std::vector<const KvCache*> caches;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     const StepSeq& sq = seqs_[i];
-    if (sq.n != 1 || !sq.kv || !static_cast<const CudaKvCache&>(*sq.kv).bf16) continue;
+    const auto* kv = static_cast<const CudaKvCache*>(sq.kv);
+    if (sq.n != 1 || !kv || !kv->bf16 || kv->k.size() != size_t(L)) continue;
     batched_[i] = 1;
     caches.push_back(sq.kv);
   }
   const int n = int(caches.size());
-  std::sort(caches.begin(), caches.end());
+  std::sort(caches.begin(), caches.end(), std::less<const KvCache*>());
   // The kernel appends each sequence's key as it attends: two rows of one cache would not see each other's.
   if (n < 2 || n > 65535 || std::adjacent_find(caches.begin(), caches.end()) != caches.end()) return {};
   GPTOSS_TRY(h_batch_.reserve(size_t(L) * size_t(n)));
