@@ -538,6 +538,84 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttention,
                                            AttnCase{64, 8, 64, 0, KvPrecision::BF16, 4096},
                                            AttnCase{4, 1, 16, 0, KvPrecision::BF16, 131072}));
 
+// A step of many sequences, each with its own cache (backend.h's Step): most decode one token (on a bf16 cache
+// the CUDA backend attends to all of them in one launch), some run chunks (2..8 rows: the decode kernel apart;
+// more: the prefill kernel), one has an f32 cache; caches of different sizes (different split counts in one
+// launch), positions past the window. Every row against the CPU backend over several steps.
+class CudaAttentionSteps : public ::testing::TestWithParam<AttnCase> {};
+TEST_P(CudaAttentionSteps, ManySequencesMatchCpu) {
+  REQUIRE_CUDA();
+  const AttnCase p = GetParam();
+  ModelConfig c = small_config(64, p.nh, p.nkv, p.d, 4, 2, 64, p.window > 0 ? p.window : 8);
+  c.max_position_embeddings = 4096;
+  Pair b(c);
+  ASSERT_TRUE(b.gpu);
+  constexpr int kSeqs = 12, kMaxBatch = 40;
+  const int layer = p.window > 0 ? 0 : 1;  // the window small_config gives that layer
+  std::vector<std::unique_ptr<KvCache>> kc, kg;
+  std::vector<bool> f32;
+  for (int i = 0; i < kSeqs; ++i) {
+    // Full layers: 4096 positions (8 decode splits of 512 keys), 1100 (3), 300 (1).
+    const int ctx = i % 3 == 0 ? 4096 : i % 3 == 1 ? 1100 : 300;
+    f32.push_back(i == 5);
+    const KvCacheOptions ko{ctx, kMaxBatch, f32.back() ? KvPrecision::F32 : KvPrecision::BF16};
+    auto a = b.cpu->create_kv_cache(c, ko);
+    auto g = b.gpu->create_kv_cache(c, ko);
+    ASSERT_TRUE(a.ok() && g.ok());
+    kc.push_back(std::move(*a));
+    kg.push_back(std::move(*g));
+  }
+  auto sinks = b.randn(size_t(p.nh));
+  float* dsinks = b.dev_f(sinks);
+  const size_t qd = size_t(p.nh * p.d), kd = size_t(p.nkv * p.d);
+  std::vector<int> pos(kSeqs, 0);
+  // Prompts of 1..kMaxBatch rows in turns until each sequence has its own length (up to 230: past the
+  // windows), then decode steps where a few sequences still run chunks.
+  std::vector<int> prompt(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) prompt[size_t(i)] = 1 + (i * 83) % 230;
+  for (int step = 0; step < 14; ++step) {
+    std::vector<StepSeq> cs, gs;
+    int T = 0;
+    for (int i = 0; i < kSeqs; ++i) {
+      const int left = prompt[size_t(i)] - pos[size_t(i)];
+      int n = left > 0 ? std::min(left, kMaxBatch) : 1;
+      if (step >= 8 && i % 4 == 1) n = 2 + (step + i) % 14;  // chunks beside the decode rows: 2..15 rows
+      if (step == 10 && i == 7) continue;                     // sits a step out
+      cs.push_back(StepSeq{kc[size_t(i)].get(), T, n, pos[size_t(i)]});
+      gs.push_back(StepSeq{kg[size_t(i)].get(), T, n, pos[size_t(i)]});
+      T += n;
+    }
+    std::vector<int32_t> toks(size_t(T), 1);
+    const int32_t last = T - 1;
+    ASSERT_TRUE(b.cpu->begin_step(Step{toks, cs, std::span<const int32_t>(&last, 1), 0}).ok());
+    ASSERT_TRUE(b.gpu->begin_step(Step{toks, gs, std::span<const int32_t>(&last, 1), 0}).ok());
+    auto q = b.randn(size_t(T) * qd), k = b.randn(size_t(T) * kd), v = b.randn(size_t(T) * kd);
+    std::vector<float> out(size_t(T) * qd);
+    float* q0 = b.dev_f(q);
+    float* k0 = b.dev_f(k);
+    float* dv = b.dev_f(v);
+    float* dout = *b.gpu->alloc(size_t(T) * qd);
+    b.cpu->attention(layer, q.data(), k.data(), v.data(), sinks.data(), p.window, out.data());
+    b.gpu->attention(layer, q0, k0, dv, dsinks, p.window, dout);
+    const std::vector<float> got = b.get(dout, out.size());
+    int e = 0;
+    for (int i = 0; i < kSeqs; ++i) {
+      if (step == 10 && i == 7) continue;
+      const StepSeq& sq = cs[size_t(e++)];
+      const size_t o = size_t(sq.row0) * qd, n = size_t(sq.n) * qd;
+      EXPECT_LE(rel_err(got.data() + o, out.data() + o, n), f32[size_t(i)] ? 1e-4 : 1e-2)
+          << "step " << step << ", sequence " << i << ": " << sq.n << " rows at position " << sq.pos0;
+      pos[size_t(i)] += sq.n;
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttentionSteps,
+                         ::testing::Values(AttnCase{64, 8, 64, 128, KvPrecision::BF16},
+                                           AttnCase{64, 8, 64, 0, KvPrecision::BF16},
+                                           AttnCase{4, 1, 16, 16, KvPrecision::BF16},
+                                           AttnCase{8, 2, 32, 8, KvPrecision::BF16},
+                                           AttnCase{6, 6, 128, 0, KvPrecision::BF16}));
+
 struct MoeCase {
   WeightType type;
   bool transposed;

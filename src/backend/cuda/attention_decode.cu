@@ -6,6 +6,11 @@
 // block whose split ends at the token's position stores in the cache and patches into its last tile (no
 // other block reads that slot). Both fusions remove a launch that was all latency: the RoPE/append kernel
 // and the merge kernel (bench/cuda_notes.md, round 6).
+// Batched (launch_attention_decode_batch): one token of each of many sequences in one launch, block z being
+// sequence b, which reads its cache, capacity, step row and split count from its DecodeSeq entry; each
+// sequence's blocks then do what its one-token launch alone does (grid x is the largest split count; blocks
+// past the sequence's own count leave at once). A step of many decoding sequences launches once per layer
+// instead of once per sequence.
 //
 // Block = (key split, kv head g, token t), kWarps warps. The G <= 8 query heads of g are the rows of one
 // m16n8k16 tile (rows G..15 are zero), so one K/V tile read serves all of them. Each warp walks its own
@@ -42,15 +47,31 @@ constexpr size_t decode_smem_bytes() {
 // Floats of shared memory the in-kernel merge needs: the split weights [G][nsplit] and each head's denominator.
 __host__ __device__ constexpr int merge_floats(int G, int nsplit) { return G * nsplit + kMaxGroupDecode; }
 
-template <int D, int kKeys, int kStages, bool kRope>
+// kBatch: batch [gridDim.z] gives each block z its sequence (kc, vc, cap, nsplit and the row t are its
+// entry's); part's rows are then [gridDim.z, nh, gridDim.x, D + 2] (b, head, split) and the tickets [gridDim.z,
+// nkv]. Without it, b = t and part's split stride is nsplit, as ever.
+template <int D, int kKeys, int kStages, bool kRope, bool kBatch>
 __global__ void __launch_bounds__(kWarps * kWarp)
     attention_decode_mma(const float* __restrict__ q, __nv_bfloat16* __restrict__ kc, __nv_bfloat16* __restrict__ vc,
                          const int32_t* __restrict__ pos, int cap, int window,
                          int nh, int nkv, int nsplit, float* __restrict__ part, const float* __restrict__ sinks,
-                         float* __restrict__ out, DecodeFusion fuse) {
+                         float* __restrict__ out, DecodeFusion fuse, const DecodeSeq* __restrict__ batch) {
   constexpr int RS = D + kPad;
   extern __shared__ __align__(16) __nv_bfloat16 sm[];
-  const int sp = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int sp = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  // t: the token's row of q, pos, out, fuse.k and fuse.v; b: its row of part and of the tickets; ps: part's
+  // stride in splits.
+  int t = blockIdx.z, ps = nsplit;
+  if constexpr (kBatch) {
+    const DecodeSeq e = batch[b];
+    if (sp >= e.nsplit) return;  // the whole block: a split this sequence alone would not have
+    t = e.row;
+    kc = static_cast<__nv_bfloat16*>(e.k);
+    vc = static_cast<__nv_bfloat16*>(e.v);
+    cap = e.cap;
+    ps = int(gridDim.x);
+    nsplit = e.nsplit;
+  }
   const int G = nh / nkv, warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int r = lane / 4, c2 = (lane % 4) * 2;
   __nv_bfloat16* wbuf = sm + size_t(warp) * kStages * 2 * kKeys * RS;  // [stage][K, V][kKeys][RS]
@@ -119,8 +140,10 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     for (int i = 0; i < kPairs; ++i) {
       const int j = lane + kWarp * i;
       if (j >= D / 2) break;
-      const float* kr = fuse.k + int64_t(g) * D;
-      const float* vr = fuse.v + int64_t(g) * D;
+      // Batched: row t of the step's [T, nkv, D] k and v; alone, T == 1.
+      const int64_t kv_off = (kBatch ? int64_t(t) * nkv + g : int64_t(g)) * D;
+      const float* kr = fuse.k + kv_off;
+      const float* vr = fuse.v + kv_off;
       const float2 rk = rope_pair(kr[j], kr[j + D / 2], p, fuse.inv_freq[j], fuse.mscale);
       nk[i][0] = __float2bfloat16(rk.x), nk[i][1] = __float2bfloat16(rk.y);
       nv[i][0] = __float2bfloat16(vr[j]), nv[i][1] = __float2bfloat16(vr[j + D / 2]);
@@ -252,23 +275,23 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   }
   for (int i = threadIdx.x; i < G * (D + 2); i += blockDim.x) {
     const int h = i / (D + 2), e = i % (D + 2);
-    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = parts.record(h, e, D);
+    part[((int64_t(b) * nh + g * G + h) * ps + sp) * (D + 2) + e] = parts.record(h, e, D);
   }
   // Publish this split, take a ticket; the last of the nsplit blocks of (t, g) sees every split and merges
   // them with the sink (attention_merge.cuh), as f32_attention_merge does, a warp per head.
   __shared__ bool last;
   __threadfence();
   __syncthreads();
-  unsigned* ticket = fuse.tickets + int64_t(t) * nkv + g;
+  unsigned* ticket = fuse.tickets + int64_t(b) * nkv + g;
   if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == unsigned(nsplit - 1);
   __syncthreads();  // also: every thread is done with o_s, whose memory the merge reuses
   if (!last) return;
   __threadfence();
   float* f_s = fs;                             // [G][nsplit] split weights
   float* den_s = fs + G * nsplit;              // [G]
-  const float* pt = part + (int64_t(t) * nh + g * G) * nsplit * (D + 2);
+  const float* pt = part + (int64_t(b) * nh + g * G) * ps * (D + 2);
   for (int h = warp; h < G; h += kWarps) {
-    const float* ph = pt + int64_t(h) * nsplit * (D + 2);
+    const float* ph = pt + int64_t(h) * ps * (D + 2);
     const float sink = sink_s[h];
     float mx = -FLT_MAX;
     for (int s2 = lane; s2 < nsplit; s2 += kWarp)
@@ -287,7 +310,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int h = i / D, e = i % D;
-    const float* ph = pt + int64_t(h) * nsplit * (D + 2) + e;
+    const float* ph = pt + int64_t(h) * ps * (D + 2) + e;
     float a = 0.0f;
     for (int s2 = 0; s2 < nsplit; ++s2) a += f_s[h * nsplit + s2] * __ldcg(ph + s2 * (D + 2));
     out[(int64_t(t) * nh + g * G + h) * D + e] = a / den_s[h];
@@ -295,22 +318,24 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   if (threadIdx.x == 0) *ticket = 0u;  // ready for the next launch (graph replays included)
 }
 
-template <int D, int kKeys, int kStages, bool kRope>
+// T: the tokens (alone) or the sequences (batch, one token each): grid z.
+template <int D, int kKeys, int kStages, bool kRope, bool kBatch>
 cudaError_t launch_dk(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
                       const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
-                      const DecodeFusion& fuse, cudaStream_t s) {
+                      const DecodeFusion& fuse, const DecodeSeq* batch, cudaStream_t s) {
   constexpr size_t smem = decode_smem_bytes<D, kKeys, kStages>();
   static_assert(smem >= (2 * kWarps * 8 + kWarps * 8 * D) * sizeof(float), "the warps' combine reuses the staging");
   static_assert(smem <= 227 * 1024, "the staging exceeds a block's largest dynamic shared memory");
-  static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kStages, kRope>,
+  static const cudaError_t attr = cudaFuncSetAttribute(attention_decode_mma<D, kKeys, kStages, kRope, kBatch>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (attr != cudaSuccess) return attr;
-  if (nsplit > 1 && (!fuse.tickets || size_t(merge_floats(nh / nkv, nsplit)) * sizeof(float) > smem))
+  // Batched: any sequence may split (nsplit is the largest), so the tickets are always needed.
+  if ((nsplit > 1 || kBatch) && (!fuse.tickets || size_t(merge_floats(nh / nkv, nsplit)) * sizeof(float) > smem))
     return cudaErrorInvalidValue;
-  attention_decode_mma<D, kKeys, kStages, kRope>
+  attention_decode_mma<D, kKeys, kStages, kRope, kBatch>
       <<<dim3{unsigned(nsplit), unsigned(nkv), unsigned(T)}, kWarps * kWarp, smem, s>>>(
           q, static_cast<__nv_bfloat16*>(kc), static_cast<__nv_bfloat16*>(vc), pos, cap, window, nh, nkv, nsplit,
-          part, sinks, out, fuse);
+          part, sinks, out, fuse, batch);
   return cudaSuccess;
 }
 
@@ -320,15 +345,19 @@ constexpr int kKeysPerTile = 16;
 // Two stages (one tile in flight ahead of the one in use): 4 stages measured slower (bench/cuda_notes.md,
 // round 6).
 constexpr int kStages = 2;
+// batch: the batched kernel (RoPE in the kernel, fuse.k set), T sequences.
 template <int D>
 cudaError_t launch_d(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
                      const float* sinks, int T, int nh, int nkv, int nsplit, float* part, float* out,
-                     const DecodeFusion& fuse, cudaStream_t s) {
+                     const DecodeFusion& fuse, cudaStream_t s, const DecodeSeq* batch = nullptr) {
+  if (batch)
+    return launch_dk<D, kKeysPerTile, kStages, true, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit,
+                                                           part, out, fuse, batch, s);
   if (fuse.k)
-    return launch_dk<D, kKeysPerTile, kStages, true>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
-                                                     fuse, s);
-  return launch_dk<D, kKeysPerTile, kStages, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out,
-                                                    fuse, s);
+    return launch_dk<D, kKeysPerTile, kStages, true, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit,
+                                                            part, out, fuse, nullptr, s);
+  return launch_dk<D, kKeysPerTile, kStages, false, false>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit,
+                                                           part, out, fuse, nullptr, s);
 }
 
 }  // namespace
@@ -356,6 +385,23 @@ cudaError_t launch_attention_decode(const float* q, void* kc, void* vc, const in
     case 32: return launch_d<32>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
     case 64: return launch_d<64>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
     default: return launch_d<128>(q, kc, vc, pos, cap, window, sinks, T, nh, nkv, nsplit, part, out, fuse, s);
+  }
+}
+
+cudaError_t launch_attention_decode_batch(const float* q, const DecodeSeq* seqs, int nseq, const int32_t* pos,
+                                          int window, const float* sinks, int nh, int nkv, int d, int nsplit,
+                                          float* part, float* out, const DecodeFusion& fuse, cudaStream_t s) {
+  // Grid (nsplit, nkv, nseq): z is limited to 65535.
+  if (!seqs || !fuse.k || !fuse.v || nseq < 1 || nseq > 65535 || nsplit < 1) return cudaErrorInvalidValue;
+  switch (d) {
+    case 16: return launch_d<16>(q, nullptr, nullptr, pos, 0, window, sinks, nseq, nh, nkv, nsplit, part, out, fuse, s,
+                                 seqs);
+    case 32: return launch_d<32>(q, nullptr, nullptr, pos, 0, window, sinks, nseq, nh, nkv, nsplit, part, out, fuse, s,
+                                 seqs);
+    case 64: return launch_d<64>(q, nullptr, nullptr, pos, 0, window, sinks, nseq, nh, nkv, nsplit, part, out, fuse, s,
+                                 seqs);
+    default: return launch_d<128>(q, nullptr, nullptr, pos, 0, window, sinks, nseq, nh, nkv, nsplit, part, out, fuse,
+                                  s, seqs);
   }
 }
 

@@ -123,6 +123,9 @@ class CudaBackend final : public Backend {
   Status ensure_step_scratch(int T);
   void attention_seq(const CudaKvCache& kv, int row0, int n, int layer, float* q, float* k, const float* v,
                      const float* sinks, int window, float* out);
+  Status plan_batch_attention();
+  void attention_batch(int layer, const float* q, const float* k, const float* v, const float* sinks, int window,
+                       float* out);
   // s grown to n elements (an error in sticky_ when it cannot be); its pointer, or the old one after an error.
   template <typename Ty>
   Ty* grow(DeviceScratch<Ty>& s, size_t n);
@@ -195,8 +198,18 @@ class CudaBackend final : public Backend {
   PinnedBuffer<int32_t> h_draws_;
   const float* d_inv_freq_ = nullptr;  // [d/2] RoPE frequencies
 
+  // The step's batched decode attention (plan_batch_attention, attention_batch): its one-token sequences with a
+  // bf16 cache, when there are two or more, attend in one launch per layer; the others launch apart.
+  int batch_n_ = 0;                   // sequences in the batched launch (0: none this step)
+  std::vector<char> batched_;         // [seqs_] whether the sequence is one of them
+  std::vector<int> batch_window_;     // [layers] the window the table's split counts assume (the model's)
+  std::vector<int> batch_nsplit_;     // [layers] the largest split count of the layer's sequences (grid x)
+  PinnedBuffer<cuda::DecodeSeq> h_batch_;                             // [layers, batch_n_]
+  DeviceScratch<cuda::DecodeSeq> d_batch_{"batched attention table"};  // its device copy
+  DeviceScratch<unsigned> batch_tickets_{"batched attention tickets"};  // [batch_n_, nkv], 0 between launches
+
   // Scratch of the decode step (grown in begin_step, never during graph capture); [T, ...] each.
-  DeviceScratch<float> attn_partials_{"attention scratch"};  // [T, nh, splits, d + 2] split results
+  DeviceScratch<float> attn_partials_{"attention scratch"};  // [T or batch_n_, nh, splits, d + 2] split results
   DeviceScratch<float> router_logits_{"router logits"};      // [T, E]
   DeviceScratch<int32_t> moe_idx_{"moe indices"};            // [T, k] picked experts
   DeviceScratch<float> moe_wts_{"moe weights"};              // [T, k] their softmax weights

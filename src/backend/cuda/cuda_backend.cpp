@@ -5,11 +5,13 @@
 // significant bits) with experts grouped per expert.
 // A one-token step of one sequence can be recorded once as a CUDA graph and replayed (record_step_begin /
 // record_step_end / replay_step): every kernel reads the token ids and positions from device memory written by
-// begin_step. Steps over several sequences run the attention once per sequence (each has its own cache).
+// begin_step. In steps over several sequences each sequence attends to its own cache: the one-token
+// sequences with a bf16 cache in one launch per layer (attention_batch), the others one launch per sequence.
 // The class is declared in backend_impl.h; its memory and upload are in cuda_memory.cpp.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "backend/cuda/backend_impl.h"
@@ -53,8 +55,9 @@ Status CudaBackend::ensure_step_scratch(int T) {
   const size_t t = size_t(T), k = size_t(c_.num_experts_per_tok);
   GPTOSS_TRY(h_step_.reserve(3 * t));
   grow(d_step_, 3 * t);
-  // Split partials of the largest attention launch: a step's sequences launch apart, with n <= T rows each, the
-  // split kernel with attention_splits(n) splits, the tensor-core decode kernel (n <= kDecodeMaxT) with <= 32.
+  // Split partials of the largest attention launch of one sequence: n <= T rows, the split kernel with
+  // attention_splits(n) splits, the tensor-core decode kernel (n <= kDecodeMaxT) with <= 32. The batched launch
+  // of many sequences grows them further itself (plan_batch_attention).
   size_t split_rows = 0;
   for (int n = 1; n <= T; ++n)
     split_rows = std::max(split_rows, size_t(n) * size_t(std::max(attention_splits(n, c_.num_key_value_heads, 1 << 30,
@@ -96,6 +99,65 @@ Status CudaBackend::begin_step(const Step& st) {
   for (int i = 0; i < R_; ++i) h[2 * T_ + i] = st.out_rows[size_t(i)];
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(d_step_.get(), h, (2 * size_t(T_) + size_t(R_)) * sizeof(int32_t),
                                   cudaMemcpyHostToDevice, stream_));
+  return plan_batch_attention();
+}
+
+// The step's batched decode attention: its sequences of one token with a bf16 cache (two or more, distinct
+// caches) attend in one launch per layer. Table [layers, batch_n_] of (cache, capacity, row, split count), the
+// split count being what attention_seq would launch that sequence with (window as the model passes it:
+// batch_window_; attention() falls back to launches per sequence for any other). Called after begin_step's
+// sync: the pinned table is not being copied from.
+Status CudaBackend::plan_batch_attention() {
+  batch_n_ = 0;
+  const int nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim, L = c_.num_hidden_layers;
+  if (seqs_.size() < 2 || !cuda::attention_decode_supported(nh, nkv, d)) return {};
+  batched_.assign(seqs_.size(), 0);
+  std::vector<const KvCache*> caches;
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    const StepSeq& sq = seqs_[i];
+    const auto* kv = static_cast<const CudaKvCache*>(sq.kv);
+    if (sq.n != 1 || !kv || !kv->bf16 || kv->k.size() != size_t(L)) continue;
+    batched_[i] = 1;
+    caches.push_back(sq.kv);
+  }
+  const int n = int(caches.size());
+  std::sort(caches.begin(), caches.end(), std::less<const KvCache*>());
+  // The kernel appends each sequence's key as it attends: two rows of one cache would not see each other's.
+  if (n < 2 || n > 65535 || std::adjacent_find(caches.begin(), caches.end()) != caches.end()) return {};
+  GPTOSS_TRY(h_batch_.reserve(size_t(L) * size_t(n)));
+  batch_window_.assign(size_t(L), 0);
+  batch_nsplit_.assign(size_t(L), 1);
+  cuda::DecodeSeq* h = h_batch_.get();
+  for (int l = 0; l < L; ++l) {
+    const int window = c_.layer_is_sliding[size_t(l)] ? c_.sliding_window : 0;
+    batch_window_[size_t(l)] = window;
+    int b = 0;
+    for (size_t i = 0; i < seqs_.size(); ++i) {
+      if (!batched_[i]) continue;
+      const auto& kv = static_cast<const CudaKvCache&>(*seqs_[i].kv);
+      const int cap = kv.capacity[size_t(l)];
+      const int max_keys = window > 0 ? std::min(window, cap) : cap;
+      cuda::DecodeSeq& e = h[size_t(l) * size_t(n) + size_t(b++)];
+      e.k = kv.k[size_t(l)];
+      e.v = kv.v[size_t(l)];
+      e.cap = cap;
+      e.row = seqs_[i].row0;
+      e.nsplit = attention_decode_splits(nh, nkv, d, max_keys);
+      e.pad = 0;
+      batch_nsplit_[size_t(l)] = std::max(batch_nsplit_[size_t(l)], e.nsplit);
+    }
+  }
+  const int most = *std::max_element(batch_nsplit_.begin(), batch_nsplit_.end());
+  cuda::DecodeSeq* table = grow(d_batch_, size_t(L) * size_t(n));
+  grow(attn_partials_, size_t(n) * size_t(nh) * size_t(most) * size_t(d + 2));  // [n, nh, most, d + 2]
+  const size_t tickets = batch_tickets_.capacity();
+  unsigned* tk = grow(batch_tickets_, size_t(n) * size_t(nkv));
+  GPTOSS_TRY(sticky_);
+  if (batch_tickets_.capacity() != tickets)  // new memory: the kernel needs its tickets 0
+    GPTOSS_CUDA_TRY(cudaMemsetAsync(tk, 0, batch_tickets_.capacity() * sizeof(unsigned), stream_));
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(table, h, size_t(L) * size_t(n) * sizeof(cuda::DecodeSeq), cudaMemcpyHostToDevice,
+                                  stream_));
+  batch_n_ = n;
   return {};
 }
 
@@ -181,9 +243,30 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
 void CudaBackend::attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
                             float* out) {
   const size_t qd = size_t(c_.q_dim()), kvd = size_t(c_.kv_dim());
-  for (const StepSeq& sq : seqs_)
+  const bool batched = batch_n_ > 0 && window == batch_window_[size_t(layer)];
+  if (batched) attention_batch(layer, q, k, v, sinks, window, out);
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    if (batched && batched_[i]) continue;
+    const StepSeq& sq = seqs_[i];
     attention_seq(static_cast<const CudaKvCache&>(*sq.kv), sq.row0, sq.n, layer, q + size_t(sq.row0) * qd,
                   k + size_t(sq.row0) * kvd, v + size_t(sq.row0) * kvd, sinks, window, out + size_t(sq.row0) * qd);
+  }
+}
+
+// The batched sequences of the step (plan_batch_attention), one token each: ONE launch of the tensor-core
+// decode kernel with RoPE and the append in it, as attention_seq launches it for one of them alone. q, k, v,
+// out: the whole step's rows ([T, nh, d], [T, nkv, d]); each sequence's entry names its row.
+void CudaBackend::attention_batch(int layer, const float* q, const float* k, const float* v, const float* sinks,
+                                  int window, float* out) {
+  cuda::DecodeFusion fuse;
+  fuse.k = k, fuse.v = v, fuse.inv_freq = d_inv_freq_, fuse.mscale = rope_.mscale;
+  fuse.tickets = batch_tickets_.get();
+  const cudaError_t e = cuda::launch_attention_decode_batch(
+      q, d_batch_.get() + size_t(layer) * size_t(batch_n_), batch_n_, d_step_.get() + T_, window, sinks,
+      c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim, batch_nsplit_[size_t(layer)], attn_partials_.get(),
+      out, fuse, stream_);
+  if (e != cudaSuccess) return fail(Error("cuda: batched attention decode: {}", cudaGetErrorString(e)));
+  check_launch("batched attention decode");
 }
 
 // The attention of one sequence's n rows (row0.. of the step; q, k, v, out already offset to them).
@@ -370,6 +453,7 @@ Status CudaBackend::begin_step_chained(const Step& st) {
   T_ = 1;
   R_ = 1;
   seqs_.assign(st.seqs.begin(), st.seqs.end());
+  batch_n_ = 0;
   step_key_ = step_key(st);
   GPTOSS_TRY(ensure_step_scratch(T_));  // the decode scratch (a prefill step does not grow it); d_step_ stays
   return sticky_;

@@ -127,6 +127,23 @@ struct DecodeFusion {
 cudaError_t launch_attention_decode(const float* q, void* kc, void* vc, const int32_t* pos, int cap, int window,
                                     const float* sinks, int T, int nh, int nkv, int d, int nsplit, float* part,
                                     float* out, const DecodeFusion& fuse, cudaStream_t s);
+// One sequence of a batched decode launch, for one layer: one token (row `row` of the step), its own cache.
+struct DecodeSeq {
+  void* k = nullptr;  // the layer's bf16 cache of the sequence, [cap, nkv, d] each
+  void* v = nullptr;
+  int32_t cap = 0;     // its slots (position p in slot p % cap)
+  int32_t row = 0;     // the token's row of the step: q [row, nh, d], k / v [row, nkv, d], out, pos[row]
+  int32_t nsplit = 1;  // its key splits, <= the launch's nsplit (what launch_attention_decode would get alone)
+  int32_t pad = 0;
+};
+// launch_attention_decode of one token for each of nseq sequences (seqs [nseq], on the device) in ONE launch,
+// RoPE and the append in the kernel (fuse.k, fuse.v: the step's [T, nkv, d] rows, indexed by DecodeSeq::row;
+// fuse.tickets: [nseq * nkv] words, 0 before and after). Each sequence's blocks do exactly what the
+// one-token launch of that sequence alone does. nsplit: the largest of seqs[].nsplit (grid x); part:
+// [nseq, nh, nsplit, d + 2] floats. Distinct sequences only (no two share a cache).
+cudaError_t launch_attention_decode_batch(const float* q, const DecodeSeq* seqs, int nseq, const int32_t* pos,
+                                          int window, const float* sinks, int nh, int nkv, int d, int nsplit,
+                                          float* part, float* out, const DecodeFusion& fuse, cudaStream_t s);
 
 // ---- attention_prefill.cu: the same attention for a prefill chunk on the tensor cores (mma.sync,
 // operands as bf16 hi/lo pairs). Supported: nh/nkv <= 8 and d in {16, 32, 64, 128}.
