@@ -2,7 +2,7 @@
 # gptoss against llama.cpp on the CPU, same checkpoint, same run, same threads: decode (32 tokens after a
 # context of 128) and prefill (one 512-token prompt), printed side by side with their ratio (issue 21's
 # targets: decode >= 1.2x, prefill >= 2x). Each engine's figure is the best of REPEATS runs; the engines
-# take turns so that both see the same machine load.
+# take turns so that both see the same machine load, each with its weights in the page cache.
 #
 #   bench/cpu_vs_llamacpp.sh MODEL_DIR MODEL.gguf [--threads 2] [--math "fast exact"] [--repeats 2]
 #
@@ -30,19 +30,44 @@ py=${PYTHON:-python3}
 [ -x "$llama" ] || { echo "no llama-bench at $llama (set LLAMA_BENCH; ../shared/peers/llama-cpp.sh build DIR)" >&2; exit 2; }
 
 field() { "$py" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+# The 20b checkpoint and its GGUF are 13.8 GB each: on a machine whose memory holds only one of them, each
+# engine would otherwise read its weights from disk while being timed. Before an engine runs, the other's
+# files leave the page cache (posix_fadvise DONTNEED) and its own are read in once.
+shopt -s nullglob
+ours_files=("$model"/*.safetensors)
+shopt -u nullglob
+[ ${#ours_files[@]} -gt 0 ] || { echo "no *.safetensors in $model" >&2; exit 2; }
+[ -f "$gguf" ] || { echo "no GGUF at $gguf" >&2; exit 2; }
+resident() {  # resident KEEP_FILE... -- DROP_FILE...
+  "$py" - "$@" <<'PY'
+import os, sys
+args = sys.argv[1:]
+sep = args.index("--")
+for path in args[sep + 1:]:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+for path in args[:sep]:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(64 << 20):
+            pass
+PY
+}
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
 
 declare -A ours_tg ours_pp
 llama_tg=() llama_pp=()
 for ((r = 0; r < repeats; ++r)); do
+  resident "${ours_files[@]}" -- "$gguf"
   for m in $maths; do
     j=$("$bin" bench --model "$model" --device cpu --threads "$threads" --cpu-math "$m" --prompt-tokens 128 \
       --gen-tokens 32 --repeats 1 --json)
     ours_tg[$m]="${ours_tg[$m]:-} $(echo "$j" | field '["decode_tokens_per_s"]')"
     j=$("$bin" bench --model "$model" --device cpu --threads "$threads" --cpu-math "$m" --prompt-tokens 512 \
-      --gen-tokens 1 --repeats 2 --json)
+      --gen-tokens 1 --repeats 1 --json)
     ours_pp[$m]="${ours_pp[$m]:-} $(echo "$j" | field '["prefill_tokens_per_s"]')"
   done
+  resident "$gguf" -- "${ours_files[@]}"
   j=$("$llama" -m "$gguf" -t "$threads" -p 0 -n 32 -d 128 -r 1 -o json 2>/dev/null)
   llama_tg+=("$(echo "$j" | field '[0]["avg_ts"]')")
   j=$("$llama" -m "$gguf" -t "$threads" -p 512 -n 0 -r 1 -o json 2>/dev/null)

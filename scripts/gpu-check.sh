@@ -206,7 +206,7 @@ check "verify --device cuda" "$bin/gptoss" verify -m "$ck" --device cuda
 check "generate --device cuda --tokens -n 32" "$bin/gptoss" generate -m "$ck" --device cuda --tokens 1,2,3,4,5 -n 32 -t 0
 toks=101,2002,30003,4004,555,66,7,88888,999,1234
 if "$bin/gptoss" logits -m "$ck" --device cuda --tokens $toks -o /tmp/l_cuda.npy >>"$out/e2e.log" 2>&1 &&
-   timeout 300 "$bin/gptoss" logits -m "$ck" --device cpu --tokens $toks -o /tmp/l_cpu.npy >>"$out/e2e.log" 2>&1; then
+   timeout 300 "$bin/gptoss" logits -m "$ck" --device cpu --cpu-math exact --tokens $toks -o /tmp/l_cpu.npy >>"$out/e2e.log" 2>&1; then
   python3 - <<'PY' 2>&1 | tee -a "$summary"
 import numpy as np
 a, b = np.load('/tmp/l_cuda.npy').reshape(-1, 201088), np.load('/tmp/l_cpu.npy').reshape(-1, 201088)
@@ -268,8 +268,8 @@ long_prompt() {  # rows compared as max|a-b| / max|b|; top-1 = argmax agreement
   ids=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(200000)) for _ in range(2048)))")
   "$bin/gptoss" logits -m "$ck" --device cuda --max-batch 1 --tokens "$ids" -o /tmp/long_g1.npy >>"$out/e2e.log" 2>&1 &&
   "$bin/gptoss" logits -m "$ck" --device cuda --max-batch 2048 --tokens "$ids" -o /tmp/long_g2048.npy >>"$out/e2e.log" 2>&1 &&
-  "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 512 --tokens "$ids" -o /tmp/long_c512.npy >>"$out/e2e.log" 2>&1 &&
-  "$bin/gptoss" logits -m "$ck" --device cpu --max-batch 64 --tokens "$ids" -o /tmp/long_c64.npy >>"$out/e2e.log" 2>&1 ||
+  "$bin/gptoss" logits -m "$ck" --device cpu --cpu-math exact --max-batch 512 --tokens "$ids" -o /tmp/long_c512.npy >>"$out/e2e.log" 2>&1 &&
+  "$bin/gptoss" logits -m "$ck" --device cpu --cpu-math exact --max-batch 64 --tokens "$ids" -o /tmp/long_c64.npy >>"$out/e2e.log" 2>&1 ||
     { note "FAIL long prompt (a logits run failed, see e2e.log)"; return; }
   # The same on 2 layers of the 20b geometry (less depth to amplify differences), KV f32 and bf16.
   local ck2=/tmp/gptoss-20b-2l
@@ -279,7 +279,7 @@ long_prompt() {  # rows compared as max|a-b| / max|b|; top-1 = argmax agreement
   for kv in f32 bf16; do
     "$bin/gptoss" logits -m "$ck2" --device cuda --max-batch 1 --kv-precision $kv --tokens "$ids2" -o /tmp/long_s1_$kv.npy >>"$out/e2e.log" 2>&1 &&
     "$bin/gptoss" logits -m "$ck2" --device cuda --max-batch 2048 --kv-precision $kv --tokens "$ids2" -o /tmp/long_s2048_$kv.npy >>"$out/e2e.log" 2>&1 &&
-    "$bin/gptoss" logits -m "$ck2" --device cpu --max-batch 512 --kv-precision $kv --tokens "$ids2" -o /tmp/long_sc_$kv.npy >>"$out/e2e.log" 2>&1 ||
+    "$bin/gptoss" logits -m "$ck2" --device cpu --cpu-math exact --max-batch 512 --kv-precision $kv --tokens "$ids2" -o /tmp/long_sc_$kv.npy >>"$out/e2e.log" 2>&1 ||
       { note "FAIL long prompt, 2 layers (a logits run failed, see e2e.log)"; return; }
   done
   python3 - <<'PY' 2>&1 | tee -a "$summary"

@@ -97,8 +97,9 @@ void add_run_options(CLI::App* app, RunOptions& o) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app->add_option("--threads", o.threads, "CPU threads (default: all cores)")->default_str("");
   app->add_option("--cpu-math", o.cpu_math,
-                  "CPU matrix products: fast (int8 activations for the MXFP4 experts in decode, weights decoded once "
-                  "per prefill step; logits within about 1e-3 relative of exact) or exact (float32 throughout)")
+                  "CPU matrix products: fast (int16 activations for the MXFP4 experts in decode, weights decoded once "
+                  "per prefill step; logits within 2e-4 relative of exact on the test models) or exact (float32 "
+                  "throughout)")
       ->check(CLI::IsMember({"fast", "exact"}))
       ->capture_default_str();
   app->add_option("--gpu-memory-limit", o.gpu_memory_limit,

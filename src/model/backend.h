@@ -121,8 +121,8 @@ class Backend {
   virtual double measure_bandwidth_gbs() { return 0.0; }
 };
 
-// CPU matrix products: Fast (int8 activations for the MXFP4 experts in decode, weights decoded once per
-// prefill step; about 1e-3 relative of Exact) or Exact (float32 activations, the reference's order of sums).
+// CPU matrix products: Fast (int16 activations for the MXFP4 experts in decode, weights decoded once per
+// prefill step; logits within 2e-4 relative of Exact on the test models) or Exact (float32 activations, the reference's order of sums).
 enum class CpuMath : uint8_t { Fast, Exact };
 
 // Backend factory: "cpu" or "cuda". `threads` applies to the CPU (0 = all cores).

@@ -31,7 +31,7 @@ def rel_err(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-# --cpu-math exact on every shape; fast (int8 activations for the experts in decode, rows decoded once per
+# --cpu-math exact on every shape; fast (int16 activations for the experts in decode, rows decoded once per
 # prefill chunk) on two of them, at its own tolerance: 1e-2 per token row, top-1 outside near-ties.
 @pytest.mark.parametrize("args,n,math", [(a, n, "exact") for a, n in SHAPES] +
                          [(a, n, "fast") for a, n in SHAPES[:2]])
@@ -41,7 +41,7 @@ def test_logits_match_numpy_reference(tmp_path, shared_dir, oracle, gptoss_bin, 
     rng = np.random.default_rng(n)
     tokens = rng.integers(0, vocab, size=n).tolist()
     ids = ",".join(map(str, tokens))
-    # fast: steps of 3 tokens, so the experts take the int8 kernels (the C++ FastMathStaysCloseToExact covers
+    # fast: steps of 3 tokens, so the experts take the int16 kernels (the C++ FastMathStaysCloseToExact covers
     # longer steps).
     chunks = ["--max-batch", "3"] if math == "fast" else []
     run_cli(gptoss_bin, "logits", "--model", model, "--device", "cpu", "--cpu-math", math, *chunks, "--tokens", ids,

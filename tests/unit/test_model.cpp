@@ -73,8 +73,9 @@ TEST(Engine, BF16KvCacheStaysClose) {
   EXPECT_GT(worst, 0.0);  // bf16 storage really is in use
 }
 
-// --cpu-math fast (int8 activations for the MXFP4 experts in one-token steps, rows decoded once for longer
-// steps) against the exact path on both goldens, token by token and in chunks. The error is per token row:
+// --cpu-math fast (int16 activations for the MXFP4 experts in steps of fewer than 8 tokens, rows decoded once
+// for longer steps) against the exact path on both goldens, token by token and in chunks (max_batch 16: both
+// kernels, as each expert gets a share of the 16 tokens). The error is per token row:
 // max |fast - exact| / max |exact| over the vocabulary; top-1 must agree wherever the exact top-2 gap is more
 // than twice that row's largest difference (elsewhere the two are a near-tie that rounding may flip).
 TEST(Engine, FastMathStaysCloseToExact) {

@@ -1,4 +1,4 @@
-// The fast family of matrix products (--cpu-math fast, the default): results within about 1e-3 relative of
+// The fast family of matrix products (--cpu-math fast, the default): results within about 1e-4 relative of
 // the exact family (matmul.h), not bit-identical to it.
 //   MXFP4, fewer than 8 tokens (decode, small experts' shares of a prefill): activations quantized to int16
 //     in blocks of 32 (q16.h), integer products of the MXFP4 codes (2 x E2M1 is an exact integer) with them,

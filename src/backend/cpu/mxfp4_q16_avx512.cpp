@@ -1,6 +1,7 @@
 // MXFP4 x int16 rows with AVX512-VNNI: vpdpwssd on ymm (AVX512VL) does the int16 products, the sums of
-// pairs and the accumulation into int32 in one instruction (two per block: even and odd columns). The file is built with the AVX-512 family's flags; VNNI is
-// enabled here only (the pragma precedes every include) and used only where the CPU reports it.
+// pairs and the accumulation into int32 in one instruction (one vpmaddwd + one vpdpwssd per block: even and
+// odd columns). The file is built with the AVX-512 family's flags; VNNI is enabled here only (the pragma
+// precedes every include) and used only where the CPU reports it.
 #pragma GCC target("avx512vnni")
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"

@@ -24,7 +24,8 @@ float vec_dot_avx2(const float* a, const float* b, int n) {
 void vec_axpy_avx2(float alpha, const float* x, float* y, int n) {
   const __m256 av = _mm256_set1_ps(alpha);
   int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
