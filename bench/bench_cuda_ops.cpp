@@ -84,12 +84,12 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> gs(size_t(E) * 2 * I * H / 32), ds(size_t(E) * H * I / 32);
   for (auto& s : gs) s = 120;
   for (auto& s : ds) s = 120;
-  L.gate_up = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6)),
-                        static_cast<const uint8_t*>(dev(gs)), 2 * I, H, false};
-  L.down = MatrixRef{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7)),
-                     static_cast<const uint8_t*>(dev(ds)), H, I, false};
-  L.gate_up_stride = size_t(2) * I * H / 2, L.gate_up_scales_stride = size_t(2) * I * H / 32;
-  L.down_stride = size_t(H) * I / 2, L.down_scales_stride = size_t(H) * I / 32;
+  L.gate_up = {{WeightType::MXFP4, dev(noise(size_t(E) * 2 * I * H / 2, 6)), static_cast<const uint8_t*>(dev(gs)),
+                2 * I, H, false},
+               size_t(2) * I * H / 2, size_t(2) * I * H / 32, E};
+  L.down = {{WeightType::MXFP4, dev(noise(size_t(E) * H * I / 2, 7)), static_cast<const uint8_t*>(dev(ds)), H, I,
+             false},
+            size_t(H) * I / 2, size_t(H) * I / 32, E};
   L.gate_up_bias = floats(size_t(E) * 2 * I), L.down_bias = floats(size_t(E) * H), L.router_bias = floats(size_t(E));
   const float* norm = floats(size_t(H));
   const float* sinks = floats(size_t(c.num_attention_heads));
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     auto kv = be.create_kv_cache(c, {ctx + 1, 1, kvp});
     if (!kv.ok()) return std::fprintf(stderr, "%s\n", kv.status().message().c_str()), 1;
     const int32_t tok = 1;
-    if (!be.begin_step(std::span<const int32_t>(&tok, 1), ctx - 1).ok()) return 1;
+    if (!begin_one_sequence_step(be, std::span<const int32_t>(&tok, 1), ctx - 1, kv->get()).ok()) return 1;
     float sink = 0;
     // BENCH_ITERS (e.g. 3 under a kernel profiler): launches per op after 2 warm-ups; default 300 after 20.
     const char* iters_env = std::getenv("BENCH_ITERS");
@@ -125,9 +125,9 @@ int main(int argc, char** argv) {
         {"matmul q (4096x2880)", time_us([&] { be.matmul(L.q, h, 1, nullptr, q); }), wb * c.q_dim() * H, 24},
         {"matmul k (512x2880)", time_us([&] { be.matmul(L.k, h, 1, nullptr, k); }), wb * c.kv_dim() * H, 24},
         {"matmul v (512x2880)", time_us([&] { be.matmul(L.v, h, 1, nullptr, v); }), wb * c.kv_dim() * H, 24},
-        {"attention sliding (128 keys)", time_us([&] { be.attention(**kv, 0, q, k, v, sinks, 128, att); }),
+        {"attention sliding (128 keys)", time_us([&] { be.attention(0, q, k, v, sinks, 128, att); }),
          2.0 * 128 * c.kv_dim() * kvb, 12},
-        {"attention full (context keys)", time_us([&] { be.attention(**kv, 1, q, k, v, sinks, 0, att); }),
+        {"attention full (context keys)", time_us([&] { be.attention(1, q, k, v, sinks, 0, att); }),
          2.0 * ctx * c.kv_dim() * kvb, 12},
         {"matmul o + residual (fused)", time_us([&] { be.matmul_add(L.o, att, 1, nullptr, x); }), wb * c.q_dim() * H, 24},
         {"(unfused: matmul o)", time_us([&] { be.matmul(L.o, att, 1, nullptr, h); }), wb * c.q_dim() * H, 0},

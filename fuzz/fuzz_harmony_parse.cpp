@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   using gptoss::harmony::Role;
   std::optional<Role> role;
-  if (data[0] % 3 == 1) role = Role::assistant;
-  if (data[0] % 3 == 2) role = Role::tool;
+  if (data[0] % 3 == 1) role = Role::Assistant;
+  if (data[0] % 3 == 2) role = Role::Tool;
   gptoss::harmony::StreamableParser parser(enc, role);
   for (size_t i = 1; i + 3 <= size; i += 3) {
     uint32_t id;

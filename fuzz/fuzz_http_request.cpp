@@ -23,7 +23,7 @@ const gptoss::harmony::HarmonyEncoding& encoding() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   using gptoss::serve::Endpoint;
-  static const Endpoint endpoints[] = {Endpoint::chat_completions, Endpoint::responses, Endpoint::completions};
+  static const Endpoint endpoints[] = {Endpoint::ChatCompletions, Endpoint::Responses, Endpoint::Completions};
   gptoss::serve::ServeContext ctx;
   ctx.encoding = &encoding();
   ctx.mapping.conversation_date = "2025-06-01";

@@ -7,8 +7,8 @@
 # End to end (PASS/FAIL lines in summary.txt): verify / generate --tokens / logits cuda vs cpu on the 20b-shaped
 # checkpoint; generate --prompt and chat from a pipe on a small real-vocabulary checkpoint with the real
 # tokenizer (carried as .gpudeps/tokenizer.json, a copy of ../shared/data/gpt-oss-tokenizer/tokenizer.json).
-# Results land in $OUT (default /tmp/gpu-check): env.txt, build.log, tests.log, bench_*.json, e2e.log,
-# bench.err and summary.txt (at most 8 files come back from the GPU machine).
+# Results land in $OUT (default /tmp/gpu-check): summary.txt (also printed last) and logs.tar.gz with env.txt,
+# build.log, tests.log, bench_*.json, e2e.log, bench.err and the rest (at most 8 files come back from the GPU machine).
 #
 # The GPU machine has CUDA, CMake and ninja but maybe not the C++ dependencies: when they are
 # missing, the Debian packages carried in .gpudeps/ are unpacked into a private prefix (not /).
@@ -33,6 +33,9 @@
 #          streaming requests by curl (PASS/FAIL), bench/serve_load.py with one streaming client against `gptoss bench`
 #          at the same prompt and output lengths in the same run (the server's overhead as a ratio), 16 concurrent
 #          clients, SIGTERM (-> serve.json, serve.log);
+#          --batch: continuous batching on the 20b checkpoint: `bench --concurrency N` (engine level, fixed 512-token
+#          prompts and 256 output tokens) at N = 1, 8, 32, 64, 128, N = 8 without batching, and the ShareGPT-like
+#          workload (1,000 requests at once over 128 slots) (-> batch_*.json in the archive, one line each in summary);
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k).
@@ -40,10 +43,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
@@ -58,7 +61,7 @@ note "== $(date -u +%F) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2
 
 # ---- dependencies
 deps=/tmp/gptoss-deps
-if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash cpp-httplib && [ -f /usr/include/fmt/core.h ] \
+if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash libzip cpp-httplib && [ -f /usr/include/fmt/core.h ] \
        && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ] && [ -d /usr/include/nlohmann ]; }; then
   if ls .gpudeps/*.deb >/dev/null 2>&1; then
     mkdir -p "$deps"; for f in .gpudeps/*.deb; do dpkg -x "$f" "$deps"; done
@@ -115,6 +118,29 @@ check_stats() {
   { echo "== $name (rc=$rc)"; cat "$log"; } >>"$out/e2e.log"
   if [ $rc = 0 ] && [ "$got" -ge "$want" ]; then note "PASS $name: $(grep 'tokens/s' "$log" | tr '\n' ' ')"
   else note "FAIL $name (rc=$rc, $got of $want stats lines, see e2e.log)"; fi
+}
+
+# One line per run: output and total tokens/s, TTFT and TPOT p50/p99, KV memory.
+conc_line() {
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("out %.0f tok/s, total %.0f tok/s, TTFT p50 %.0f p99 %.0f ms, TPOT p50 %.2f p99 %.2f ms, KV %.2f GB, errors %d" % (j["output_tokens_per_s"], j["total_tokens_per_s"], j["ttft_ms_p50"], j["ttft_ms_p99"], j["tpot_ms_p50"], j["tpot_ms_p99"], j["kv_bytes"]/1e9, j["errors"]))' "$1" 2>&1 | head -1
+}
+batch_checks() {
+  note "== continuous batching: bench --concurrency on $ck (KV bf16)"
+  local n f
+  for n in 1 8 32 64 128; do
+    f="$out/batch_fixed_$n.json"
+    timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency $n --prompt-tokens 512 \
+      --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" && note "concurrency $n (512+256): $(conc_line "$f")" ||
+      note "FAIL concurrency $n (rc=$?, see bench.err)"
+  done
+  f="$out/batch_fixed_8_nobatch.json"
+  timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 8 --no-batching \
+    --prompt-tokens 512 --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" &&
+    note "concurrency 8 without batching (512+256): $(conc_line "$f")" || note "FAIL concurrency 8 --no-batching"
+  f="$out/batch_sharegpt.json"
+  timeout 150 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 128 --workload sharegpt \
+    --requests 1000 --json >"$f" 2>>"$out/bench.err" && note "sharegpt-like, 1000 requests, 128 slots: $(conc_line "$f")" ||
+    note "FAIL sharegpt-like workload (rc=$?, see bench.err)"
 }
 
 big_model() {  # the gpt-oss-120b-shaped checkpoint: 36 layers x 128 experts, 65 GB; tmpfs because the disk is 64 GB
@@ -364,8 +390,13 @@ if [ -n "$ab_base" ]; then
   fi
 fi
 [ $serve = 1 ] && { make_20b; serve_checks; }
+[ $batch = 1 ] && { make_20b; batch_checks; }
 [ $long = 1 ] && { make_20b; long_prompt; }
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model
+# At most 8 files come back from the GPU machine: summary.txt as it is, everything else in one archive.
+( cd "$out" && ls | grep -v -e '^summary.txt$' -e '^logs.tar.gz$' >/tmp/gpu-check-files && [ -s /tmp/gpu-check-files ] &&
+  tar czf logs.tar.gz -T /tmp/gpu-check-files && xargs rm -f </tmp/gpu-check-files )
+cat "$summary"
 exit 0

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake pkg-config git clang nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
-  libxxhash-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-venv python3-pip curl ca-certificates)
+  libxxhash-dev libzip-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-venv python3-pip curl ca-certificates)
 
 # The demo model's tokenizer: o200k_harmony's BPE ranks from OpenAI's public encodings (what tiktoken and
 # openai-harmony download), checked against the SHA-256 openai-harmony pins. With the o200k_harmony special

@@ -6,6 +6,9 @@
 //
 // Stepwise, for a scheduler that interleaves several sequences (gptoss serve):
 //   Generation g(seq, go);  g.start(prompt);  while (!g.finished()) g.next(device_chain);
+// Batched, for a scheduler that runs several sequences in one step (gptoss serve, bench --concurrency):
+//   g.begin(prompt);  each step: batch.add(session, g.step_input(budget)); batch.run(); batch.draw(...);
+//   g.step_done(rows, drawn); while (g.ready()) emit(g.next());
 #pragma once
 
 #include <atomic>
@@ -34,6 +37,11 @@ class Sequence {
   // logits. When the session cannot go back far enough (Session::truncate), it starts over. On error
   // the sequence is empty.
   Result<std::span<const float>> feed(std::span<const int32_t> prompt);
+  // The first half of feed() for a caller that runs the tokens itself (in a Batch): brings the session back to
+  // the longest cached prefix of `prompt` and returns how many of its tokens are cached (the rest must run).
+  size_t prepare(std::span<const int32_t> prompt);
+  // `tokens` ran through the session (a Batch step): they are now part of the sequence.
+  void ran(std::span<const int32_t> tokens) { tokens_.insert(tokens_.end(), tokens.begin(), tokens.end()); }
   // One decode step: appends `token` and returns the next token drawn by `sampler`. device_chain lets
   // Session::forward_sample start the following step on the device before the host has the id; it is
   // only for a sequence that runs alone (another session's steps in between would discard it).
@@ -47,7 +55,7 @@ class Sequence {
   int last_fed_ = 0;
 };
 
-enum class FinishReason { none, stop_token, length, context_full, cancelled, stop_string };
+enum class FinishReason { None, StopToken, Length, ContextFull, Cancelled, StopString };
 const char* finish_reason_name(FinishReason r);
 
 struct GenerateOptions {
@@ -67,11 +75,23 @@ class Generation {
       : seq_(seq), opts_(opts), own_(opts.sampler), sampler_(opts.sampler_state ? *opts.sampler_state : own_) {}
   Status start(std::span<const int32_t> prompt);
   Result<int32_t> next(bool device_chain = true);
+
+  // Batched stepping. begin() is start() without running the model: the prompt's uncached tokens are run by
+  // the caller's steps, in chunks. step_input(budget) is what this generation runs next (at most `budget`
+  // tokens of its prompt, or its last token; empty when it has a token ready or is finished); after the
+  // step, step_done(n, drawn) records that the first n of them ran and `drawn` came from the last one's
+  // logits (ignored while prompt tokens remain). ready(): next() returns a token without running the model.
+  Status begin(std::span<const int32_t> prompt);
+  std::span<const int32_t> step_input(int budget) const;
+  void step_done(size_t n, int32_t drawn);
+  bool ready() const { return !finished() && pending_ready_; }
+  bool prefilling() const { return fed_ < prompt_.size(); }
+  Sampler& sampler() { return sampler_; }
   // Ends the generation from outside (cancel, a stop string found by the caller).
   void finish(FinishReason why) {
-    if (why_ == FinishReason::none) why_ = why;
+    if (why_ == FinishReason::None) why_ = why;
   }
-  bool finished() const { return why_ != FinishReason::none; }
+  bool finished() const { return why_ != FinishReason::None; }
   FinishReason finish_reason() const { return why_; }
   int prompt_tokens() const { return prompt_tokens_; }
   int reused_tokens() const { return reused_; }
@@ -85,10 +105,12 @@ class Generation {
   GenerateOptions opts_;
   Sampler own_;
   Sampler& sampler_;
+  std::vector<int32_t> prompt_;  // begin(): the prompt; fed_ of its tokens are in the sequence
+  size_t fed_ = 0;
   int32_t pending_ = -1;       // the drawn token not yet returned
   bool pending_ready_ = false;  // pending_ drawn (else the last token must run first)
   int32_t last_ = -1;
-  FinishReason why_ = FinishReason::none;
+  FinishReason why_ = FinishReason::None;
   int prompt_tokens_ = 0, reused_ = 0, generated_ = 0;
   double prefill_s_ = 0;
   double t_first_ = 0, t_last_ = 0;  // seconds since start() began
@@ -97,12 +119,12 @@ class Generation {
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // every token emitted, the stop token included
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   int prompt_tokens = 0, reused_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-// Returns false to stop the generation (FinishReason::cancelled).
+// Returns false to stop the generation (FinishReason::Cancelled).
 using OnToken = std::function<bool(int32_t token)>;
 // The decode loop: start, then next() until a stop token, max_tokens, the end of the context, on_token
 // returning false, or *cancel becoming true (checked before every token).

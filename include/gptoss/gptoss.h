@@ -33,28 +33,36 @@ class Model {
 
   const ModelConfig& config() const { return checkpoint_->config(); }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
-  Backend& backend() { return *backend_; }
+  Backend& backend() { return knockout_ ? *knockout_ : *backend_; }
   const ModelWeights& weights() const { return weights_; }
   // Weight bytes one batch-1 decode step reads (roofline numerator).
   uint64_t decode_bytes_per_token() const;
   double load_seconds() const { return load_seconds_; }
+  // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the op groups in `mask` (OpGroup
+  // bits, model/op_knockout.h), so that the time a step saves is what those ops cost inside it. The outputs
+  // are then meaningless. 0 restores the model.
+  Status set_op_knockout(uint32_t mask);
 
  private:
   Model() = default;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<HostWeights> host_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> knockout_;  // wraps backend_ while a knockout mask is set
   ModelWeights weights_;
   double load_seconds_ = 0;
 };
 
-// Ops of a forward step, for profiling (Session::set_skip_ops).
-enum SkipOp : uint32_t {
-  kSkipQkv = 1,        // RMSNorm + q/k/v products
-  kSkipAttention = 2,  // RoPE, KV append, attention
-  kSkipOProj = 4,      // o_proj + residual
-  kSkipMoe = 8,        // RMSNorm + router + experts + residual
-  kSkipLmHead = 16,    // final RMSNorm + lm_head
+// Activations of one forward step in backend memory: [rows, n] each; logits [out rows, vocab].
+struct StepBuffers {
+  int rows = 0, out_rows = 0;
+  float *x = nullptr, *h = nullptr, *g = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
+  float* logits = nullptr;
+  static Result<StepBuffers> create(Backend& be, const ModelConfig& c, int rows, int out_rows);
+  // Names these buffers in a Step (a recorded step replays only over the buffers it was recorded with).
+  uint64_t key() const {
+    return uint64_t(reinterpret_cast<uintptr_t>(x)) * 31u ^ uint64_t(reinterpret_cast<uintptr_t>(logits));
+  }
 };
 
 struct SessionOptions {
@@ -96,11 +104,9 @@ class Session {
   // and feed the context again.
   Status truncate(int pos);
   size_t kv_bytes() const;
-  // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the ops in `mask` (SkipOp bits),
-  // so that the time a step saves is what those ops cost inside it. The outputs are then meaningless.
-  void set_skip_ops(uint32_t mask) { skip_ops_ = mask; }
 
  private:
+  friend class Batch;
   Session() = default;
   Status run(std::span<const int32_t> tokens, std::vector<float>* all_logits, bool copy_last);
   // chained: a one-token step at pos_ whose token is the backend's last argmax_async (pos_ unchanged).
@@ -111,15 +117,67 @@ class Session {
   SessionOptions opts_;
   std::unique_ptr<KvCache> kv_;
   int pos_ = 0;
-  uint32_t skip_ops_ = 0;
   // forward_greedy's started next step: at position pos_, for token chained_token_ (not yet in pos_).
   bool chained_ = false;
   int32_t chained_token_ = -1;
   bool clobbered_ = false;  // a discarded chained step wrote slot pos_ of the sliding-window rings
-  // Activations in backend memory, [max_batch, n] each.
-  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
-  float* logits_ = nullptr;  // [max_batch, vocab]
+  StepBuffers buf_;                 // [max_batch, ...] each; logits [max_batch, vocab]
+  std::vector<int32_t> out_rows_;  // the step's rows whose logits are wanted
   std::vector<float> last_logits_;
+};
+
+// One forward step over several sessions at once (continuous batching): each session contributes its next
+// tokens (a decode token, or a chunk of its prompt) as consecutive rows; the weights are read once for all
+// rows, and each session attends to its own cache. Each session's results equal those of running it alone.
+//
+//   auto batch = gptoss::Batch::create(*model, {.max_rows = 256, .max_seqs = 64});
+//   batch->add(*s1, {tok1});  batch->add(*s2, prompt_chunk);
+//   auto ids = batch->run_draw(samplers);   // one token per added session
+class Batch {
+ public:
+  struct Options {
+    int max_rows = kDefaultMaxBatch;  // tokens one step carries, all sessions together
+    int max_seqs = 64;                // sessions one step carries
+    int max_out_rows = 0;             // rows whose logits one step computes (0: max_seqs; more for add's all_rows)
+  };
+  static Result<std::unique_ptr<Batch>> create(Model& model, const Options& opts);
+  ~Batch();
+
+  // Adds `tokens` (at the session's next positions) to the step being built; the logits of its last token are
+  // computed (of every token with all_rows). A session appears at most once per step. Fails (nothing added)
+  // when a limit would be passed.
+  Status add(Session& session, std::span<const int32_t> tokens, bool all_rows = false);
+  int rows() const { return int(tokens_.size()); }
+  int size() const { return int(seqs_.size()); }
+  bool empty() const { return seqs_.empty(); }
+  int rows_left() const { return opts_.max_rows - rows(); }
+  int max_seqs() const { return opts_.max_seqs; }
+  int max_rows() const { return opts_.max_rows; }
+  void clear();
+  // Runs the step built by add(); every session advances by its tokens. The batch is then empty again
+  // and the logits of entry i (in add order) are available until the next run.
+  Status run();
+  // Entry i's last-token logits, copied to the host ([vocab], valid until the next call).
+  Result<std::span<const float>> logits(int i);
+  // Entry i's logits of every token it added with all_rows, copied to the host ([n, vocab]).
+  Result<std::span<const float>> all_logits(int i);
+  // One draw per entry of the last run with samplers[i] (nullptr: greedy), on the device where the backend
+  // can (greedy or untruncated sampling); truncated samplers draw on the host from copied logits.
+  Status draw(std::span<Sampler* const> samplers, std::vector<int32_t>& out);
+
+ private:
+  Batch() = default;
+  Model* model_ = nullptr;
+  Options opts_;
+  StepBuffers buf_;
+  std::vector<int32_t> tokens_;
+  std::vector<StepSeq> seqs_;
+  std::vector<Session*> sessions_;
+  std::vector<int32_t> out_rows_;
+  std::vector<int> first_out_, ran_first_out_;  // per entry: its first row in out_rows_ (its last is the next's - 1)
+  int ran_ = 0;  // entries of the last run
+  std::vector<float> host_logits_, temps_;
+  std::vector<double> us_;
 };
 
 struct SamplerOptions {

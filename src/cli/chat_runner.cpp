@@ -28,9 +28,9 @@ Result<std::unique_ptr<ChatRunner>> ChatRunner::create(Model& model, Session& se
 void ChatRunner::start_conversation() {
   conv_.messages.clear();
   harmony::Message sys;
-  sys.role = harmony::Role::system;
+  sys.role = harmony::Role::System;
   harmony::Content c;
-  c.kind = harmony::Content::Kind::system;
+  c.kind = harmony::Content::Kind::System;
   c.system = harmony::SystemContent::defaults();
   c.system.reasoning_effort = settings_.effort;
   c.system.conversation_start_date = settings_.date.empty() ? today_utc() : settings_.date;
@@ -38,9 +38,9 @@ void ChatRunner::start_conversation() {
   conv_.messages.push_back(std::move(sys));
   if (!settings_.developer_instructions.empty()) {
     harmony::Message dev;
-    dev.role = harmony::Role::developer;
+    dev.role = harmony::Role::Developer;
     harmony::Content d;
-    d.kind = harmony::Content::Kind::developer;
+    d.kind = harmony::Content::Kind::Developer;
     d.developer.instructions = settings_.developer_instructions;
     dev.content.push_back(std::move(d));
     conv_.messages.push_back(std::move(dev));
@@ -54,14 +54,14 @@ void ChatRunner::reset() {
 
 Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& on_text, const std::atomic<bool>* stop) {
   TurnResult res;
-  conv_.messages.push_back(harmony::Message::from_text(harmony::Role::user, user_text));
+  conv_.messages.push_back(harmony::Message::from_text(harmony::Role::User, user_text));
   auto rendered = enc_.render_for_completion(conv_);
   if (!rendered.ok()) {
     conv_.messages.pop_back();
     return rendered.status();
   }
   const std::vector<int32_t> prompt(rendered->begin(), rendered->end());
-  harmony::StreamableParser parser(enc_, harmony::Role::assistant);
+  harmony::StreamableParser parser(enc_, harmony::Role::Assistant);
   GenerateOptions go;
   go.max_tokens = settings_.max_tokens;
   for (TokenId t : enc_.stop_tokens_for_assistant_actions()) go.stop_tokens.push_back(int32_t(t));
@@ -85,8 +85,8 @@ Result<TurnResult> ChatRunner::ask(const std::string& user_text, const OnText& o
   res.generated = int(g->tokens.size());
   res.prefill_seconds = g->prefill_seconds;
   res.decode_seconds = g->decode_seconds;
-  res.interrupted = g->finish == FinishReason::cancelled;
-  res.hit_limit = g->finish == FinishReason::length || g->finish == FinishReason::context_full;
+  res.interrupted = g->finish == FinishReason::Cancelled;
+  res.hit_limit = g->finish == FinishReason::Length || g->finish == FinishReason::ContextFull;
   if (res.parse_error.empty()) {
     Status ps = parser.process_eos();
     if (!ps.ok()) res.parse_error = ps.message();

@@ -17,7 +17,7 @@
 namespace gptoss::cli {
 
 struct ChatSettings {
-  harmony::ReasoningEffort effort = harmony::ReasoningEffort::medium;
+  harmony::ReasoningEffort effort = harmony::ReasoningEffort::Medium;
   std::string developer_instructions;  // --system: rendered as the developer message's instructions
   std::string date;                    // "Current date:" line; empty = today (UTC)
   SamplerOptions sampler;

@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_concurrency.h"
 #include "cli/command.h"
 #include "cli/run_options.h"
 #include "cli/text_generate.h"
 #include "core/npy.h"
 #include "backend/factory.h"
+#include "model/op_knockout.h"
 #include "gptoss/generate.h"
 
 namespace gptoss::cli {
@@ -70,24 +72,86 @@ struct VerifyCmd {
   }
 };
 
-// ---- logits: float32 [tokens, vocab] as .npy ----------------------------------------------------
+// ---- logits: float32 [tokens, vocab] as .npy; several sequences through batched steps as .npz ----------
 struct LogitsCmd {
   RunOptions o;
-  std::string tokens, out;
+  std::vector<std::string> tokens;
+  std::string out;
   int run() {
-    auto ids = parse_token_list(tokens);
-    if (!ids.ok()) return fail(ids.status());
-    if (ids->empty()) return fail(Error("--tokens: no token ids given"));
-    if (auto st = require_context(o, int64_t(ids->size()), "logits --tokens"); !st.ok()) return fail(st);
+    std::vector<std::vector<int32_t>> seqs;
+    int64_t longest = 0;
+    for (const std::string& t : tokens) {
+      auto ids = parse_token_list(t);
+      if (!ids.ok()) return fail(ids.status().with_context(fmt::format("--tokens #{}", seqs.size() + 1)));
+      if (ids->empty()) return fail(Error("--tokens #{}: no token ids given", seqs.size() + 1));
+      longest = std::max(longest, int64_t(ids->size()));
+      seqs.push_back(std::move(*ids));
+    }
+    if (auto st = require_context(o, longest, "logits --tokens"); !st.ok()) return fail(st);
     auto l = load_model(o);
     if (!l.ok()) return fail(l.status());
-    std::vector<float> logits;
-    auto r = l->session->forward(*ids, &logits);
-    if (!r.ok()) return fail(r.status());
-    auto s = npy_write_f32(out, {int64_t(ids->size()), l->model->config().vocab_size}, logits.data());
-    if (!s.ok()) return fail(s);
-    std::printf("wrote %s: float32 [%zu, %d]\n", out.c_str(), ids->size(), l->model->config().vocab_size);
+    const int V = l->model->config().vocab_size;
+    if (seqs.size() == 1) {
+      std::vector<float> logits;
+      auto r = l->session->forward(seqs[0], &logits);
+      if (!r.ok()) return fail(r.status());
+      auto s = npy_write_f32(out, {int64_t(seqs[0].size()), V}, logits.data());
+      if (!s.ok()) return fail(s);
+      std::printf("wrote %s: float32 [%zu, %d]\n", out.c_str(), seqs[0].size(), V);
+      return 0;
+    }
+    auto all = run_batched(*l, seqs);
+    if (!all.ok()) return fail(all.status());
+    std::vector<NpzMember> members;
+    for (size_t i = 0; i < seqs.size(); ++i)
+      members.push_back({fmt::format("seq{}", i), {int64_t(seqs[i].size()), V}, (*all)[i].data()});
+    if (auto s = npz_write_f32(out, members); !s.ok()) return fail(s);
+    std::printf("wrote %s: %zu sequences (seq0 .. seq%zu), float32 [tokens, %d] each, run in batched steps\n",
+                out.c_str(), seqs.size(), seqs.size() - 1, V);
     return 0;
+  }
+
+  // Every sequence in its own session, all of them through shared steps as a scheduler would mix them:
+  // sequence i joins at step i and runs 1 + (step + i) % 8 tokens per step (single decode-like rows beside
+  // prefill chunks), within the step's budget of max_batch rows.
+  Result<std::vector<std::vector<float>>> run_batched(Loaded& l, const std::vector<std::vector<int32_t>>& seqs) {
+    Model& m = *l.model;
+    const SessionOptions so = l.session->options();
+    const int rows = std::max(so.max_batch, int(seqs.size()));
+    GPTOSS_ASSIGN(auto batch, Batch::create(m, {.max_rows = rows, .max_seqs = int(seqs.size()), .max_out_rows = rows}));
+    std::vector<std::unique_ptr<Session>> sessions;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      GPTOSS_ASSIGN(auto s, Session::create(m, so));
+      sessions.push_back(std::move(s));
+    }
+    const size_t V = size_t(m.config().vocab_size);
+    std::vector<std::vector<float>> all(seqs.size());
+    std::vector<size_t> done(seqs.size(), 0);
+    std::vector<std::pair<size_t, size_t>> added;  // (sequence, tokens) per entry
+    for (int step = 0;; ++step) {
+      added.clear();
+      for (size_t i = 0; i < seqs.size() && int(i) <= step; ++i) {
+        const size_t want = std::min({seqs[i].size() - done[i], size_t(1 + (step + int(i)) % 8),
+                                      size_t(batch->rows_left()), size_t(so.max_batch)});
+        if (want == 0) continue;
+        GPTOSS_TRY(batch->add(*sessions[i], std::span<const int32_t>(seqs[i]).subspan(done[i], want), true));
+        added.emplace_back(i, want);
+      }
+      if (added.empty()) {
+        if (step >= int(seqs.size())) break;
+        continue;
+      }
+      GPTOSS_TRY(batch->run());
+      for (size_t e = 0; e < added.size(); ++e) {
+        GPTOSS_ASSIGN(auto lg, batch->all_logits(int(e)));
+        auto& dst = all[added[e].first];
+        dst.insert(dst.end(), lg.begin(), lg.end());
+        done[added[e].first] += added[e].second;
+      }
+    }
+    for (size_t i = 0; i < seqs.size(); ++i)
+      if (all[i].size() != seqs[i].size() * V) return Error("logits: sequence {} did not run to its end", i);
+    return all;
   }
 };
 
@@ -150,7 +214,14 @@ struct BenchCmd {
   int context = 0;  // decode measured after this many tokens of context (0: right after the prompt)
   bool json = false;
   bool op_costs = false;
+  ConcurrencyBench conc;
   int run() {
+    if (conc.concurrency > 0) {
+      conc.prompt_tokens = prompt_tokens;
+      conc.gen_tokens = gen_tokens;
+      conc.json = json;
+      return run_concurrency_bench(o, conc);
+    }
     if (auto st = require_context(o, int64_t(std::max(context, prompt_tokens)) + gen_tokens + 1, "bench");
         !st.ok())
       return fail(st);
@@ -208,16 +279,16 @@ struct BenchCmd {
     std::vector<OpCost> costs;
     double base_s = decode_s;
     if (op_costs) {
-      costs = {{"none", 0, false},          {"qkv", kSkipQkv, true}, {"attention", kSkipAttention, true},
-               {"o_proj", kSkipOProj, true}, {"moe", kSkipMoe, true}, {"lm_head", kSkipLmHead, false}};
+      costs = {{"none", 0, false},          {"qkv", op_group::qkv, true}, {"attention", op_group::attention, true},
+               {"o_proj", op_group::o_proj, true}, {"moe", op_group::moe, true}, {"lm_head", op_group::lm_head, false}};
       for (int round = 0; round < 2; ++round) {
         for (OpCost& oc : costs) {
           s.reset();
           if (auto res = s.forward(prompt); !res.ok()) return fail(res.status());
           if (auto st = fill_context(); !st.ok()) return fail(st);
-          s.set_skip_ops(oc.mask);
+          if (auto st = m.set_op_knockout(oc.mask); !st.ok()) return fail(st);
           auto t = timed_decode();
-          s.set_skip_ops(0);
+          if (auto st = m.set_op_knockout(0); !st.ok()) return fail(st);
           if (!t.ok()) return fail(t.status());
           oc.best_s = std::min(oc.best_s, *t);
         }
@@ -320,10 +391,16 @@ GPTOSS_REGISTER_COMMAND(30, [](CLI::App& app, CommandContext& ctx) {
 
 GPTOSS_REGISTER_COMMAND(31, [](CLI::App& app, CommandContext& ctx) {
   auto cmd = std::make_shared<LogitsCmd>();
-  auto* sub = app.add_subcommand("logits", "Write float32 logits [tokens, vocab] of a token sequence as .npy");
+  auto* sub = app.add_subcommand(
+      "logits", "Write float32 logits [tokens, vocab] of a token sequence as .npy; of several sequences (--tokens "
+                "given more than once), run together in batched steps, as .npz (seq0, seq1, ...)");
   add_run_options(sub, cmd->o);
-  sub->add_option("--tokens", cmd->tokens, "Token ids, separated by commas or spaces")->required();
-  sub->add_option("--out,-o", cmd->out, "Output .npy file")->required();
+  sub->add_option("--tokens", cmd->tokens,
+                  "Token ids, separated by commas or spaces; repeat for more sequences (each in its own session)")
+      ->required()
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_option("--out,-o", cmd->out, "Output file: .npy for one sequence, .npz for several")->required();
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });
 
@@ -365,6 +442,26 @@ GPTOSS_REGISTER_COMMAND(50, [](CLI::App& app, CommandContext& ctx) {
                 "Also time decode with each op (q/k/v, attention, o_proj, MoE, lm_head) left out of every step: "
                 "what each costs inside a step (profiling; 12 more decode runs)");
   sub->add_flag("--json", cmd->json, "Print one JSON object");
+  auto* conc = sub->add_option("--concurrency", cmd->conc.concurrency,
+                               "Serving throughput instead: N concurrent requests through the serve engine's batched "
+                               "steps (no HTTP); reports output/total tokens/s, TTFT and TPOT percentiles, KV bytes")
+                   ->check(CLI::Range(1, 1024));
+  sub->add_option("--requests", cmd->conc.requests,
+                  "With --concurrency: requests in all (default: one per client; sharegpt: 1000)")
+      ->needs(conc)
+      ->check(CLI::Range(1, 1000000));
+  sub->add_option("--workload", cmd->conc.workload,
+                  "With --concurrency: fixed (--prompt-tokens, exactly --gen-tokens, clients back to back) or "
+                  "sharegpt (log-normal lengths, seeded, all released at once)")
+      ->needs(conc)
+      ->check(CLI::IsMember({"fixed", "sharegpt"}));
+  sub->add_option("--seed", cmd->conc.seed, "With --concurrency: the workload's random seed")->needs(conc);
+  sub->add_option("--batch-tokens", cmd->conc.batch_tokens, "With --concurrency: tokens one batched step carries")
+      ->needs(conc)
+      ->check(CLI::Range(1, 65536));
+  sub->add_flag("--no-batching", cmd->conc.no_batching,
+                "With --concurrency: one sequence per step (round-robin), the baseline batching is measured against")
+      ->needs(conc);
   sub->callback([cmd, &ctx] { ctx.run = [cmd] { return cmd->run(); }; });
 });
 

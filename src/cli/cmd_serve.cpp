@@ -18,6 +18,8 @@ struct ServeCmd {
   std::string conversation_date;
   std::string model_name;
   int parallel = 4;
+  int batch_tokens = 256;
+  bool no_batching = false;
   int run() {
     if (!conversation_date.empty() && !serve::is_valid_conversation_date(conversation_date))
       return fail(Error("--conversation-date '{}': expected YYYY-MM-DD", conversation_date));
@@ -48,7 +50,13 @@ struct ServeCmd {
                                        : std::filesystem::path(o.model).lexically_normal().filename().string();
     if (ctx.model_id.empty()) ctx.model_id = std::filesystem::path(o.model).lexically_normal().parent_path().filename();
     if (ctx.model_id.empty()) ctx.model_id = "gpt-oss";
-    serve::Engine engine(std::move(sessions));
+    std::unique_ptr<Batch> batch;
+    if (!no_batching) {
+      auto b = Batch::create(*l->model, {.max_rows = std::max(batch_tokens, parallel), .max_seqs = parallel});
+      if (!b.ok()) return fail(b.status().with_context("--batch-tokens"));
+      batch = std::move(*b);
+    }
+    serve::Engine engine(std::move(sessions), std::make_unique<serve::RoundRobinScheduler>(), std::move(batch));
     Status st = serve::run_server(engine, ctx, so);
     engine.shutdown();
     if (!st.ok()) return fail(st);
@@ -68,6 +76,12 @@ GPTOSS_REGISTER_COMMAND(47, [](CLI::App& app, CommandContext& ctx) {
   sub->add_option("--api-key", cmd->so.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
   sub->add_option("--parallel", cmd->parallel, "Requests served at once (slots, each with its own KV cache)")
       ->check(CLI::Range(1, 256));
+  sub->add_option("--batch-tokens", cmd->batch_tokens,
+                  "Tokens one batched step carries, all requests together: a decode token per generating request, "
+                  "prompt chunks in the rest (at least --parallel)")
+      ->check(CLI::Range(1, 65536));
+  sub->add_flag("--no-batching", cmd->no_batching,
+                "Step the requests one at a time (round-robin) instead of in one batched step");
   sub->add_option("--conversation-date", cmd->conversation_date,
                   "Date in the system message, YYYY-MM-DD (default: today, UTC)");
   sub->add_option("--max-body-bytes", cmd->so.max_body_bytes, "Largest request body (larger: 413)")

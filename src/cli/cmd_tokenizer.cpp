@@ -43,6 +43,16 @@ void print_ids(const std::vector<TokenId>& ids, std::string& out) {
   out += "]\n";
 }
 
+void write_stdout(std::string_view s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+// One id list on stdout; the exit status 0.
+int write_ids(const std::vector<TokenId>& ids) {
+  std::string out;
+  print_ids(ids, out);
+  write_stdout(out);
+  return 0;
+}
+
 Result<std::string> hex_decode(std::string_view s, size_t line_no) {
   if (s.size() % 2) return Error("line {}: odd number of hex digits", line_no);
   const auto nib = [](char c) -> int {
@@ -60,25 +70,33 @@ Result<std::string> hex_decode(std::string_view s, size_t line_no) {
   return out;
 }
 
-// The ids of --tokens, or of --file / standard input when --tokens is not given.
-Result<std::vector<TokenId>> read_token_ids(const std::string& tokens, bool has_tokens, const std::string& file) {
-  std::vector<int32_t> ids;
-  if (has_tokens) {
-    GPTOSS_ASSIGN(ids, parse_token_list(tokens, "--tokens"));
-  } else {
-    GPTOSS_ASSIGN(std::string text, read_input(file));
-    GPTOSS_ASSIGN(ids, parse_token_list(text, file.empty() || file == "-" ? "standard input" : file));
+// The input of detokenize and parse: a tokenizer, and token ids from --tokens LIST or --file F ('-' or
+// neither: standard input).
+struct TokenInput {
+  TokenizerSource src;
+  std::string tokens, file;
+  bool has_tokens = false;  // set by parsed(), in the command's callback
+  CLI::Option* tokens_opt = nullptr;
+  void add_options(CLI::App* cmd) {
+    src.add_options(cmd);
+    tokens_opt = cmd->add_option("--tokens", tokens, "Token ids separated by commas or spaces: 1,2,3 or [1, 2, 3]");
+    auto* f = cmd->add_option("--file", file, "File of token ids in the same syntax ('-' = stdin, the default)");
+    tokens_opt->excludes(f);
   }
-  return std::vector<TokenId>(ids.begin(), ids.end());
-}
-
-// --tokens LIST or --file F ('-' or neither: standard input), for detokenize and parse.
-CLI::Option* add_token_input(CLI::App* cmd, std::string& tokens, std::string& file) {
-  auto* t = cmd->add_option("--tokens", tokens, "Token ids separated by commas or spaces: 1,2,3 or [1, 2, 3]");
-  auto* f = cmd->add_option("--file", file, "File of token ids in the same syntax ('-' = stdin, the default)");
-  t->excludes(f);
-  return t;
-}
+  void parsed() { has_tokens = tokens_opt->count() > 0; }
+  // The tokenizer, then the ids.
+  Result<std::pair<Tokenizer, std::vector<TokenId>>> load() const {
+    GPTOSS_ASSIGN(Tokenizer tok, src.load());
+    std::vector<int32_t> ids;
+    if (has_tokens) {
+      GPTOSS_ASSIGN(ids, parse_token_list(tokens, "--tokens"));
+    } else {
+      GPTOSS_ASSIGN(std::string text, read_input(file));
+      GPTOSS_ASSIGN(ids, parse_token_list(text, file.empty() || file == "-" ? "standard input" : file));
+    }
+    return std::pair{std::move(tok), std::vector<TokenId>(ids.begin(), ids.end())};
+  }
+};
 
 // render --chat-request: the prompt ids `gptoss serve` runs for a chat-completions body.
 int render_chat_request(const Tokenizer& tok, const std::string& path, const std::string& date) {
@@ -94,10 +112,7 @@ int render_chat_request(const Tokenizer& tok, const std::string& path, const std
   if (!enc.ok()) return fail(enc.status());
   auto ids = serve::render_prompt(*enc, *req);
   if (!ids.ok()) return fail(ids.status());
-  std::string out;
-  print_ids(*ids, out);
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  return 0;
+  return write_ids(*ids);
 }
 
 // parse --chat-response: completion ids -> {"message": choices[0].message, "finish_reason",
@@ -167,39 +182,32 @@ void register_tokenize(CLI::App& app, CommandContext& ctx) {
             print_ids(tok->encode(line, allowed), out);
           }
           if (out.size() > (1 << 20)) {
-            std::fwrite(out.data(), 1, out.size(), stdout);
+            write_stdout(out);
             out.clear();
           }
         }
       } else {
         print_ids(tok->encode(input, allowed), out);
       }
-      std::fwrite(out.data(), 1, out.size(), stdout);
+      write_stdout(out);
       return 0;
     };
   });
 }
 
 void register_detokenize(CLI::App& app, CommandContext& ctx) {
-  struct Opts {
-    TokenizerSource src;
-    std::string tokens, file;
-    bool has_tokens = false;
-  };
-  auto opts = std::make_shared<Opts>();
+  auto input = std::make_shared<TokenInput>();
   auto* cmd = app.add_subcommand("detokenize", "Decode token ids to text (raw bytes on stdout)");
-  opts->src.add_options(cmd);
-  auto* tokens_opt = add_token_input(cmd, opts->tokens, opts->file);
-  cmd->callback([&ctx, opts, tokens_opt] {
-    opts->has_tokens = tokens_opt->count() > 0;
-    ctx.run = [opts] {
-      auto tok = opts->src.load();
-      if (!tok.ok()) return fail(tok.status());
-      auto ids = read_token_ids(opts->tokens, opts->has_tokens, opts->file);
-      if (!ids.ok()) return fail(ids.status());
-      auto text = tok->decode(*ids);
+  input->add_options(cmd);
+  cmd->callback([&ctx, input] {
+    input->parsed();
+    ctx.run = [input] {
+      auto in = input->load();
+      if (!in.ok()) return fail(in.status());
+      const auto& [tok, ids] = *in;
+      auto text = tok.decode(ids);
       if (!text.ok()) return fail(text.status());
-      std::fwrite(text->data(), 1, text->size(), stdout);
+      write_stdout(*text);
       return 0;
     };
   });
@@ -239,27 +247,21 @@ void register_render(CLI::App& app, CommandContext& ctx) {
       if (!enc.ok()) return fail(enc.status());
       auto ids = opts->for_completion ? enc->render_for_completion(*conv) : enc->render_conversation(*conv);
       if (!ids.ok()) return fail(ids.status());
-      std::string out;
-      print_ids(*ids, out);
-      std::fwrite(out.data(), 1, out.size(), stdout);
-      return 0;
+      return write_ids(*ids);
     };
   });
 }
 
 void register_parse(CLI::App& app, CommandContext& ctx) {
   struct Opts {
-    TokenizerSource src;
-    std::string tokens, file;
-    bool has_tokens = false;
+    TokenInput input;
     std::string role = "assistant";
     bool chat_response = false, hit_length = false;
     std::string forced_prefix;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("parse", "Parse a completion's token ids into Harmony messages (JSON)");
-  opts->src.add_options(cmd);
-  auto* tokens_opt = add_token_input(cmd, opts->tokens, opts->file);
+  opts->input.add_options(cmd);
   cmd->add_option("--role", opts->role, "Role the completion starts with (empty: tokens start with <|start|>)");
   auto* chat_opt = cmd->add_flag("--chat-response", opts->chat_response,
                                   "Print the chat-completions message the server returns for these completion tokens");
@@ -268,17 +270,16 @@ void register_parse(CLI::App& app, CommandContext& ctx) {
       ->needs(chat_opt);
   cmd->add_flag("--hit-length", opts->hit_length, "With --chat-response: generation stopped at max_tokens")
       ->needs(chat_opt);
-  cmd->callback([&ctx, opts, tokens_opt] {
-    opts->has_tokens = tokens_opt->count() > 0;
+  cmd->callback([&ctx, opts] {
+    opts->input.parsed();
     ctx.run = [opts] {
-      auto tok = opts->src.load();
-      if (!tok.ok()) return fail(tok.status());
-      auto ids = read_token_ids(opts->tokens, opts->has_tokens, opts->file);
-      if (!ids.ok()) return fail(ids.status());
-      if (opts->chat_response) return parse_chat_response(*tok, *ids, opts->forced_prefix, opts->hit_length);
-      auto enc = harmony::HarmonyEncoding::create(*tok);
+      auto in = opts->input.load();
+      if (!in.ok()) return fail(in.status());
+      const auto& [tok, ids] = *in;
+      if (opts->chat_response) return parse_chat_response(tok, ids, opts->forced_prefix, opts->hit_length);
+      auto enc = harmony::HarmonyEncoding::create(tok);
       if (!enc.ok()) return fail(enc.status());
-      auto msgs = enc->parse_messages(*ids, opts->role);
+      auto msgs = enc->parse_messages(ids, opts->role);
       if (!msgs.ok()) return fail(msgs.status());
       nlohmann::ordered_json arr = nlohmann::ordered_json::array();
       for (const auto& m : *msgs) arr.push_back(m.to_json());

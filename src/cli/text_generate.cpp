@@ -95,7 +95,7 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
   }
   ChatSettings cs;
   // --reasoning-effort is checked against low/medium/high when parsed.
-  cs.effort = harmony::parse_reasoning_effort(t.reasoning_effort).value_or(harmony::ReasoningEffort::medium);
+  cs.effort = harmony::parse_reasoning_effort(t.reasoning_effort).value_or(harmony::ReasoningEffort::Medium);
   cs.developer_instructions = t.system;
   cs.sampler = t.sampler;
   cs.max_tokens = t.max_tokens;

@@ -2,6 +2,7 @@
 // pointers live in the owning backend's memory space (host mmap for CPU, device memory for CUDA).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace gptoss {
@@ -20,6 +21,22 @@ struct MatrixRef {
   int64_t rows = 0;
   int64_t cols = 0;
   bool transposed = false;
+};
+
+// `count` matrices of one shape stored one after another (a layer's experts): expert e's data lies
+// e * stride bytes after expert 0's, its MXFP4 scales e * scales_stride bytes after (strides in bytes, at
+// least one matrix's size; a checkpoint's may be larger).
+struct ExpertStack {
+  MatrixRef first;  // expert 0
+  size_t stride = 0, scales_stride = 0;
+  int count = 0;
+
+  MatrixRef expert(int e) const {
+    MatrixRef m = first;
+    m.data = static_cast<const uint8_t*>(first.data) + size_t(e) * stride;
+    if (m.scales) m.scales += size_t(e) * scales_stride;
+    return m;
+  }
 };
 
 }  // namespace gptoss

@@ -14,12 +14,12 @@ double now_s() {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::none: return "none";
-    case FinishReason::stop_token: return "stop";
-    case FinishReason::length: return "length";
-    case FinishReason::context_full: return "context_full";
-    case FinishReason::cancelled: return "cancelled";
-    case FinishReason::stop_string: return "stop_string";
+    case FinishReason::None: return "none";
+    case FinishReason::StopToken: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::ContextFull: return "context_full";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::StopString: return "stop_string";
   }
   return "none";
 }
@@ -38,8 +38,7 @@ void Sequence::reset() {
   tokens_.clear();
 }
 
-Result<std::span<const float>> Sequence::feed(std::span<const int32_t> prompt) {
-  if (prompt.empty()) return Error("the prompt has no tokens");
+size_t Sequence::prepare(std::span<const int32_t> prompt) {
   size_t common = reusable_prefix(prompt);
   if (common < size_t(session_->position()) && !session_->truncate(int(common)).ok()) {
     session_->reset();
@@ -47,14 +46,19 @@ Result<std::span<const float>> Sequence::feed(std::span<const int32_t> prompt) {
   }
   if (common == 0) session_->reset();
   tokens_.resize(common);
-  auto rest = prompt.subspan(common);
+  return common;
+}
+
+Result<std::span<const float>> Sequence::feed(std::span<const int32_t> prompt) {
+  if (prompt.empty()) return Error("the prompt has no tokens");
+  auto rest = prompt.subspan(prepare(prompt));
   last_fed_ = int(rest.size());
   auto logits = session_->forward(rest);
   if (!logits.ok()) {
     reset();
     return logits.status();
   }
-  tokens_.insert(tokens_.end(), rest.begin(), rest.end());
+  ran(rest);
   return logits;
 }
 
@@ -93,7 +97,7 @@ Result<int32_t> Generation::next(bool device_chain) {
     if (last_ < 0) return Error("generation: next() before start()");
     auto nx = seq_.step(last_, sampler_, device_chain);
     if (!nx.ok()) {
-      why_ = FinishReason::cancelled;
+      why_ = FinishReason::Cancelled;
       return nx.status();
     }
     pending_ = *nx;
@@ -105,12 +109,42 @@ Result<int32_t> Generation::next(bool device_chain) {
   if (generated_ == 1) t_first_ = t_last_;
   Session& s = seq_.session();
   if (std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), last_) != opts_.stop_tokens.end())
-    why_ = FinishReason::stop_token;
+    why_ = FinishReason::StopToken;
   else if (opts_.max_tokens > 0 && generated_ >= opts_.max_tokens)
-    why_ = FinishReason::length;
+    why_ = FinishReason::Length;
   else if (s.position() >= s.options().max_context)  // no room to run this token
-    why_ = FinishReason::context_full;
+    why_ = FinishReason::ContextFull;
   return last_;
+}
+
+Status Generation::begin(std::span<const int32_t> prompt) {
+  if (prompt.empty()) return Error("the prompt has no tokens");
+  t0_ = now_s();
+  prompt_tokens_ = int(prompt.size());
+  prompt_.assign(prompt.begin(), prompt.end());
+  fed_ = seq_.prepare(prompt);
+  reused_ = int(fed_);
+  return {};
+}
+
+std::span<const int32_t> Generation::step_input(int budget) const {
+  if (finished() || pending_ready_ || budget <= 0) return {};
+  if (prefilling()) return std::span<const int32_t>(prompt_).subspan(fed_, std::min(prompt_.size() - fed_, size_t(budget)));
+  if (last_ < 0) return {};
+  return std::span<const int32_t>(&last_, 1);
+}
+
+void Generation::step_done(size_t n, int32_t drawn) {
+  if (prefilling()) {
+    seq_.ran(std::span<const int32_t>(prompt_).subspan(fed_, n));
+    fed_ += n;
+    if (prefilling()) return;
+    prefill_s_ = now_s() - t0_;
+  } else {
+    seq_.ran(std::span<const int32_t>(&last_, 1));
+  }
+  pending_ = drawn;
+  pending_ready_ = true;
 }
 
 double Generation::decode_seconds() const { return generated_ > 1 ? t_last_ - t_first_ : 0.0; }
@@ -122,12 +156,12 @@ Result<GenerateResult> generate(Sequence& seq, std::span<const int32_t> prompt, 
   GenerateResult r;
   while (!g.finished()) {
     if (cancel && cancel->load()) {
-      g.finish(FinishReason::cancelled);
+      g.finish(FinishReason::Cancelled);
       break;
     }
     GPTOSS_ASSIGN(int32_t tok, g.next());
     r.tokens.push_back(tok);
-    if (on_token && !on_token(tok)) g.finish(FinishReason::cancelled);
+    if (on_token && !on_token(tok)) g.finish(FinishReason::Cancelled);
   }
   r.finish = g.finish_reason();
   r.prompt_tokens = g.prompt_tokens();

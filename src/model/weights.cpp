@@ -85,19 +85,17 @@ Result<std::unique_ptr<HostWeights>> build_host_weights(const Checkpoint& ck) {
       const TensorData& gs = get(p + "mlp.experts.gate_up_proj_scales");
       const TensorData& db = get(p + "mlp.experts.down_proj_blocks");
       const TensorData& ds = get(p + "mlp.experts.down_proj_scales");
-      L.gate_up = {WeightType::MXFP4, gb.bytes.data(), gs.bytes.data(), 2 * I, H, false};
-      L.down = {WeightType::MXFP4, db.bytes.data(), ds.bytes.data(), H, I, false};
-      L.gate_up_stride = gb.bytes.size() / size_t(E);
-      L.gate_up_scales_stride = gs.bytes.size() / size_t(E);
-      L.down_stride = db.bytes.size() / size_t(E);
-      L.down_scales_stride = ds.bytes.size() / size_t(E);
+      L.gate_up = {{WeightType::MXFP4, gb.bytes.data(), gs.bytes.data(), 2 * I, H, false},
+                   gb.bytes.size() / size_t(E), gs.bytes.size() / size_t(E), int(E)};
+      L.down = {{WeightType::MXFP4, db.bytes.data(), ds.bytes.data(), H, I, false},
+                db.bytes.size() / size_t(E), ds.bytes.size() / size_t(E), int(E)};
       hw->matrix_bytes += gb.bytes.size() + gs.bytes.size() + db.bytes.size() + ds.bytes.size();
     } else {
       // transformers' dense layout [E, in, out]: each expert is a transposed [out, in] matrix.
-      L.gate_up = matrix(p + "mlp.experts.gate_up_proj", true, 2 * I, H);
-      L.down = matrix(p + "mlp.experts.down_proj", true, H, I);
-      L.gate_up_stride = get(p + "mlp.experts.gate_up_proj").bytes.size() / size_t(E);
-      L.down_stride = get(p + "mlp.experts.down_proj").bytes.size() / size_t(E);
+      L.gate_up = {matrix(p + "mlp.experts.gate_up_proj", true, 2 * I, H),
+                   get(p + "mlp.experts.gate_up_proj").bytes.size() / size_t(E), 0, int(E)};
+      L.down = {matrix(p + "mlp.experts.down_proj", true, H, I),
+                get(p + "mlp.experts.down_proj").bytes.size() / size_t(E), 0, int(E)};
     }
     hw->w.layers.push_back(L);
   }
@@ -121,7 +119,7 @@ uint64_t decode_bytes_per_token(const ModelConfig& c, const ModelWeights& w) {
   uint64_t b = matrix_bytes(w.lm_head) + matrix_bytes(w.embed) / uint64_t(c.vocab_size);
   for (const auto& L : w.layers)
     b += matrix_bytes(L.q) + matrix_bytes(L.k) + matrix_bytes(L.v) + matrix_bytes(L.o) + matrix_bytes(L.router) +
-         uint64_t(c.num_experts_per_tok) * (matrix_bytes(L.gate_up) + matrix_bytes(L.down));
+         uint64_t(c.num_experts_per_tok) * (matrix_bytes(L.gate_up.first) + matrix_bytes(L.down.first));
   return b;
 }
 

@@ -22,24 +22,11 @@ struct LayerWeights {
   const float* mlp_norm = nullptr;   // [H]
   MatrixRef router;                  // [E, H]
   const float* router_bias = nullptr;  // [E]
-  // Expert 0's matrices; expert e lies `*_stride` bytes further (MXFP4: blocks and scales separately).
-  MatrixRef gate_up;                 // [2I, H], rows interleaved gate_0, up_0, gate_1, up_1, ...
-  MatrixRef down;                    // [H, I]
-  size_t gate_up_stride = 0, gate_up_scales_stride = 0;
-  size_t down_stride = 0, down_scales_stride = 0;
+  ExpertStack gate_up;               // E x [2I, H], rows interleaved gate_0, up_0, gate_1, up_1, ...
+  ExpertStack down;                  // E x [H, I]
   const float* gate_up_bias = nullptr;  // [E, 2I] interleaved like the rows
   const float* down_bias = nullptr;     // [E, H]
   bool sliding = false;                 // even layers: window of sliding_window keys
-
-  MatrixRef expert_gate_up(int e) const { return offset(gate_up, e, gate_up_stride, gate_up_scales_stride); }
-  MatrixRef expert_down(int e) const { return offset(down, e, down_stride, down_scales_stride); }
-
- private:
-  static MatrixRef offset(MatrixRef m, int e, size_t stride, size_t sstride) {
-    m.data = static_cast<const uint8_t*>(m.data) + size_t(e) * stride;
-    if (m.scales) m.scales += size_t(e) * sstride;
-    return m;
-  }
 };
 
 struct ModelWeights {

@@ -47,14 +47,14 @@ std::string chat_finish_reason(const CompletionResult& r, bool hit_length) {
 ojson chat_delta_json(const StreamEvent& e, const CompletionResult& r) {
   ojson d = ojson::object();
   switch (e.kind) {
-    case StreamEvent::Kind::reasoning_delta:
+    case StreamEvent::Kind::ReasoningDelta:
       d["reasoning_content"] = e.text;
       d["reasoning"] = e.text;
       break;
-    case StreamEvent::Kind::content_delta:
+    case StreamEvent::Kind::ContentDelta:
       d["content"] = e.text;
       break;
-    case StreamEvent::Kind::tool_call_begin: {
+    case StreamEvent::Kind::ToolCallBegin: {
       const bool known = e.tool_index >= 0 && static_cast<size_t>(e.tool_index) < r.tool_calls.size();
       ojson call;
       call["index"] = e.tool_index;
@@ -64,7 +64,7 @@ ojson chat_delta_json(const StreamEvent& e, const CompletionResult& r) {
       d["tool_calls"] = ojson::array({call});
       break;
     }
-    case StreamEvent::Kind::tool_call_arguments_delta: {
+    case StreamEvent::Kind::ToolCallArgumentsDelta: {
       ojson call;
       call["index"] = e.tool_index;
       call["function"] = {{"arguments", e.text}};

@@ -131,7 +131,7 @@ bool parse_messages(const ojson& body, ChatParse& st, RequestError& error) {
       std::string text;
       if (!content_text(*content, param + ".content", kChatPartTypes, false, text, error)) return false;
       if (role == "user") {
-        st.turns.push_back(Message::from_text(Role::user, std::move(text)));
+        st.turns.push_back(Message::from_text(Role::User, std::move(text)));
       } else {
         st.instructions.push_back(std::move(text));
       }
@@ -147,44 +147,12 @@ bool parse_messages(const ojson& body, ChatParse& st, RequestError& error) {
   return true;
 }
 
-bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestError& error) {
-  const ojson* list = field(body, "tools");
-  if (!list) return true;
-  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
-  for (size_t i = 0; i < list->size(); ++i) {
-    const ojson& t = (*list)[i];
-    const std::string param = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
-    const ojson* type = field(t, "type");
-    if (!type || !type->is_string() || *type != "function") {
-      return fail(error, param + ".type", "only \"function\" tools are supported");
-    }
-    const ojson* fn = field(t, "function");
-    if (!fn || !fn->is_object()) return fail(error, param + ".function", "expected an object");
-    if (!check_function_tool(field(*fn, "name"), field(*fn, "description"), field(*fn, "parameters"),
-                             param + ".function", tools, error)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
                                              RequestError& error) {
-  if (!body.is_object()) {
-    fail(error, "", "the request body must be a JSON object, got " + type_name(body));
-    return std::nullopt;
-  }
   ApiRequest req;
-  if (const ojson* model = field(body, "model")) {
-    if (!model->is_string()) {
-      fail(error, "model", "expected a string, got " + type_name(*model));
-      return std::nullopt;
-    }
-    req.model = model->get<std::string>();
-  }
+  if (!parse_request_start(body, req, error)) return std::nullopt;
   if (const ojson* n = field(body, "n"); n && (!n->is_number_integer() || n->get<int64_t>() != 1)) {
     fail(error, "n", "only n = 1 is supported (got " + n->dump() + ")");
     return std::nullopt;
@@ -193,25 +161,12 @@ std::optional<ApiRequest> parse_chat_request(const nlohmann::ordered_json& body,
   harmony::ReasoningEffort effort;
   if (!parse_effort(field(body, "reasoning_effort"), "reasoning_effort", effort, error)) return std::nullopt;
   std::vector<FunctionTool> tools;
-  if (!parse_tools(body, tools, error)) return std::nullopt;
+  if (!parse_tools(body, true, tools, error)) return std::nullopt;
   if (!apply_tool_choice(field(body, "tool_choice"), tools, true, req, error)) return std::nullopt;
   ChatParse st;
   if (!parse_messages(body, st, error)) return std::nullopt;
-  req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::none, std::move(st.turns));
+  set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
-}
-
-std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const MappingOptions& opts,
-                                             RequestError& error) {
-  return parse_chat_request(nlohmann::ordered_json(body), opts, error);
-}
-
-std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
-                                                  RequestError& error) {
-  const ojson j = parse_body(body, error);
-  if (j.is_discarded()) return std::nullopt;
-  return parse_chat_request(j, opts, error);
 }
 
 }  // namespace gptoss::serve

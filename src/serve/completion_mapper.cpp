@@ -51,7 +51,7 @@ std::string word_after(const std::string& text, std::string_view marker) {
 }  // namespace
 
 struct CompletionMapper::Impl {
-  enum class Sink { ignore, reasoning, content, tool };
+  enum class Sink { Ignore, Reasoning, Content, Tool };
 
   const harmony::HarmonyEncoding* enc;
   std::unique_ptr<StreamableParser> parser;
@@ -61,12 +61,12 @@ struct CompletionMapper::Impl {
   bool recovered = false;
   bool finished = false;
 
-  Sink sink = Sink::ignore;  // where the current message's text goes
+  Sink sink = Sink::Ignore;  // where the current message's text goes
   int tool_index = -1;
   size_t emitted = 0;  // bytes of the current message's content already emitted
   // The last finished message, for text that follows it without a header.
   std::optional<std::string> last_channel, last_recipient;
-  Sink last_sink = Sink::content;
+  Sink last_sink = Sink::Content;
   int last_tool_index = -1;
   bool continuing = false;  // the header being fed continues the last message
   bool fresh_message = false;  // no text of the current message emitted yet
@@ -93,19 +93,19 @@ struct CompletionMapper::Impl {
   void emit(const std::string& text, std::vector<StreamEvent>& events) {
     if (text.empty()) return;
     switch (sink) {
-      case Sink::ignore: return;
-      case Sink::reasoning: return append_text(result.reasoning, StreamEvent::Kind::reasoning_delta, text, events);
-      case Sink::content: return append_text(result.content, StreamEvent::Kind::content_delta, text, events);
-      case Sink::tool:
+      case Sink::Ignore: return;
+      case Sink::Reasoning: return append_text(result.reasoning, StreamEvent::Kind::ReasoningDelta, text, events);
+      case Sink::Content: return append_text(result.content, StreamEvent::Kind::ContentDelta, text, events);
+      case Sink::Tool:
         result.tool_calls[static_cast<size_t>(tool_index)].arguments += text;
-        events.push_back({StreamEvent::Kind::tool_call_arguments_delta, text, tool_index});
+        events.push_back({StreamEvent::Kind::ToolCallArgumentsDelta, text, tool_index});
         return;
     }
   }
 
   // A fresh parser: in the header of an assistant message, or expecting <|start|>.
   void reset_parser(bool in_assistant_header) {
-    parser = std::make_unique<StreamableParser>(*enc, in_assistant_header ? std::optional<Role>(Role::assistant)
+    parser = std::make_unique<StreamableParser>(*enc, in_assistant_header ? std::optional<Role>(Role::Assistant)
                                                                           : std::nullopt);
     header.clear();
     header_after_start = false;
@@ -125,20 +125,20 @@ struct CompletionMapper::Impl {
     const auto role = parser->current_role();
     const auto channel = parser->current_channel();
     const auto recipient = parser->current_recipient();
-    if (role != Role::assistant) {
+    if (role != Role::Assistant) {
       recovered = true;
-      sink = Sink::ignore;
+      sink = Sink::Ignore;
     } else if (recipient && *recipient != "all" && *recipient != "assistant" && *recipient != "user") {
       std::string name = *recipient;
       if (name.rfind("functions.", 0) == 0) name.erase(0, 10);
       tool_index = static_cast<int>(result.tool_calls.size());
       result.tool_calls.push_back({new_call_id(), name, ""});
-      events.push_back({StreamEvent::Kind::tool_call_begin, name, tool_index});
-      sink = Sink::tool;
+      events.push_back({StreamEvent::Kind::ToolCallBegin, name, tool_index});
+      sink = Sink::Tool;
     } else if (channel == "analysis") {
-      sink = Sink::reasoning;
+      sink = Sink::Reasoning;
     } else {
-      sink = Sink::content;
+      sink = Sink::Content;
     }
     last_channel = channel;
     last_recipient = recipient;
@@ -182,7 +182,7 @@ struct CompletionMapper::Impl {
     ids.push_back(enc->message_id);
     reset_parser(true);
     for (TokenId t : ids) (void)parser->process(t);
-    if (parser->state() != StreamableParser::State::content) {  // not expected; a plain final header parses
+    if (parser->state() != StreamableParser::State::Content) {  // not expected; a plain final header parses
       reset_parser(true);
       (void)parser->process(enc->channel_id);
       for (TokenId t : tok.encode_ordinary("final")) (void)parser->process(t);
@@ -252,7 +252,7 @@ struct CompletionMapper::Impl {
   void push(TokenId t, std::vector<StreamEvent>& events) {
     const Tokenizer& tok = enc->tokenizer();
     switch (parser->state()) {
-      case StreamableParser::State::content:
+      case StreamableParser::State::Content:
         if (is_stop(t)) {
           (void)parser->process(t);
           on_message_done(events);
@@ -268,7 +268,7 @@ struct CompletionMapper::Impl {
           feed_content(t, events);
         }
         return;
-      case StreamableParser::State::header:
+      case StreamableParser::State::Header:
         if (t == enc->message_id) {
           header.push_back(t);
           if (parser->process(t).ok()) {
@@ -287,7 +287,7 @@ struct CompletionMapper::Impl {
           if (header.size() > kMaxHeaderTokens) abandon_header(true, events);
         }
         return;
-      case StreamableParser::State::expect_start:
+      case StreamableParser::State::ExpectStart:
         if (t == enc->start_id) {
           (void)parser->process(t);
           header.clear();
@@ -314,14 +314,14 @@ struct CompletionMapper::Impl {
     if (finished) return;
     finished = true;
     switch (parser->state()) {
-      case StreamableParser::State::content:
+      case StreamableParser::State::Content:
         (void)parser->process_eos();
         on_message_done(events);
         return;
-      case StreamableParser::State::header:
+      case StreamableParser::State::Header:
         abandon_header(false, events);
         return;
-      case StreamableParser::State::expect_start:
+      case StreamableParser::State::ExpectStart:
         return;
     }
   }

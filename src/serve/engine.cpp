@@ -25,8 +25,9 @@ std::vector<int> RoundRobinScheduler::next_rows(const std::vector<int>& active) 
   return rows;
 }
 
-Engine::Engine(std::vector<std::unique_ptr<Session>> sessions, std::unique_ptr<Scheduler> scheduler)
-    : scheduler_(std::move(scheduler)) {
+Engine::Engine(std::vector<std::unique_ptr<Session>> sessions, std::unique_ptr<Scheduler> scheduler,
+               std::unique_ptr<Batch> batch)
+    : scheduler_(std::move(scheduler)), batch_(std::move(batch)) {
   slots_.resize(sessions.size());
   for (size_t i = 0; i < sessions.size(); ++i) {
     slots_[i].session = std::move(sessions[i]);
@@ -51,7 +52,7 @@ void Engine::submit(std::shared_ptr<Job> job) {
   }
   std::lock_guard jl(job->mu);
   job->done = true;
-  job->finish = FinishReason::cancelled;
+  job->finish = FinishReason::Cancelled;
   job->cv.notify_all();
 }
 
@@ -99,11 +100,12 @@ void Engine::admit(Slot& slot) {
   job.started_at = engine_clock();
   slot.gen = std::make_unique<Generation>(*slot.seq, job.gen);
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
-  Status st = slot.gen->start(job.prompt);
+  // Batched: the prompt runs in the steps, in chunks beside the other slots' decode tokens.
+  Status st = batch_ ? slot.gen->begin(job.prompt) : slot.gen->start(job.prompt);
   if (!st.ok()) {
     complete(slot, st.message());
     return;
@@ -117,11 +119,20 @@ void Engine::admit(Slot& slot) {
 void Engine::step_slot(Slot& slot, bool alone) {
   Job& job = *slot.job;
   if (job.cancel.load()) {
-    slot.gen->finish(FinishReason::cancelled);
+    slot.gen->finish(FinishReason::Cancelled);
     complete(slot);
     return;
   }
-  auto tok = slot.gen->next(alone);
+  if (slot.gen->prefilling()) {  // begun for a batch (cannot happen without one)
+    complete(slot, "engine: a prefilling slot stepped alone");
+    return;
+  }
+  emit(slot, alone);
+}
+
+void Engine::emit(Slot& slot, bool device_chain) {
+  Job& job = *slot.job;
+  auto tok = slot.gen->next(device_chain);
   if (!tok.ok()) {
     complete(slot, tok.status().message());
     return;
@@ -135,11 +146,59 @@ void Engine::step_slot(Slot& slot, bool alone) {
   if (slot.gen->finished()) complete(slot);
 }
 
+// One batched step: the decode token of every generating slot first, then prompt chunks of the prefilling slots
+// in the budget left (so a long prompt delays the running generations by one step at most), in the
+// scheduler's order.
+void Engine::step_batched(const std::vector<int>& order) {
+  entries_.clear();
+  batch_->clear();
+  for (int pass = 0; pass < 2; ++pass)
+    for (int r : order) {
+      Slot& slot = slots_[size_t(r)];
+      if (!slot.job || !slot.gen || slot.gen->prefilling() != (pass == 1)) continue;
+      if (slot.job->cancel.load()) {
+        slot.gen->finish(FinishReason::Cancelled);
+        complete(slot);
+        continue;
+      }
+      if (slot.gen->ready()) {  // a token drawn earlier, not yet handed over
+        emit(slot, false);
+        continue;
+      }
+      if (batch_->size() >= batch_->max_seqs()) continue;
+      const int budget = std::min(batch_->rows_left(), slot.session->options().max_batch);
+      const auto in = slot.gen->step_input(budget);
+      if (in.empty()) continue;
+      if (Status st = batch_->add(*slot.session, in); !st.ok()) {
+        slot.gen->finish(FinishReason::Cancelled);
+        complete(slot, st.message());
+        continue;
+      }
+      entries_.push_back({r, in.size()});
+    }
+  if (entries_.empty()) return;
+  samplers_.clear();
+  for (const Entry& e : entries_) samplers_.push_back(&slots_[size_t(e.slot)].gen->sampler());
+  Status st = batch_->run();
+  if (st.ok()) st = batch_->draw(samplers_, drawn_);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    Slot& slot = slots_[size_t(entries_[i].slot)];
+    if (!st.ok()) {
+      slot.seq->reset();
+      slot.gen->finish(FinishReason::Cancelled);
+      complete(slot, st.message());
+      continue;
+    }
+    slot.gen->step_done(entries_[i].n, drawn_[i]);
+    if (slot.gen->ready()) emit(slot, false);
+  }
+}
+
 void Engine::complete(Slot& slot, const std::string& error) {
   // The slot is free (and counted so) before the job reads as done.
   std::shared_ptr<Job> job = std::move(slot.job);
   const int generated = slot.gen ? slot.gen->generated() : 0;
-  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::cancelled;
+  const FinishReason why = slot.gen && slot.gen->finished() ? slot.gen->finish_reason() : FinishReason::Cancelled;
   slot.gen.reset();
   slot.last_used = ++tick_;
   completion_tokens_ += uint64_t(generated);
@@ -180,12 +239,17 @@ void Engine::loop() {
     // The device-chained step only for a slot that runs alone: another session's step in between would
     // discard it (and on the GPU cost a wait).
     const bool alone = active.size() == 1;
-    for (int r : scheduler_->next_rows(active))
+    const auto order = scheduler_->next_rows(active);
+    if (batch_ && !(alone && !slots_[size_t(active[0])].gen->prefilling())) {
+      step_batched(order);
+      continue;
+    }
+    for (int r : order)
       if (slots_[size_t(r)].job) step_slot(slots_[size_t(r)], alone);
   }
   for (Slot& s : slots_)
     if (s.job) {
-      if (s.gen) s.gen->finish(FinishReason::cancelled);
+      if (s.gen) s.gen->finish(FinishReason::Cancelled);
       complete(s);
     }
   std::deque<std::shared_ptr<Job>> left;
@@ -196,7 +260,7 @@ void Engine::loop() {
   for (auto& j : left) {
     std::lock_guard jl(j->mu);
     j->done = true;
-    j->finish = FinishReason::cancelled;
+    j->finish = FinishReason::Cancelled;
     j->cv.notify_all();
   }
 }

@@ -1,8 +1,11 @@
 // The serve engine: one thread owns the model and steps the requests that hold a slot (a Session with its
 // own KV cache and token history, weights shared). Requests queue for a free slot; a request takes the
 // free slot whose history shares the longest prefix with its prompt, so a conversation's next turn reuses
-// its cache. A Scheduler picks the slots of each step: today one token each in turn (round-robin); a
-// batched forward can later run the same rows as one step.
+// its cache. With a Batch (continuous batching), every step runs all running requests at once: one decode
+// token of each generating slot, then prompt chunks of the prefilling ones in what is left of the step's
+// token budget; requests join and leave between steps. A slot running alone steps by itself (its next step
+// starts on the device before the host has the token). Without a Batch, the Scheduler's slots run one
+// token each in turn.
 #pragma once
 
 #include <atomic>
@@ -32,7 +35,7 @@ struct Job {
   std::condition_variable cv;
   std::vector<int32_t> tokens;  // every token produced so far (a stop token included)
   bool done = false;
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   std::string error;  // the engine failed to run it (backend error): the request gets a 500
   int reused_tokens = 0;
   double queued_at = 0, started_at = 0, first_token_at = 0, finished_at = 0;  // engine_clock() seconds
@@ -71,14 +74,16 @@ struct EngineStats {
 class Engine {
  public:
   // `sessions`: one per slot, all over one model. Starts the engine thread.
+  // `batch` (optional): runs the slots' steps together; its max_seqs should be at least the slot count.
   Engine(std::vector<std::unique_ptr<Session>> sessions,
-         std::unique_ptr<Scheduler> scheduler = std::make_unique<RoundRobinScheduler>());
+         std::unique_ptr<Scheduler> scheduler = std::make_unique<RoundRobinScheduler>(),
+         std::unique_ptr<Batch> batch = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   void submit(std::shared_ptr<Job> job);
-  // Cancels what is queued or running and stops the thread (the jobs end with FinishReason::cancelled).
+  // Cancels what is queued or running and stops the thread (the jobs end with FinishReason::Cancelled).
   void shutdown();
   EngineStats stats() const;
   int max_context() const;
@@ -95,10 +100,20 @@ class Engine {
   int pick_slot(const Job& job) const;  // a free slot, the longest reusable prefix first (lock held)
   void admit(Slot& slot);
   void step_slot(Slot& slot, bool alone);
+  void step_batched(const std::vector<int>& order);
+  void emit(Slot& slot, bool device_chain);  // the slot's next token (drawn earlier, or run now) to its job
   void complete(Slot& slot, const std::string& error = {});
 
   std::vector<Slot> slots_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<Batch> batch_;
+  struct Entry {
+    int slot;
+    size_t n;
+  };
+  std::vector<Entry> entries_;
+  std::vector<Sampler*> samplers_;
+  std::vector<int32_t> drawn_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;

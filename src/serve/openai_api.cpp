@@ -1,8 +1,42 @@
-// render_prompt, error_json and the conversation-date check (the rest of openai_api.h lives in
-// chat_request.cpp, responses_request.cpp, completion_mapper.cpp and api_json.cpp).
+// render_prompt, error_json, the conversation-date check and the other forms of the two request parsers
+// (the rest of openai_api.h lives in chat_request.cpp, responses_request.cpp, completion_mapper.cpp and
+// api_json.cpp).
 #include "serve/openai_api.h"
 
+#include "serve/request_common.h"
+
 namespace gptoss::serve {
+
+namespace {
+
+using BodyParser = std::optional<ApiRequest> (*)(const nlohmann::ordered_json&, const MappingOptions&,
+                                                 RequestError&);
+// Text that is not JSON is an error like any field's; JSON goes to `parse`.
+std::optional<ApiRequest> parse_text(std::string_view body, const MappingOptions& opts, RequestError& error,
+                                     BodyParser parse) {
+  const nlohmann::ordered_json j = detail::parse_body(body, error);
+  if (j.is_discarded()) return std::nullopt;
+  return parse(j, opts, error);
+}
+
+}  // namespace
+
+std::optional<ApiRequest> parse_chat_request(const nlohmann::json& body, const MappingOptions& opts,
+                                             RequestError& error) {
+  return parse_chat_request(nlohmann::ordered_json(body), opts, error);
+}
+std::optional<ApiRequest> parse_responses_request(const nlohmann::json& body, const MappingOptions& opts,
+                                                  RequestError& error) {
+  return parse_responses_request(nlohmann::ordered_json(body), opts, error);
+}
+std::optional<ApiRequest> parse_chat_request_text(std::string_view body, const MappingOptions& opts,
+                                                  RequestError& error) {
+  return parse_text(body, opts, error, parse_chat_request);
+}
+std::optional<ApiRequest> parse_responses_request_text(std::string_view body, const MappingOptions& opts,
+                                                       RequestError& error) {
+  return parse_text(body, opts, error, parse_responses_request);
+}
 
 Result<std::vector<TokenId>> render_prompt(const harmony::HarmonyEncoding& enc, const ApiRequest& req) {
   GPTOSS_ASSIGN(std::vector<TokenId> ids, enc.render_for_completion(req.conversation));

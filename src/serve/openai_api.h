@@ -33,7 +33,7 @@ struct SamplingParams {
   std::vector<std::string> stop;     // stop strings (at most 4, non-empty)
 };
 
-enum class ToolChoice { automatic, none, required, named };
+enum class ToolChoice { Auto, None, Required, Named };
 
 // A validated request of either API, as the engine runs it.
 struct ApiRequest {
@@ -46,7 +46,7 @@ struct ApiRequest {
   SamplingParams sampling;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
-  ToolChoice tool_choice = ToolChoice::automatic;
+  ToolChoice tool_choice = ToolChoice::Auto;
   std::string tool_choice_name;
 };
 
@@ -95,7 +95,7 @@ struct CompletionResult {
 
 // An event of a streamed completion, independent of the API that formats it.
 struct StreamEvent {
-  enum class Kind { reasoning_delta, content_delta, tool_call_begin, tool_call_arguments_delta };
+  enum class Kind { ReasoningDelta, ContentDelta, ToolCallBegin, ToolCallArgumentsDelta };
   Kind kind;
   std::string text;   // the delta; the function name for tool_call_begin
   int tool_index = -1;  // index into CompletionResult::tool_calls for tool events

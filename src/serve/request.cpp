@@ -100,7 +100,8 @@ bool parse_completions(const json& body, const ServeContext& ctx, PreparedReques
     return bad(err, "'logprobs' is not supported", "logprobs");
   if (body.contains("suffix") && !body["suffix"].is_null()) return bad(err, "'suffix' is not supported", "suffix");
   for (const char* name : {"<|endoftext|>", "<|return|>"})
-    if (auto id = tok.special_token_id(name)) out.gen.stop_tokens.push_back(int32_t(*id));
+    if (auto id = tok.special_token_id(name)) out.end_tokens.push_back(int32_t(*id));
+  out.gen.stop_tokens = out.end_tokens;
   return true;
 }
 
@@ -119,11 +120,11 @@ bool prepare_request(Endpoint endpoint, std::string_view body_text, const ServeC
   json body = json::parse(body_text.begin(), body_text.end(), nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return bad(err, "the body is not valid JSON (UTF-8)", "");
   if (!body.is_object()) return bad(err, "the body must be a JSON object", "");
-  if (endpoint == Endpoint::completions) {
+  if (endpoint == Endpoint::Completions) {
     if (!parse_completions(body, ctx, out, err)) return false;
   } else {
     RequestError re;
-    auto req = endpoint == Endpoint::chat_completions ? parse_chat_request(body, ctx.mapping, re)
+    auto req = endpoint == Endpoint::ChatCompletions ? parse_chat_request(body, ctx.mapping, re)
                                                       : parse_responses_request(body, ctx.mapping, re);
     if (!req) return bad(err, re.message.empty() ? "invalid request" : re.message, re.param);
     out.api = std::move(*req);
@@ -138,6 +139,11 @@ bool prepare_request(Endpoint endpoint, std::string_view body_text, const ServeC
                         std::to_string(ctx.max_context) + " (prompt and completion together)",
                     "invalid_request_error", "messages"};
     return false;
+  }
+  // vLLM's extension, for benchmarks: stop tokens do not end the generation, max_tokens (or the context) does.
+  if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+    if (!body["ignore_eos"].is_boolean()) return bad(err, "'ignore_eos' must be a boolean", "ignore_eos");
+    if (body["ignore_eos"].get<bool>()) out.gen.stop_tokens.clear();
   }
   const SamplingParams& sp = out.api.sampling;
   if (sp.max_tokens && *sp.max_tokens < 1) return bad(err, "max_tokens must be at least 1", "max_tokens");

@@ -14,7 +14,7 @@
 
 namespace gptoss::serve {
 
-enum class Endpoint { chat_completions, responses, completions };
+enum class Endpoint { ChatCompletions, Responses, Completions };
 
 // A 4xx answer: the status and the OpenAI error object's fields.
 struct HttpError {
@@ -34,11 +34,12 @@ struct ServeContext {
 };
 
 struct PreparedRequest {
-  Endpoint endpoint = Endpoint::chat_completions;
+  Endpoint endpoint = Endpoint::ChatCompletions;
   ApiRequest api;                 // chat completions and responses (the completions fields below too)
   std::vector<int32_t> prompt;    // the tokens the engine runs
   GenerateOptions gen;            // sampling, max tokens, stop tokens
   std::vector<std::string> stop;  // stop strings, applied to the streamed text
+  std::vector<int32_t> end_tokens;  // completions: end-of-text tokens, never shown as text (even with ignore_eos)
   bool stream = false;
   bool include_usage = false;
   bool seeded = false;  // the request gave a seed (else the server draws one)

@@ -235,18 +235,44 @@ bool check_function_tool(const ojson* name, const ojson* description, const ojso
   return true;
 }
 
+bool parse_tools(const ojson& body, bool chat_shape, std::vector<FunctionTool>& tools, RequestError& error) {
+  const ojson* list = field(body, "tools");
+  if (!list) return true;
+  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
+  for (size_t i = 0; i < list->size(); ++i) {
+    const ojson& t = (*list)[i];
+    std::string param = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
+    const ojson* type = field(t, "type");
+    if (!type || !type->is_string() || *type != "function") {
+      return fail(error, param + ".type", "only \"function\" tools are supported");
+    }
+    const ojson* fn = &t;
+    if (chat_shape) {
+      fn = field(t, "function");
+      param += ".function";
+      if (!fn || !fn->is_object()) return fail(error, param, "expected an object");
+    }
+    if (!check_function_tool(field(*fn, "name"), field(*fn, "description"), field(*fn, "parameters"), param, tools,
+                             error)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& tools, bool chat_shape,
                        ApiRequest& req, RequestError& error) {
   if (!choice) return true;
   if (choice->is_string()) {
     const std::string c = choice->get<std::string>();
     if (c == "auto") {
-      req.tool_choice = ToolChoice::automatic;
+      req.tool_choice = ToolChoice::Auto;
     } else if (c == "none") {
-      req.tool_choice = ToolChoice::none;
+      req.tool_choice = ToolChoice::None;
     } else if (c == "required") {
       if (tools.empty()) return fail(error, "tool_choice", "'required' needs at least one tool in 'tools'");
-      req.tool_choice = ToolChoice::required;
+      req.tool_choice = ToolChoice::Required;
       req.forced_prefix = forced_prefix_required();
     } else {
       return fail(error, "tool_choice", "'" + c + "' is not one of 'none', 'auto', 'required'");
@@ -274,14 +300,14 @@ bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& too
   bool found = false;
   for (const FunctionTool& t : tools) found = found || t.name == n;
   if (!found) return fail(error, prefix + ".name", "no tool named '" + n + "' in 'tools'");
-  req.tool_choice = ToolChoice::named;
+  req.tool_choice = ToolChoice::Named;
   req.tool_choice_name = n;
   req.forced_prefix = forced_prefix_named(n);
   return true;
 }
 
 bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEffort& out, RequestError& error) {
-  out = harmony::ReasoningEffort::medium;
+  out = harmony::ReasoningEffort::Medium;
   if (!v) return true;
   if (!v->is_string()) return fail(error, param, "expected \"low\", \"medium\" or \"high\", got " + type_name(*v));
   const std::string e = v->get<std::string>();
@@ -291,27 +317,36 @@ bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEf
   return true;
 }
 
-harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const std::string& date,
-                                         const std::vector<std::string>& instructions,
-                                         const std::vector<FunctionTool>& tools, bool render_tools,
-                                         std::vector<Message> turns) {
-  harmony::Conversation conv;
+bool parse_request_start(const ojson& body, ApiRequest& req, RequestError& error) {
+  if (!body.is_object()) return fail(error, "", "the request body must be a JSON object, got " + type_name(body));
+  if (const ojson* model = field(body, "model")) {
+    if (!model->is_string()) return fail(error, "model", "expected a string, got " + type_name(*model));
+    req.model = model->get<std::string>();
+  }
+  return true;
+}
+
+void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const MappingOptions& opts,
+                      const std::vector<std::string>& instructions, const std::vector<FunctionTool>& tools,
+                      std::vector<Message> turns) {
+  harmony::Conversation& conv = req.conversation;
+  conv = {};
   Message sys;
-  sys.role = Role::system;
+  sys.role = Role::System;
   harmony::Content sc;
-  sc.kind = harmony::Content::Kind::system;
+  sc.kind = harmony::Content::Kind::System;
   sc.system = harmony::SystemContent::defaults();
   sc.system.reasoning_effort = effort;
-  sc.system.conversation_start_date = date;
+  sc.system.conversation_start_date = conversation_date(opts);
   sys.content.push_back(std::move(sc));
   conv.messages.push_back(std::move(sys));
 
-  const bool with_tools = render_tools && !tools.empty();
+  const bool with_tools = req.tool_choice != ToolChoice::None && !tools.empty();
   if (!instructions.empty() || with_tools) {
     Message dev;
-    dev.role = Role::developer;
+    dev.role = Role::Developer;
     harmony::Content dc;
-    dc.kind = harmony::Content::Kind::developer;
+    dc.kind = harmony::Content::Kind::Developer;
     if (!instructions.empty()) {
       // Several system/developer messages: their texts in order, a blank line between.
       std::string joined;
@@ -328,7 +363,6 @@ harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const 
     conv.messages.push_back(std::move(dev));
   }
   for (Message& m : turns) conv.messages.push_back(std::move(m));
-  return conv;
 }
 
 std::string conversation_date(const MappingOptions& opts) {
@@ -342,7 +376,7 @@ std::string conversation_date(const MappingOptions& opts) {
 }
 
 Message assistant_message(const std::string& channel, std::string text) {
-  Message m = Message::from_text(Role::assistant, std::move(text));
+  Message m = Message::from_text(Role::Assistant, std::move(text));
   m.channel = channel;
   return m;
 }
@@ -355,7 +389,7 @@ Message tool_call_message(const std::string& name, std::string arguments) {
 }
 
 Message tool_result_message(const std::string& name, std::string output) {
-  Message m = Message::from_text(Role::tool, std::move(output));
+  Message m = Message::from_text(Role::Tool, std::move(output));
   m.name = "functions." + name;
   m.recipient = "assistant";
   m.channel = "commentary";

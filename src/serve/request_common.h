@@ -49,6 +49,9 @@ struct FunctionTool {
 // Checks a tool's name ([A-Za-z0-9_-], 1..64 characters), description and parameters.
 bool check_function_tool(const ojson* name, const ojson* description, const ojson* parameters,
                          const std::string& param, std::vector<FunctionTool>& tools, RequestError& error);
+// "tools": function tools, {"type": "function", "function": {name, description, parameters}} in the chat shape,
+// {"type": "function", name, description, parameters} in the responses shape.
+bool parse_tools(const ojson& body, bool chat_shape, std::vector<FunctionTool>& tools, RequestError& error);
 
 // tool_choice: "auto" | "none" | "required" | a named function (`named_function` reads its name).
 // Sets req.tool_choice / tool_choice_name / forced_prefix; checks the name against `tools`.
@@ -58,12 +61,14 @@ bool apply_tool_choice(const ojson* choice, const std::vector<FunctionTool>& too
 // "low" | "medium" | "high" (null: medium).
 bool parse_effort(const ojson* v, const std::string& param, harmony::ReasoningEffort& out, RequestError& error);
 
-// The system message and (when there are instructions or rendered tools) the developer message,
-// followed by `turns`.
-harmony::Conversation build_conversation(harmony::ReasoningEffort effort, const std::string& date,
-                                         const std::vector<std::string>& instructions,
-                                         const std::vector<FunctionTool>& tools, bool render_tools,
-                                         std::vector<harmony::Message> turns);
+// The opening checks of both APIs: the body is a JSON object, its "model" (optional) a string, kept in req.
+bool parse_request_start(const ojson& body, ApiRequest& req, RequestError& error);
+
+// req.conversation: the system message (`effort`, the date of `opts`) and, when there are instructions or
+// function tools to render (tool_choice not "none"), the developer message, followed by `turns`.
+void set_conversation(ApiRequest& req, harmony::ReasoningEffort effort, const MappingOptions& opts,
+                      const std::vector<std::string>& instructions, const std::vector<FunctionTool>& tools,
+                      std::vector<harmony::Message> turns);
 
 // The "YYYY-MM-DD" to render: opts.conversation_date, or today in UTC.
 std::string conversation_date(const MappingOptions& opts);

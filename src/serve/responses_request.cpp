@@ -41,7 +41,7 @@ bool parse_message_item(const ojson& item, const std::string& param, ResponsesPa
   std::string text;
   if (!content_text(*content, param + ".content", kPartTypes, false, text, error)) return false;
   if (role == "user") {
-    st.turns.push_back(Message::from_text(Role::user, std::move(text)));
+    st.turns.push_back(Message::from_text(Role::User, std::move(text)));
   } else if (role == "system" || role == "developer") {
     st.instructions.push_back(std::move(text));
   } else if (role == "assistant") {
@@ -72,7 +72,7 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
   const ojson* input = field(body, "input");
   if (!input) return fail(error, "input", "required");
   if (input->is_string()) {
-    st.turns.push_back(Message::from_text(Role::user, input->get<std::string>()));
+    st.turns.push_back(Message::from_text(Role::User, input->get<std::string>()));
     return true;
   }
   if (!input->is_array()) return fail(error, "input", "expected a string or an array of items, got " + type_name(*input));
@@ -93,7 +93,7 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
       if (!string_field(item, "call_id", param, false, call_id, error)) return false;
       if (!call_id.empty()) st.call_names[call_id] = name;
       // A text message right before the call is its preamble (commentary), as the model writes it.
-      if (!st.turns.empty() && st.turns.back().role == Role::assistant && st.turns.back().channel == "final") {
+      if (!st.turns.empty() && st.turns.back().role == Role::Assistant && st.turns.back().channel == "final") {
         st.turns.back().channel = "commentary";
       }
       st.turns.push_back(tool_call_message(name, std::move(arguments)));
@@ -120,49 +120,19 @@ bool parse_input(const ojson& body, ResponsesParse& st, RequestError& error) {
   return true;
 }
 
-bool parse_tools(const ojson& body, std::vector<FunctionTool>& tools, RequestError& error) {
-  const ojson* list = field(body, "tools");
-  if (!list) return true;
-  if (!list->is_array()) return fail(error, "tools", "expected an array, got " + type_name(*list));
-  for (size_t i = 0; i < list->size(); ++i) {
-    const ojson& t = (*list)[i];
-    const std::string param = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) return fail(error, param, "expected an object, got " + type_name(t));
-    const ojson* type = field(t, "type");
-    if (!type || !type->is_string() || *type != "function") {
-      return fail(error, param + ".type", "only \"function\" tools are supported");
-    }
-    if (!check_function_tool(field(t, "name"), field(t, "description"), field(t, "parameters"), param, tools,
-                             error)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& body, const MappingOptions& opts,
                                                   RequestError& error) {
-  if (!body.is_object()) {
-    fail(error, "", "the request body must be a JSON object, got " + type_name(body));
-    return std::nullopt;
-  }
+  ApiRequest req;
+  if (!parse_request_start(body, req, error)) return std::nullopt;
   if (field(body, "previous_response_id")) {
     fail(error, "previous_response_id",
          "not supported: the server is stateless; send the whole conversation in 'input'");
     return std::nullopt;
   }
-  ApiRequest req;
-  if (const ojson* model = field(body, "model")) {
-    if (!model->is_string()) {
-      fail(error, "model", "expected a string, got " + type_name(*model));
-      return std::nullopt;
-    }
-    req.model = model->get<std::string>();
-  }
   if (!parse_sampling(body, {"max_output_tokens"}, req, error)) return std::nullopt;
-  harmony::ReasoningEffort effort = harmony::ReasoningEffort::medium;
+  harmony::ReasoningEffort effort = harmony::ReasoningEffort::Medium;
   if (const ojson* reasoning = field(body, "reasoning")) {
     if (!reasoning->is_object()) {
       fail(error, "reasoning", "expected an object, got " + type_name(*reasoning));
@@ -179,24 +149,11 @@ std::optional<ApiRequest> parse_responses_request(const nlohmann::ordered_json& 
     st.instructions.push_back(instructions->get<std::string>());
   }
   std::vector<FunctionTool> tools;
-  if (!parse_tools(body, tools, error)) return std::nullopt;
+  if (!parse_tools(body, false, tools, error)) return std::nullopt;
   if (!apply_tool_choice(field(body, "tool_choice"), tools, false, req, error)) return std::nullopt;
   if (!parse_input(body, st, error)) return std::nullopt;
-  req.conversation = build_conversation(effort, conversation_date(opts), st.instructions, tools,
-                                        req.tool_choice != ToolChoice::none, std::move(st.turns));
+  set_conversation(req, effort, opts, st.instructions, tools, std::move(st.turns));
   return req;
-}
-
-std::optional<ApiRequest> parse_responses_request(const nlohmann::json& body, const MappingOptions& opts,
-                                                  RequestError& error) {
-  return parse_responses_request(nlohmann::ordered_json(body), opts, error);
-}
-
-std::optional<ApiRequest> parse_responses_request_text(std::string_view body, const MappingOptions& opts,
-                                                       RequestError& error) {
-  const ojson j = parse_body(body, error);
-  if (j.is_discarded()) return std::nullopt;
-  return parse_responses_request(j, opts, error);
 }
 
 }  // namespace gptoss::serve

@@ -1,10 +1,13 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -18,6 +21,8 @@ namespace gptoss::serve {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+constexpr int kListenBacklog = 4096;  // connections the kernel completes before the server accepts them
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true); }
@@ -39,6 +44,8 @@ void send_json(httplib::Response& res, int status, const ojson& j) {
 
 void send_error(httplib::Response& res, const HttpError& e) { send_json(res, e.status, http_error_json(e)); }
 
+bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
+
 // Tokens of a completion to StreamEvents: the Harmony mapper (chat completions, responses) or plain
 // text (completions: content deltas, stop tokens not shown).
 class TokenMapper {
@@ -56,21 +63,22 @@ class HarmonyTokenMapper : public TokenMapper {
   CompletionMapper m;
 };
 
+// Completions text; the end-of-text tokens are not shown (the last token, or any of them with ignore_eos).
 class TextTokenMapper : public TokenMapper {
  public:
-  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> stops) : dec_(tok), stops_(std::move(stops)) {}
+  TextTokenMapper(const Tokenizer& tok, std::vector<int32_t> hidden) : dec_(tok), hidden_(std::move(hidden)) {}
   void push(int32_t token, std::vector<StreamEvent>& events) override {
-    if (std::find(stops_.begin(), stops_.end(), token) != stops_.end()) return;
+    if (std::find(hidden_.begin(), hidden_.end(), token) != hidden_.end()) return;
     add(dec_.push(TokenId(token)), events);
   }
   void finish(std::vector<StreamEvent>& events) override { add(dec_.finish(), events); }
 
  private:
   static void add(std::string s, std::vector<StreamEvent>& events) {
-    if (!s.empty()) events.push_back({StreamEvent::Kind::content_delta, std::move(s), -1});
+    if (!s.empty()) events.push_back({StreamEvent::Kind::ContentDelta, std::move(s), -1});
   }
   StreamDecoder dec_;
-  std::vector<int32_t> stops_;
+  std::vector<int32_t> hidden_;
 };
 
 // One request's generation as its HTTP thread sees it.
@@ -85,21 +93,21 @@ struct Run {
   int completion_tokens = 0;
   int reused = 0;  // prompt tokens a slot's cache held (set when the job is done)
   bool stop_hit = false;
-  FinishReason finish = FinishReason::none;
+  FinishReason finish = FinishReason::None;
   std::string error;
   double arrival = 0;
   std::string id;
   int64_t created = 0;
 
   bool hit_length() const {
-    return !stop_hit && (finish == FinishReason::length || finish == FinishReason::context_full);
+    return !stop_hit && (finish == FinishReason::Length || finish == FinishReason::ContextFull);
   }
   // Content deltas through the stop strings; after a match nothing more is shown.
   void filter(std::vector<StreamEvent>& events) {
     std::vector<StreamEvent> kept;
     for (auto& e : events) {
       if (stop_hit) break;
-      if (e.kind == StreamEvent::Kind::content_delta) {
+      if (e.kind == StreamEvent::Kind::ContentDelta) {
         e.text = stop.push(e.text);
         if (stop.matched()) stop_hit = true;
         content += e.text;
@@ -163,7 +171,7 @@ bool pump(Run& r, const Emit& emit, const std::function<bool()>& idle) {
     std::string tail = r.stop.flush();
     if (!tail.empty()) {
       r.content += tail;
-      events.push_back({StreamEvent::Kind::content_delta, std::move(tail), -1});
+      events.push_back({StreamEvent::Kind::ContentDelta, std::move(tail), -1});
     }
   }
   return events.empty() || emit(events);
@@ -202,6 +210,9 @@ class Server {
     };
   }
   void generate(Endpoint ep, const httplib::Request& req, httplib::Response& res);
+  // A non-streaming request still running after this long is answered in chunks (see generate).
+  static constexpr double kWholeAnswerSeconds = 1.0;
+  ojson answer_json(Endpoint ep, Run& r);
   ojson chat_response(Run& r);
   ojson completion_response(Run& r);
   ojson responses_response(Run& r, const ojson& output);
@@ -230,10 +241,10 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   HttpError err;
   if (!prepare_request(ep, req.body, ctx_, r->pr, err)) return send_error(res, err);
   r->created = unix_now();
-  r->id = new_id(ep == Endpoint::chat_completions ? "chatcmpl-" : ep == Endpoint::responses ? "resp_" : "cmpl-");
+  r->id = new_id(ep == Endpoint::ChatCompletions ? "chatcmpl-" : ep == Endpoint::Responses ? "resp_" : "cmpl-");
   r->stop = StopStrings(r->pr.stop);
-  if (ep == Endpoint::completions) {
-    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.gen.stop_tokens);
+  if (ep == Endpoint::Completions) {
+    r->mapper = std::make_unique<TextTokenMapper>(ctx_.encoding->tokenizer(), r->pr.end_tokens);
   } else {
     auto h = std::make_unique<HarmonyTokenMapper>(*ctx_.encoding, r->pr.api.forced_prefix);
     r->harmony = h.get();
@@ -243,17 +254,49 @@ void Server::generate(Endpoint ep, const httplib::Request& req, httplib::Respons
   r->job->gen = r->pr.gen;
   engine_.submit(r->job);
   if (r->pr.stream) {
-    if (ep == Endpoint::chat_completions) return stream_chat(r, res);
-    if (ep == Endpoint::completions) return stream_completions(r, res);
+    if (ep == Endpoint::ChatCompletions) return stream_chat(r, res);
+    if (ep == Endpoint::Completions) return stream_completions(r, res);
     return stream_responses(r, res);
   }
-  pump(*r, [](std::vector<StreamEvent>&) { return true; }, nullptr);
-  finished(*r);
-  if (!r->error.empty())
-    return send_json(res, 500, error_json("generation failed: " + r->error, "server_error", ""));
-  if (ep == Endpoint::chat_completions) return send_json(res, 200, chat_response(*r));
-  if (ep == Endpoint::completions) return send_json(res, 200, completion_response(*r));
-  send_json(res, 200, responses_response(*r, responses_output_json(r->harmony->m.result())));
+  // Non-streaming: a request done within a second is answered whole, with its status. A longer one is answered
+  // in chunks: a space every quiet second (whitespace before a JSON value is allowed, and writing is the only
+  // way to see that the client left: then the job is cancelled), then the JSON. Its status is then 200
+  // whatever happens; a generation that fails afterwards returns the error object as the body.
+  std::vector<int32_t> none;
+  if (r->job->wait_tokens(size_t(-1), kWholeAnswerSeconds, none)) {
+    pump(*r, [](std::vector<StreamEvent>&) { return true; }, nullptr);
+    finished(*r);
+    if (!r->error.empty())
+      return send_json(res, 500, error_json("generation failed: " + r->error, "server_error", ""));
+    return send_json(res, 200, answer_json(ep, *r));
+  }
+  res.set_chunked_content_provider(
+      "application/json",
+      [this, r, ep](size_t, httplib::DataSink& sink) {
+        double last_space = engine_clock();
+        const auto space = [&] {
+          last_space = engine_clock();
+          return write_str(sink, " ");
+        };
+        // While tokens arrive nothing else is written: a space each second of them too.
+        const auto emit = [&](std::vector<StreamEvent>&) { return engine_clock() - last_space < 1.0 || space(); };
+        if (!pump(*r, emit, space)) return false;
+        finished(*r);
+        const ojson body =
+            r->error.empty() ? answer_json(ep, *r) : error_json("generation failed: " + r->error, "server_error", "");
+        if (!write_str(sink, dump_json(body))) return false;
+        sink.done();
+        return true;
+      },
+      [r](bool ok) {
+        if (!ok) r->job->cancel.store(true);
+      });
+}
+
+ojson Server::answer_json(Endpoint ep, Run& r) {
+  if (ep == Endpoint::ChatCompletions) return chat_response(r);
+  if (ep == Endpoint::Completions) return completion_response(r);
+  return responses_response(r, responses_output_json(r.harmony->m.result()));
 }
 
 ojson Server::chat_response(Run& r) {
@@ -313,7 +356,23 @@ std::function<bool()> keep_alive(httplib::DataSink& sink) {
   };
 }
 
-bool write_str(httplib::DataSink& sink, const std::string& s) { return sink.is_writable() && sink.write(s.data(), s.size()); }
+
+// A server-sent-events response: write(sink) writes the whole stream, false when the client left; a connection
+// that closes before the end cancels the job.
+template <class Write>
+void event_stream(const std::shared_ptr<Run>& r, httplib::Response& res, Write write) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [write](size_t, httplib::DataSink& sink) {
+        if (!write(sink)) return false;
+        sink.done();
+        return true;
+      },
+      [r](bool ok) {
+        if (!ok) r->job->cancel.store(true);
+      });
+}
 
 // The end of a chat or completions stream: the error event, or the last chunk (with its finish reason) and, when
 // the request asked for it, a usage chunk without choices; then [DONE]. last_chunk(finish) builds the endpoint's
@@ -336,10 +395,9 @@ std::string stream_tail(const Run& r, const LastChunk& last_chunk, const FinishR
 }
 
 void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](ojson delta, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "chat.completion.chunk"},
@@ -368,19 +426,14 @@ void Server::stream_chat(const std::shared_ptr<Run>& r, httplib::Response& res) 
                               return r->stop_hit ? std::string("stop")
                                                  : chat_finish_reason(r->harmony->m.result(), r->hit_length());
                             }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         auto chunk = [&](const std::string& text, ojson finish) {
           return ojson{{"id", r->id},
                        {"object", "text_completion"},
@@ -402,21 +455,16 @@ void Server::stream_completions(const std::shared_ptr<Run>& r, httplib::Response
         write_str(sink, stream_tail(
                             *r, [&](ojson finish) { return chunk("", std::move(finish)); },
                             [&] { return std::string(r->hit_length() ? "length" : "stop"); }));
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
 // Responses streaming: each run of events of one kind is an output item (reasoning, message, function
 // call), opened with response.output_item.added and closed with response.output_item.done.
 void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, r](size_t, httplib::DataSink& sink) {
+  event_stream(
+      r, res,
+      [this, r](httplib::DataSink& sink) {
         int seq = 0;
         ojson items = ojson::array();  // finished items
         ojson cur;                     // the open item, null when none
@@ -462,11 +510,11 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
             [&](std::vector<StreamEvent>& events) {
               for (const auto& e : events) {
                 using K = StreamEvent::Kind;
-                const std::string want = e.kind == K::reasoning_delta ? "reasoning"
-                                         : e.kind == K::content_delta ? "message"
+                const std::string want = e.kind == K::ReasoningDelta ? "reasoning"
+                                         : e.kind == K::ContentDelta ? "message"
                                                                       : "function_call";
-                const bool new_call = e.kind == K::tool_call_begin ||
-                                      (e.kind == K::tool_call_arguments_delta && e.tool_index != cur_tool);
+                const bool new_call = e.kind == K::ToolCallBegin ||
+                                      (e.kind == K::ToolCallArgumentsDelta && e.tool_index != cur_tool);
                 if (cur.is_null() || cur["type"] != want || new_call) {
                   if (!close_item()) return false;
                   ojson item;
@@ -482,14 +530,14 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
                             {"id", new_id("fc_")},
                             {"call_id", known ? calls[size_t(e.tool_index)].id : new_id("call_")},
                             {"name", known ? calls[size_t(e.tool_index)].name
-                                           : (e.kind == K::tool_call_begin ? e.text : std::string())},
+                                           : (e.kind == K::ToolCallBegin ? e.text : std::string())},
                             {"arguments", ""},
                             {"status", "in_progress"}};
                     cur_tool = e.tool_index;
                   }
                   if (!open_item(item)) return false;
                 }
-                if (e.kind == K::tool_call_begin) continue;
+                if (e.kind == K::ToolCallBegin) continue;
                 cur_text += e.text;
                 const int index = int(items.size());
                 ojson ev;
@@ -517,11 +565,7 @@ void Server::stream_responses(const std::shared_ptr<Run>& r, httplib::Response& 
         } else {
           event({{"type", "response.completed"}, {"response", responses_response(*r, items)}});
         }
-        sink.done();
         return true;
-      },
-      [r](bool ok) {
-        if (!ok) r->job->cancel.store(true);
       });
 }
 
@@ -542,9 +586,9 @@ Status Server::run() {
 
   using Req = httplib::Request;
   using Res = httplib::Response;
-  svr.Post("/v1/chat/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::chat_completions, q, s); }));
-  svr.Post("/v1/responses", guarded([this](const Req& q, Res& s) { generate(Endpoint::responses, q, s); }));
-  svr.Post("/v1/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::completions, q, s); }));
+  svr.Post("/v1/chat/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::ChatCompletions, q, s); }));
+  svr.Post("/v1/responses", guarded([this](const Req& q, Res& s) { generate(Endpoint::Responses, q, s); }));
+  svr.Post("/v1/completions", guarded([this](const Req& q, Res& s) { generate(Endpoint::Completions, q, s); }));
   svr.Get("/v1/models", guarded([this](const Req&, Res& s) {
             send_json(s, 200, {{"object", "list"},
                                {"data", {{{"id", ctx_.model_id}, {"object", "model"}, {"created", unix_now()},
@@ -588,6 +632,14 @@ Status Server::run() {
   });
   svr.set_logger([this](const Req& q, const Res& s) { metrics_.request(endpoint_label(q.path), s.status); });
 
+  // httplib listens with a backlog of 5 (compiled into Debian's library): a burst of clients (a benchmark
+  // releasing 1,000 requests at once) overflows it before the accept thread drains it, and connections are
+  // reset. Listening again on the bound socket raises it (Linux; the kernel caps it at net.core.somaxconn).
+  socket_t listen_fd = INVALID_SOCKET;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;  // the last socket made is the one that bound (a failed one is closed, the next tried)
+  });
   int port = opts_.port;
   if (port == 0) {
     port = svr.bind_to_any_port(opts_.host);
@@ -595,6 +647,8 @@ Status Server::run() {
   } else if (!svr.bind_to_port(opts_.host, port)) {
     return Error("serve: cannot bind {}:{} (in use, or not an address of this machine)", opts_.host, port);
   }
+  if (::listen(listen_fd, kListenBacklog) != 0)
+    return Error("serve: listen({}) on {}:{} failed: {}", kListenBacklog, opts_.host, port, std::strerror(errno));
 
   g_stop.store(false);
   struct sigaction sa{};

@@ -89,17 +89,17 @@ std::string utf8_lossy(std::string_view s) {
 
 std::string_view role_name(Role role) {
   switch (role) {
-    case Role::user: return "user";
-    case Role::assistant: return "assistant";
-    case Role::system: return "system";
-    case Role::developer: return "developer";
-    case Role::tool: return "tool";
+    case Role::User: return "user";
+    case Role::Assistant: return "assistant";
+    case Role::System: return "system";
+    case Role::Developer: return "developer";
+    case Role::Tool: return "tool";
   }
   return "user";
 }
 
 std::optional<Role> parse_role(std::string_view name) {
-  for (Role r : {Role::user, Role::assistant, Role::system, Role::developer, Role::tool}) {
+  for (Role r : {Role::User, Role::Assistant, Role::System, Role::Developer, Role::Tool}) {
     if (role_name(r) == name) return r;
   }
   return std::nullopt;
@@ -107,9 +107,9 @@ std::optional<Role> parse_role(std::string_view name) {
 
 std::string_view reasoning_effort_name(ReasoningEffort effort) {
   switch (effort) {
-    case ReasoningEffort::low: return "low";
-    case ReasoningEffort::medium: return "medium";
-    case ReasoningEffort::high: return "high";
+    case ReasoningEffort::Low: return "low";
+    case ReasoningEffort::Medium: return "medium";
+    case ReasoningEffort::High: return "high";
   }
   return "medium";
 }
@@ -118,7 +118,7 @@ std::optional<ReasoningEffort> parse_reasoning_effort(std::string_view name, boo
   std::string n(name);
   if (ignore_case)
     std::transform(n.begin(), n.end(), n.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
-  for (ReasoningEffort e : {ReasoningEffort::low, ReasoningEffort::medium, ReasoningEffort::high}) {
+  for (ReasoningEffort e : {ReasoningEffort::Low, ReasoningEffort::Medium, ReasoningEffort::High}) {
     if (reasoning_effort_name(e) == n) return e;
   }
   return std::nullopt;
@@ -127,7 +127,7 @@ std::optional<ReasoningEffort> parse_reasoning_effort(std::string_view name, boo
 SystemContent SystemContent::defaults() {
   SystemContent s;
   s.model_identity = "You are ChatGPT, a large language model trained by OpenAI.";
-  s.reasoning_effort = ReasoningEffort::medium;
+  s.reasoning_effort = ReasoningEffort::Medium;
   s.knowledge_cutoff = "2024-06";
   s.channel_config = ChannelConfig{{"analysis", "commentary", "final"}, true};
   return s;
@@ -145,7 +145,7 @@ Message Message::from_text(Role role, std::string text) {
 std::string Message::text() const {
   std::string out;
   for (const Content& c : content) {
-    if (c.kind == Content::Kind::text) out += c.text;
+    if (c.kind == Content::Kind::Text) out += c.text;
   }
   return out;
 }
@@ -179,7 +179,7 @@ void HarmonyEncoding::render_text(std::string_view text, std::vector<TokenId>& o
 Status HarmonyEncoding::render_message_into(const Message& m, bool has_function_tools,
                                             std::vector<TokenId>& out) const {
   out.push_back(start_id);
-  if (m.role == Role::tool) {
+  if (m.role == Role::Tool) {
     if (!m.name) return Error("tool message without a name (the tool's name is its header)");
     render_text(*m.name, out);
   } else {
@@ -204,17 +204,17 @@ Status HarmonyEncoding::render_message_into(const Message& m, bool has_function_
   out.push_back(message_id);
   for (const Content& c : m.content) {
     switch (c.kind) {
-      case Content::Kind::text:
+      case Content::Kind::Text:
         render_text(c.text, out);
         break;
-      case Content::Kind::system:
-        if (m.role != Role::system) {
+      case Content::Kind::System:
+        if (m.role != Role::System) {
           return Error("system content in a {} message (only system messages may have it)", role_name(m.role));
         }
         render_text(render_system_content(c.system, has_function_tools), out);
         break;
-      case Content::Kind::developer:
-        if (m.role != Role::developer) {
+      case Content::Kind::Developer:
+        if (m.role != Role::Developer) {
           return Error("developer content in a {} message (only developer messages may have it)",
                        role_name(m.role));
         }
@@ -222,7 +222,7 @@ Status HarmonyEncoding::render_message_into(const Message& m, bool has_function_
         break;
     }
   }
-  out.push_back(m.role == Role::assistant && m.recipient ? call_id : end_id);
+  out.push_back(m.role == Role::Assistant && m.recipient ? call_id : end_id);
   return Status();
 }
 
@@ -239,7 +239,7 @@ Result<std::vector<TokenId>> HarmonyEncoding::render_conversation(const Conversa
   bool has_function_tools = false;
   for (const Message& m : msgs) {
     for (const Content& c : m.content) {
-      if (c.kind != Content::Kind::developer || !c.developer.tools) continue;
+      if (c.kind != Content::Kind::Developer || !c.developer.tools) continue;
       auto it = c.developer.tools->find("functions");
       if (it != c.developer.tools->end() && !it->second.tools.empty()) has_function_tools = true;
     }
@@ -248,7 +248,7 @@ Result<std::vector<TokenId>> HarmonyEncoding::render_conversation(const Conversa
   // and only analysis messages before the first "final" one.
   bool last_assistant_is_final = false;
   for (auto it = msgs.rbegin(); it != msgs.rend(); ++it) {
-    if (it->role == Role::assistant) {
+    if (it->role == Role::Assistant) {
       last_assistant_is_final = it->channel && *it->channel == "final";
       break;
     }
@@ -296,7 +296,7 @@ Result<std::vector<Message>> HarmonyEncoding::parse_messages(std::span<const Tok
 // Streaming parser
 
 StreamableParser::StreamableParser(const HarmonyEncoding& encoding, std::optional<Role> role)
-    : encoding_(&encoding), next_role_(role), state_(role ? State::header : State::expect_start) {}
+    : encoding_(&encoding), next_role_(role), state_(role ? State::Header : State::ExpectStart) {}
 
 Status StreamableParser::process(TokenId token) {
   last_delta_.clear();
@@ -309,17 +309,17 @@ Status StreamableParser::process_eos() {
 }
 
 std::optional<Role> StreamableParser::current_role() const {
-  if (state_ == State::content) return current_.role;
+  if (state_ == State::Content) return current_.role;
   return next_role_;
 }
 std::optional<std::string> StreamableParser::current_channel() const {
-  return state_ == State::content ? current_.channel : std::nullopt;
+  return state_ == State::Content ? current_.channel : std::nullopt;
 }
 std::optional<std::string> StreamableParser::current_recipient() const {
-  return state_ == State::content ? current_.recipient : std::nullopt;
+  return state_ == State::Content ? current_.recipient : std::nullopt;
 }
 std::optional<std::string> StreamableParser::current_content_type() const {
-  return state_ == State::content ? current_.content_type : std::nullopt;
+  return state_ == State::Content ? current_.content_type : std::nullopt;
 }
 
 // The header text (specials decoded as their strings) → role/name, channel, recipient, content type.
@@ -368,7 +368,7 @@ Status StreamableParser::finish_header() {
     } else if (parts.size() > 1 || starts_with(parts.front(), "to=")) {
       // An unknown first word with more header after it: a tool's name.
       parts.erase(parts.begin());
-      role = Role::tool;
+      role = Role::Tool;
     } else {
       return Error("unknown role '{}'", parts.front());
     }
@@ -394,7 +394,7 @@ Status StreamableParser::finish_header() {
     if (!parts.empty()) return Error("unexpected words remaining in message header: '{}'", join(parts, " "));
   }
   m.role = role;
-  if (role == Role::tool) m.name = role_word;
+  if (role == Role::Tool) m.name = role_word;
   current_ = std::move(m);
   return Status();
 }
@@ -412,33 +412,33 @@ void StreamableParser::finish_message() {
   content_.clear();
   undecoded_tokens_.clear();
   undecoded_bytes_.clear();
-  state_ = State::expect_start;
+  state_ = State::ExpectStart;
 }
 
 Status StreamableParser::process_next(std::optional<TokenId> token) {
   if (token) tokens_.push_back(*token);
   switch (state_) {
-    case State::expect_start:
+    case State::ExpectStart:
       if (token && *token != encoding_->start_id) {
         return Error("unexpected token {} while expecting <|start|> ({})", *token, encoding_->start_id);
       }
       if (token) {
-        state_ = State::header;
+        state_ = State::Header;
         header_tokens_.clear();
       }
       return Status();
-    case State::header:
+    case State::Header:
       if (!token) return Error("end of stream inside a message header");
       if (*token == encoding_->message_id) {
         GPTOSS_TRY(finish_header());
         next_role_.reset();
         header_tokens_.clear();
-        state_ = State::content;
+        state_ = State::Content;
       } else {
         header_tokens_.push_back(*token);
       }
       return Status();
-    case State::content: {
+    case State::Content: {
       const bool is_stop = !token || *token == encoding_->end_id || *token == encoding_->return_id ||
                            *token == encoding_->call_id;
       if (is_stop) {

@@ -22,11 +22,11 @@
 
 namespace gptoss::harmony {
 
-enum class Role { user, assistant, system, developer, tool };
+enum class Role { User, Assistant, System, Developer, Tool };
 std::string_view role_name(Role role);
 std::optional<Role> parse_role(std::string_view name);
 
-enum class ReasoningEffort { low, medium, high };
+enum class ReasoningEffort { Low, Medium, High };
 // "low", "medium", "high": the words the rendered system message, the CLI and the OpenAI APIs use.
 std::string_view reasoning_effort_name(ReasoningEffort effort);
 // The inverse of reasoning_effort_name; with ignore_case also openai-harmony's JSON spelling ("Low").
@@ -71,15 +71,15 @@ struct DeveloperContent {
 };
 
 struct Content {
-  enum class Kind { text, system, developer };
-  Kind kind = Kind::text;
+  enum class Kind { Text, System, Developer };
+  Kind kind = Kind::Text;
   std::string text;
   SystemContent system;
   DeveloperContent developer;
 };
 
 struct Message {
-  Role role = Role::user;
+  Role role = Role::User;
   std::optional<std::string> name;  // the tool's name ("functions.get_weather") for tool messages
   std::vector<Content> content;
   std::optional<std::string> channel;
@@ -109,7 +109,7 @@ class HarmonyEncoding {
   // assistant message is on "final", analysis messages before the first "final" are dropped.
   Result<std::vector<TokenId>> render_conversation(const Conversation& conv, bool auto_drop_analysis = true) const;
   // render_conversation + <|start|>{next role}: the prompt for sampling the next message.
-  Result<std::vector<TokenId>> render_for_completion(const Conversation& conv, Role next_role = Role::assistant,
+  Result<std::vector<TokenId>> render_for_completion(const Conversation& conv, Role next_role = Role::Assistant,
                                                      bool auto_drop_analysis = true) const;
   Result<std::vector<TokenId>> render_message(const Message& message, bool conversation_has_function_tools) const;
 
@@ -138,7 +138,7 @@ class HarmonyEncoding {
 // (complete UTF-8 only), so a REPL can print the final channel as it comes.
 class StreamableParser {
  public:
-  enum class State { expect_start, header, content };
+  enum class State { ExpectStart, Header, Content };
 
   // `role`: the role the stream starts in (header state), or nullopt to expect <|start|> first.
   StreamableParser(const HarmonyEncoding& encoding, std::optional<Role> role);

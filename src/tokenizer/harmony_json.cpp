@@ -123,10 +123,10 @@ Result<Message> parse_message(const ojson& mj, std::string_view where) {
       if (!text) return Error("{}: text content without \"text\"", w);
       c.text = *text;
     } else if (*type == "system_content") {
-      c.kind = Content::Kind::system;
+      c.kind = Content::Kind::System;
       GPTOSS_ASSIGN(c.system, parse_system_content(cj, w));
     } else if (*type == "developer_content") {
-      c.kind = Content::Kind::developer;
+      c.kind = Content::Kind::Developer;
       GPTOSS_ASSIGN(c.developer, parse_developer_content(cj, w));
     } else {
       return Error("{}: unknown content type '{}'", w, *type);
@@ -191,10 +191,10 @@ ojson Message::to_json() const {
   ojson arr = ojson::array();
   for (const Content& c : content) {
     switch (c.kind) {
-      case Content::Kind::text:
+      case Content::Kind::Text:
         arr.push_back({{"type", "text"}, {"text", c.text}});
         break;
-      case Content::Kind::system: {
+      case Content::Kind::System: {
         const SystemContent& s = c.system;
         ojson sj = ojson::object();
         if (s.model_identity) sj["model_identity"] = *s.model_identity;
@@ -214,7 +214,7 @@ ojson Message::to_json() const {
         arr.push_back(std::move(sj));
         break;
       }
-      case Content::Kind::developer: {
+      case Content::Kind::Developer: {
         ojson dj = ojson::object();
         if (c.developer.instructions) dj["instructions"] = *c.developer.instructions;
         if (c.developer.tools) dj["tools"] = tools_to_json(*c.developer.tools);

@@ -152,3 +152,48 @@ def test_prefill_chunk_size_does_not_change_logits(tmp_path, tiny_model, gptoss_
     ref = np.load(tmp_path / "l4096.npy")
     for mb in ["1", "7"]:
         assert rel_err(np.load(tmp_path / f"l{mb}.npy"), ref) <= 1e-5
+
+
+def test_logits_of_several_sequences_in_batched_steps(tmp_path, tiny_model, gptoss_bin):
+    """`logits --tokens A --tokens B ...` runs the sequences together (chunks beside single-token rows, sequences
+    joining one step apart) and writes seq0, seq1, ... to an .npz: each equal to the sequence run alone."""
+    rng = np.random.default_rng(11)
+    seqs = [rng.integers(0, 1024, size=n).tolist() for n in (37, 1, 12, 60)]
+    seqs[2][:5] = seqs[0][:5]  # a shared prefix
+    args = []
+    for s in seqs:
+        args += ["--tokens", ",".join(map(str, s))]
+    # Exact math: with the fast kernels a row moves with its neighbours (within their tolerance, Batch tests).
+    r = run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--cpu-math", "exact", *args,
+                "--max-batch", "16", "--out", tmp_path / "all.npz")
+    assert "4 sequences" in r.stdout
+    z = np.load(tmp_path / "all.npz")
+    assert sorted(z.files) == ["seq0", "seq1", "seq2", "seq3"]
+    for i, s in enumerate(seqs):
+        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--cpu-math", "exact", "--tokens",
+                ",".join(map(str, s)), "--out", tmp_path / f"s{i}.npy")
+        alone = np.load(tmp_path / f"s{i}.npy")
+        assert z[f"seq{i}"].shape == alone.shape == (len(s), 1024)
+        assert rel_err(z[f"seq{i}"], alone) <= 1e-5, i
+    # Errors name the sequence.
+    r = run_cli(gptoss_bin, "logits", "--model", tiny_model, "--tokens", "1,2", "--tokens", "3,x",
+                "--out", tmp_path / "bad.npz", check=False)
+    assert r.returncode != 0 and "--tokens #2" in r.stderr
+
+
+def test_bench_concurrency_json(tiny_model, gptoss_bin):
+    """Engine-level serving benchmark: fixed lengths, every request produces exactly --gen-tokens."""
+    import json
+    r = run_cli(gptoss_bin, "bench", "--model", tiny_model, "--device", "cpu", "--concurrency", "4", "--requests", "8",
+                "--prompt-tokens", "20", "--gen-tokens", "6", "--json")
+    j = json.loads(r.stdout)
+    assert j["errors"] == 0 and j["requests"] == 8 and j["batching"] is True
+    assert j["output_tokens"] == 8 * 6 and j["input_tokens"] == 8 * 20
+    for k in ["output_tokens_per_s", "total_tokens_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99",
+              "kv_bytes"]:
+        assert j[k] > 0, k
+    assert j["ttft_ms_p99"] >= j["ttft_ms_p50"]
+    r = run_cli(gptoss_bin, "bench", "--model", tiny_model, "--device", "cpu", "--concurrency", "3", "--requests", "5",
+                "--workload", "sharegpt", "--max-context", "256", "--json")
+    j = json.loads(r.stdout)
+    assert j["errors"] == 0 and j["requests"] == 5 and j["output_tokens"] > 5

@@ -234,6 +234,35 @@ def test_disconnect_frees_the_slot(server):
     assert time.time() - t0 < 5
 
 
+def test_non_stream_disconnect_frees_the_slot(server):
+    """A non-streaming request longer than a second is answered in chunks (spaces while it runs, then the JSON):
+    a client that leaves is noticed at the next space and its generation cancelled; one that stays gets valid
+    JSON with all its tokens."""
+    body = json.dumps({"model": "m", "messages": MSGS, "max_tokens": 1900, "temperature": 1.0,
+                       "ignore_eos": True}).encode()
+    before = server.metric("gptoss_completion_tokens_total")
+    conns = []
+    for _ in range(2):
+        c = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        c.request("POST", "/v1/chat/completions", body=body,
+                  headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+        conns.append(c)
+    time.sleep(2.5)  # past the first second: the answers are chunked now
+    for c in conns:
+        c.sock.shutdown(2)
+        c.close()
+    deadline = time.time() + 6
+    while time.time() < deadline and server.metric("gptoss_requests_running") != 0:
+        time.sleep(0.05)
+    assert server.metric("gptoss_requests_running") == 0
+    assert server.metric("gptoss_completion_tokens_total") - before < 2 * 1900 / 2
+    # A client that waits gets the whole answer, parsed by the openai client despite the leading spaces.
+    t0 = time.time()
+    r = server.client().chat.completions.create(model="m", messages=MSGS, max_tokens=600, extra_body={"ignore_eos": True})
+    assert time.time() - t0 > 1.0, "too fast to exercise the chunked answer: raise max_tokens"
+    assert r.usage.completion_tokens == 600 and r.choices[0].finish_reason == "length"
+
+
 def test_errors_battery(server):
     chat, resp, comp = "/v1/chat/completions", "/v1/responses", "/v1/completions"
     ok_msgs = [{"role": "user", "content": "hi"}]

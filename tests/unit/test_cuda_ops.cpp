@@ -86,31 +86,30 @@ struct Pair {
     EXPECT_TRUE(s.ok()) << s.message();
     return out;
   }
-  // A random [experts x rows x cols] matrix in `type`; returns host and device refs (same layout).
-  std::pair<MatrixRef, MatrixRef> matrix(WeightType type, int64_t rows, int64_t cols, bool transposed, int experts,
-                                         size_t* stride, size_t* sstride) {
+  // `count` random [rows x cols] matrices in `type`, one after another; host and device stacks (same layout).
+  std::pair<ExpertStack, ExpertStack> experts(WeightType type, int64_t rows, int64_t cols, bool transposed,
+                                              int count) {
     MatrixRef h{type, nullptr, nullptr, rows, cols, transposed};
     const size_t n = size_t(rows * cols);
     std::vector<uint8_t> data, scales;
     if (type == WeightType::F32) {
-      auto v = randn(n * size_t(experts), 1.0f / std::sqrt(float(cols)));
+      auto v = randn(n * size_t(count), 1.0f / std::sqrt(float(cols)));
       data.resize(v.size() * 4);
       std::memcpy(data.data(), v.data(), data.size());
     } else if (type == WeightType::BF16) {
-      auto v = randn(n * size_t(experts), 1.0f / std::sqrt(float(cols)));
+      auto v = randn(n * size_t(count), 1.0f / std::sqrt(float(cols)));
       data.resize(v.size() * 2);
       for (size_t i = 0; i < v.size(); ++i) {
         const uint16_t b = f32_to_bf16(v[i]);
         std::memcpy(&data[2 * i], &b, 2);
       }
     } else {
-      data.resize(n / 2 * size_t(experts));
-      scales.resize(n / 32 * size_t(experts));
+      data.resize(n / 2 * size_t(count));
+      scales.resize(n / 32 * size_t(count));
       for (auto& b : data) b = uint8_t(rng());
       for (auto& s : scales) s = uint8_t(127 - 5 + int(rng() % 4));  // 2^-5 .. 2^-2
     }
-    *stride = data.size() / size_t(experts);
-    *sstride = scales.size() / size_t(experts);
+    const size_t stride = data.size() / size_t(count), sstride = scales.size() / size_t(count);
     MatrixRef d = h;
     h.data = keep(data.data(), data.size());
     d.data = dev(data.data(), data.size());
@@ -118,7 +117,11 @@ struct Pair {
       h.scales = static_cast<const uint8_t*>(keep(scales.data(), scales.size()));
       d.scales = static_cast<const uint8_t*>(dev(scales.data(), scales.size()));
     }
-    return {h, d};
+    return {ExpertStack{h, stride, sstride, count}, ExpertStack{d, stride, sstride, count}};
+  }
+  std::pair<MatrixRef, MatrixRef> matrix(WeightType type, int64_t rows, int64_t cols, bool transposed) {
+    auto [h, d] = experts(type, rows, cols, transposed, 1);
+    return {h.first, d.first};
   }
 };
 
@@ -136,8 +139,7 @@ TEST_P(CudaMatmul, MatchesCpu) {
   const MatmulCase p = GetParam();
   Pair b(small_config(64, 4, 2, 16, 4, 2, 64, 8));
   ASSERT_TRUE(b.gpu);
-  size_t s0, s1;
-  auto [hw, dw] = b.matrix(p.type, p.rows, p.cols, p.transposed, 1, &s0, &s1);
+  auto [hw, dw] = b.matrix(p.type, p.rows, p.cols, p.transposed);
   if (p.packed) {
     auto r = cuda_pack_bf16(*b.gpu, dw);
     ASSERT_TRUE(r.ok()) << r.status().message();
@@ -188,11 +190,10 @@ TEST(CudaOps, RmsnormAddEmbed) {
     EXPECT_LE(rel_err(b.get(dx, sum.size()).data(), sum.data(), sum.size()), 1e-6) << "add n=" << n;
   }
   for (WeightType t : {WeightType::F32, WeightType::BF16}) {
-    size_t s0, s1;
-    auto [ht, dt] = b.matrix(t, 300, 64, false, 1, &s0, &s1);
+    auto [ht, dt] = b.matrix(t, 300, 64, false);
     const std::vector<int32_t> toks = {0, 299, 17, 17};
-    ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-    ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
     std::vector<float> ref(4 * 64);
     b.cpu->embed(ht, ref.data());
     float* dx = *b.gpu->alloc(ref.size());
@@ -209,8 +210,7 @@ TEST(CudaOps, MatmulAddAndArgmax) {
   for (int variant = 0; variant < 3; ++variant) {  // bf16, bf16 packed, MXFP4
     const WeightType t = variant == 2 ? WeightType::MXFP4 : WeightType::BF16;
     for (int T : {1, 4}) {
-      size_t s0, s1;
-      auto [hw, dw] = b.matrix(t, 2880, 4096, false, 1, &s0, &s1);
+      auto [hw, dw] = b.matrix(t, 2880, 4096, false);
       if (variant == 1) dw = *cuda_pack_bf16(*b.gpu, dw);
       auto x = b.randn(size_t(T) * 4096), bias = b.randn(2880), y = b.randn(size_t(T) * 2880);
       std::vector<float> ref(y.size());
@@ -367,10 +367,9 @@ TEST(CudaOps, FusedNormQkv) {
     for (int variant = 0; variant < 3; ++variant) {  // f32, bf16, bf16 packed
       const WeightType t = variant == 0 ? WeightType::F32 : WeightType::BF16;
       LayerWeights hl, dl;
-      size_t s0, s1;
-      std::tie(hl.q, dl.q) = b.matrix(t, nh * d, H, false, 1, &s0, &s1);
-      std::tie(hl.k, dl.k) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
-      std::tie(hl.v, dl.v) = b.matrix(t, nkv * d, H, false, 1, &s0, &s1);
+      std::tie(hl.q, dl.q) = b.matrix(t, nh * d, H, false);
+      std::tie(hl.k, dl.k) = b.matrix(t, nkv * d, H, false);
+      std::tie(hl.v, dl.v) = b.matrix(t, nkv * d, H, false);
       if (variant == 2)
         for (MatrixRef* m : {&dl.q, &dl.k, &dl.v}) *m = *cuda_pack_bf16(*b.gpu, *m);
       auto qb = b.randn(size_t(nh * d)), kb = b.randn(size_t(nkv * d)), vb = b.randn(size_t(nkv * d));
@@ -402,13 +401,9 @@ TEST(CudaOps, FusedNormMoe) {
     Pair b(small_config(H, 4, 2, 16, E, k, I, 8));
     ASSERT_TRUE(b.gpu);
     LayerWeights hl, dl;
-    size_t s0, s1;
-    std::tie(hl.router, dl.router) = b.matrix(WeightType::BF16, E, H, false, 1, &s0, &s1);
-    std::tie(hl.gate_up, dl.gate_up) =
-        b.matrix(WeightType::MXFP4, 2 * I, H, false, E, &hl.gate_up_stride, &hl.gate_up_scales_stride);
-    std::tie(hl.down, dl.down) = b.matrix(WeightType::MXFP4, H, I, false, E, &hl.down_stride, &hl.down_scales_stride);
-    dl.gate_up_stride = hl.gate_up_stride, dl.gate_up_scales_stride = hl.gate_up_scales_stride;
-    dl.down_stride = hl.down_stride, dl.down_scales_stride = hl.down_scales_stride;
+    std::tie(hl.router, dl.router) = b.matrix(WeightType::BF16, E, H, false);
+    std::tie(hl.gate_up, dl.gate_up) = b.experts(WeightType::MXFP4, 2 * I, H, false, E);
+    std::tie(hl.down, dl.down) = b.experts(WeightType::MXFP4, H, I, false, E);
     auto rb = b.randn(size_t(E)), gb = b.randn(size_t(E * 2 * I)), db = b.randn(size_t(E * H)), nw = b.randn(size_t(H));
     hl.router_bias = rb.data(), dl.router_bias = b.dev_f(rb);
     hl.gate_up_bias = gb.data(), dl.gate_up_bias = b.dev_f(gb);
@@ -416,8 +411,8 @@ TEST(CudaOps, FusedNormMoe) {
     hl.mlp_norm = nw.data(), dl.mlp_norm = b.dev_f(nw);
     for (int T : {1, 4, 1, 2}) {  // repeated launches: the kernel's last-block counter must reset itself
       std::vector<int32_t> toks(size_t(T), 0);
-      ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-      ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+      ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+      ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
       auto x = b.randn(size_t(T * H), 3.0f);
       std::vector<float> h(x.size()), ref = x;
       b.cpu->rmsnorm(x.data(), nw.data(), T, H, 1e-5, h.data());
@@ -484,8 +479,8 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
   int pos = 0;
   for (int T : {40, 17, 1, 1, 3, 1, 40, 40, 1, 1, 1, 1, 1}) {
     std::vector<int32_t> toks(size_t(T), 1);
-    ASSERT_TRUE(b.cpu->begin_step(toks, pos).ok());
-    ASSERT_TRUE(b.gpu->begin_step(toks, pos).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, pos, kc->get()).ok());
+    ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, pos, kg->get()).ok());
     auto q = b.randn(size_t(T) * qd), k = b.randn(size_t(T) * kd), v = b.randn(size_t(T) * kd);
     std::vector<float> out(size_t(T) * qd);
     float* dv = b.dev_f(v);
@@ -493,8 +488,8 @@ TEST_P(CudaAttention, MatchesCpuOverSteps) {
     // device copies of q and k (scratch of attention: RoPE may rotate them in place)
     float* q0 = b.dev_f(q);
     float* k0 = b.dev_f(k);
-    b.cpu->attention(**kc, layer, qc.data(), kcpy.data(), v.data(), sinks.data(), p.window, out.data());
-    b.gpu->attention(**kg, layer, q0, k0, dv, dsinks, p.window, dout);
+    b.cpu->attention(layer, qc.data(), kcpy.data(), v.data(), sinks.data(), p.window, out.data());
+    b.gpu->attention(layer, q0, k0, dv, dsinks, p.window, dout);
     const double tol = p.kv == KvPrecision::F32 ? 1e-4 : 1e-2;
     EXPECT_LE(rel_err(b.get(dout, out.size()).data(), out.data(), out.size()), tol) << "step at pos " << pos;
     pos += T;
@@ -526,23 +521,18 @@ TEST_P(CudaMoe, MatchesCpu) {
   Pair b(c);
   ASSERT_TRUE(b.gpu);
   LayerWeights hl, dl;
-  size_t s0, s1;
-  auto [hr, dr] = b.matrix(WeightType::BF16, p.E, p.H, false, 1, &s0, &s1);
+  auto [hr, dr] = b.matrix(WeightType::BF16, p.E, p.H, false);
   hl.router = hr, dl.router = dr;
-  auto [hg, dg] = b.matrix(p.type, 2 * p.I, p.H, p.transposed, p.E, &hl.gate_up_stride, &hl.gate_up_scales_stride);
-  dl.gate_up_stride = hl.gate_up_stride, dl.gate_up_scales_stride = hl.gate_up_scales_stride;
-  hl.gate_up = hg, dl.gate_up = dg;
-  auto [hd, dd] = b.matrix(p.type, p.H, p.I, p.transposed, p.E, &hl.down_stride, &hl.down_scales_stride);
-  dl.down_stride = hl.down_stride, dl.down_scales_stride = hl.down_scales_stride;
-  hl.down = hd, dl.down = dd;
+  std::tie(hl.gate_up, dl.gate_up) = b.experts(p.type, 2 * p.I, p.H, p.transposed, p.E);
+  std::tie(hl.down, dl.down) = b.experts(p.type, p.H, p.I, p.transposed, p.E);
   auto rb = b.randn(size_t(p.E)), gb = b.randn(size_t(p.E * 2 * p.I)), db = b.randn(size_t(p.E * p.H));
   hl.router_bias = rb.data(), dl.router_bias = b.dev_f(rb);
   hl.gate_up_bias = gb.data(), dl.gate_up_bias = b.dev_f(gb);
   hl.down_bias = db.data(), dl.down_bias = b.dev_f(db);
   auto h = b.randn(size_t(p.T * p.H)), x = b.randn(size_t(p.T * p.H));
   std::vector<int32_t> toks(size_t(p.T), 0);
-  ASSERT_TRUE(b.cpu->begin_step(toks, 0).ok());
-  ASSERT_TRUE(b.gpu->begin_step(toks, 0).ok());
+  ASSERT_TRUE(begin_one_sequence_step(*b.cpu, toks, 0).ok());
+  ASSERT_TRUE(begin_one_sequence_step(*b.gpu, toks, 0).ok());
   std::vector<float> ref = x;
   b.cpu->moe(hl, h.data(), p.T, ref.data());
   float* dx = b.dev_f(x);

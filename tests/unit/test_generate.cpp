@@ -66,7 +66,7 @@ TEST(Generate, GreedyMatchesTheLongWayAndStopsAtMaxTokens) {
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->tokens, greedy_reference(*m, prompt, 6));
   EXPECT_EQ(seen, r->tokens);
-  EXPECT_EQ(r->finish, FinishReason::length);
+  EXPECT_EQ(r->finish, FinishReason::Length);
   // The session holds the prompt and every token but the last (not run yet).
   EXPECT_EQ(seq.tokens().size(), prompt.size() + 5);
   EXPECT_EQ(s->position(), int(prompt.size()) + 5);
@@ -84,25 +84,25 @@ TEST(Generate, StopTokenCancelAndContextEnd) {
   ASSERT_TRUE(r.ok());
   const size_t first = size_t(std::find(ref.begin(), ref.end(), ref[3]) - ref.begin());
   EXPECT_EQ(r->tokens, std::vector<int32_t>(ref.begin(), ref.begin() + long(first) + 1));
-  EXPECT_EQ(r->finish, FinishReason::stop_token);
+  EXPECT_EQ(r->finish, FinishReason::StopToken);
   // The callback cancels after two tokens.
   int n = 0;
   r = generate(seq, prompt, {.sampler = {.temperature = 0}, .max_tokens = 8}, [&](int32_t) { return ++n < 2; });
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->tokens.size(), 2u);
-  EXPECT_EQ(r->finish, FinishReason::cancelled);
+  EXPECT_EQ(r->finish, FinishReason::Cancelled);
   // A cancel flag already set: no token.
   std::atomic<bool> cancel{true};
   r = generate(seq, prompt, {.sampler = {.temperature = 0}}, nullptr, &cancel);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->tokens.empty());
-  EXPECT_EQ(r->finish, FinishReason::cancelled);
+  EXPECT_EQ(r->finish, FinishReason::Cancelled);
   // A context of prompt + 3: tokens at positions 3..5 are run, the 4th token is the last.
   auto small = session(*m, int(prompt.size()) + 3);
   Sequence sseq(*small);
   r = generate(sseq, prompt, {.sampler = {.temperature = 0}}, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  EXPECT_EQ(r->finish, FinishReason::context_full);
+  EXPECT_EQ(r->finish, FinishReason::ContextFull);
   EXPECT_EQ(r->tokens, std::vector<int32_t>(ref.begin(), ref.begin() + 4));
 }
 
@@ -195,7 +195,7 @@ TEST(ServeEngine, InterleavedJobsGetTheirOwnTokensAndReuseTheirSlot) {
   }
   for (size_t i = 0; i < jobs.size(); ++i) {
     EXPECT_EQ(wait_all(*jobs[i]), want[i]) << "job " << i;
-    EXPECT_EQ(jobs[i]->finish, FinishReason::length);
+    EXPECT_EQ(jobs[i]->finish, FinishReason::Length);
   }
   // The third job's conversation goes on: it lands in the slot that holds its history.
   auto next = std::make_shared<serve::Job>();
@@ -211,14 +211,14 @@ TEST(ServeEngine, InterleavedJobsGetTheirOwnTokensAndReuseTheirSlot) {
   c->cancel.store(true);
   engine.submit(c);
   wait_all(*c);
-  EXPECT_EQ(c->finish, FinishReason::cancelled);
+  EXPECT_EQ(c->finish, FinishReason::Cancelled);
   EXPECT_EQ(engine.stats().running, 0u);
   engine.shutdown();
   auto late = std::make_shared<serve::Job>();
   late->prompt = {1};
   engine.submit(late);
   wait_all(*late);
-  EXPECT_EQ(late->finish, FinishReason::cancelled);
+  EXPECT_EQ(late->finish, FinishReason::Cancelled);
 }
 
 }  // namespace

@@ -29,20 +29,20 @@ TEST(Harmony, ReferenceExample86Tokens) {
   REQUIRE_ENCODING();
   Conversation conv;
   Message sys;
-  sys.role = Role::system;
+  sys.role = Role::System;
   Content sc;
-  sc.kind = Content::Kind::system;
+  sc.kind = Content::Kind::System;
   sc.system = SystemContent::defaults();
-  sc.system.reasoning_effort = ReasoningEffort::high;
+  sc.system.reasoning_effort = ReasoningEffort::High;
   sc.system.conversation_start_date = "2025-06-28";
   sys.content.push_back(sc);
   Message dev;
-  dev.role = Role::developer;
+  dev.role = Role::Developer;
   Content dc;
-  dc.kind = Content::Kind::developer;
+  dc.kind = Content::Kind::Developer;
   dc.developer.instructions = "Answer in one word.";
   dev.content.push_back(dc);
-  conv.messages = {sys, dev, Message::from_text(Role::user, "What is the capital of France?")};
+  conv.messages = {sys, dev, Message::from_text(Role::User, "What is the capital of France?")};
   const Ids want = {200006, 17360, 200008, 3575, 553, 17554, 162016, 11, 261, 4410, 6439, 2359, 22203, 656, 7788,
                     17527, 558, 87447, 100594, 25, 220, 1323, 19, 12, 3218, 198, 6576, 3521, 25, 220, 1323, 20, 12,
                     3218, 12, 2029, 279, 30377, 289, 25, 1932, 279, 2, 13888, 18403, 25, 8450, 11, 49159, 11, 1721,
@@ -61,7 +61,7 @@ TEST(Harmony, ReferenceParseExample) {
   auto msgs = enc.parse_messages(tokens, "assistant");
   ASSERT_TRUE(msgs.ok()) << msgs.status().message();
   ASSERT_EQ(msgs->size(), 2u);
-  EXPECT_EQ((*msgs)[0].role, Role::assistant);
+  EXPECT_EQ((*msgs)[0].role, Role::Assistant);
   EXPECT_EQ((*msgs)[0].channel, "analysis");
   EXPECT_EQ((*msgs)[0].text(), "Simple question.");
   EXPECT_EQ((*msgs)[1].channel, "final");
@@ -91,9 +91,9 @@ TEST(Harmony, ToolCallHeader) {
 TEST(Harmony, StreamingDeltasNeverSplitUtf8) {
   REQUIRE_ENCODING();
   const Tokenizer& tok = enc.tokenizer();
-  StreamableParser p(enc, Role::assistant);
+  StreamableParser p(enc, Role::Assistant);
   for (TokenId t : tok.encode("<|channel|>final<|message|>", AllowedSpecial::every())) ASSERT_TRUE(p.process(t).ok());
-  EXPECT_EQ(p.state(), StreamableParser::State::content);
+  EXPECT_EQ(p.state(), StreamableParser::State::Content);
   EXPECT_EQ(p.current_channel(), "final");
   // "é" as two byte tokens: nothing, then the whole character.
   ASSERT_TRUE(p.process(tok.encode_ordinary("\xC3")[0]).ok());
@@ -106,7 +106,7 @@ TEST(Harmony, StreamingDeltasNeverSplitUtf8) {
   ASSERT_TRUE(p.process(enc.return_id).ok());
   ASSERT_EQ(p.messages().size(), 1u);
   EXPECT_EQ(p.messages()[0].text(), "\xC3\xA9ok");
-  EXPECT_EQ(p.state(), StreamableParser::State::expect_start);
+  EXPECT_EQ(p.state(), StreamableParser::State::ExpectStart);
 }
 
 TEST(Harmony, GrammarErrors) {

@@ -10,7 +10,10 @@
 #include <sstream>
 
 #include "core/npy.h"
+#include "format/checkpoint.h"
 #include "gptoss/gptoss.h"
+#include "model/op_knockout.h"
+#include "model/weights.h"
 #include "test_util.h"
 
 using namespace gptoss;
@@ -148,20 +151,51 @@ TEST(Engine, SkipOpsOnlyInOneTokenSteps) {
   const std::vector<int32_t> prompt = {1, 2, 3, 4}, one = {5}, two = {6, 7};
   auto copy = [](Result<std::span<const float>> r) { return std::vector<float>(r->begin(), r->end()); };
   const auto a0 = copy((*a)->forward(prompt)), a1 = copy((*a)->forward(one)), a2 = copy((*a)->forward(two));
-  (*b)->set_skip_ops(kSkipQkv | kSkipAttention | kSkipOProj | kSkipMoe | kSkipLmHead);
+  Model& m = **model;
+  using namespace op_group;
+  ASSERT_TRUE(m.set_op_knockout(qkv | attention | o_proj | moe | lm_head).ok());
   EXPECT_EQ(copy((*b)->forward(prompt)), a0);  // 4 tokens: nothing skipped
-  (*b)->set_skip_ops(kSkipLmHead);
+  ASSERT_TRUE(m.set_op_knockout(lm_head).ok());
   EXPECT_EQ(copy((*b)->forward(one)), a0);  // the logits of the step before
   (*b)->reset();
-  (*b)->set_skip_ops(0);
+  ASSERT_TRUE(m.set_op_knockout(0).ok());
   ASSERT_TRUE((*b)->forward(prompt).ok());
-  (*b)->set_skip_ops(kSkipMoe);
+  ASSERT_TRUE(m.set_op_knockout(moe).ok());
   EXPECT_NE(copy((*b)->forward(one)), a1);
-  (*b)->set_skip_ops(0);
+  ASSERT_TRUE(m.set_op_knockout(0).ok());
   (*b)->reset();
   ASSERT_TRUE((*b)->forward(prompt).ok());
   ASSERT_TRUE((*b)->forward(one).ok());
   EXPECT_EQ(copy((*b)->forward(two)), a2);
+}
+
+// Each layer's experts as one stack: E matrices, expert e at e strides from the first (blocks and scales), the
+// last one ending where the checkpoint's tensor ends.
+TEST(Weights, ExpertStacksCoverTheirTensors) {
+  auto ck = Checkpoint::open(golden_dir("tiny_a"));
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  auto hw = build_host_weights(*ck);
+  ASSERT_TRUE(hw.ok()) << hw.status().message();
+  const int E = ck->config().num_local_experts;
+  ASSERT_EQ(ck->experts(), ExpertStorage::Mxfp4);
+  for (size_t l = 0; l < (*hw)->w.layers.size(); ++l) {
+    const LayerWeights& L = (*hw)->w.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
+    for (const auto& [s, name] : {std::pair{&L.gate_up, p + "gate_up_proj"}, std::pair{&L.down, p + "down_proj"}}) {
+      const TensorData* blocks = ck->find(name + "_blocks");
+      const TensorData* scales = ck->find(name + "_scales");
+      ASSERT_TRUE(blocks && scales) << name;
+      ASSERT_EQ(s->count, E) << name;
+      EXPECT_EQ(s->first.data, blocks->bytes.data()) << name;
+      EXPECT_EQ(s->first.scales, scales->bytes.data()) << name;
+      const MatrixRef last = s->expert(E - 1);
+      const auto* end = static_cast<const uint8_t*>(last.data) + s->stride;
+      EXPECT_EQ(end, blocks->bytes.data() + blocks->bytes.size()) << name;
+      EXPECT_EQ(last.scales + s->scales_stride, scales->bytes.data() + scales->bytes.size()) << name;
+      EXPECT_EQ(s->stride, size_t(s->first.rows * s->first.cols / 2)) << name;
+      EXPECT_EQ(last.rows, s->first.rows);
+    }
+  }
 }
 
 TEST(Engine, UnknownDevice) {

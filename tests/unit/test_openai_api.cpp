@@ -216,7 +216,7 @@ TEST(OpenAiApi, SamplingAndStreamSettings) {
   EXPECT_EQ(req->sampling.stop, (std::vector<std::string>{"x", "y"}));
   EXPECT_TRUE(req->stream);
   EXPECT_TRUE(req->include_usage);
-  EXPECT_EQ(req->tool_choice, ToolChoice::automatic);
+  EXPECT_EQ(req->tool_choice, ToolChoice::Auto);
   EXPECT_TRUE(req->forced_prefix.empty());
 
   const auto defaults = chat(R"({"messages":[{"role":"user","content":"hi"}],"temperature":null,"stop":"END"})", error);
@@ -242,21 +242,21 @@ TEST(OpenAiApi, ChatConversationShape) {
   ASSERT_TRUE(req) << error.message;
   const auto& m = req->conversation.messages;
   ASSERT_EQ(m.size(), 7u);
-  EXPECT_EQ(m[0].role, Role::system);
-  EXPECT_EQ(m[0].content[0].system.reasoning_effort, harmony::ReasoningEffort::low);
+  EXPECT_EQ(m[0].role, Role::System);
+  EXPECT_EQ(m[0].content[0].system.reasoning_effort, harmony::ReasoningEffort::Low);
   EXPECT_EQ(m[0].content[0].system.conversation_start_date, "2025-06-28");
-  EXPECT_EQ(m[1].role, Role::developer);
+  EXPECT_EQ(m[1].role, Role::Developer);
   EXPECT_EQ(m[1].content[0].developer.instructions, "S");
   ASSERT_TRUE(m[1].content[0].developer.tools);
   EXPECT_EQ(m[1].content[0].developer.tools->at("functions").tools.at(0).name, "get_weather");
-  EXPECT_EQ(m[2].role, Role::user);
+  EXPECT_EQ(m[2].role, Role::User);
   EXPECT_EQ(m[3].channel, "analysis");
   EXPECT_EQ(m[3].text(), "R");
   EXPECT_EQ(m[4].channel, "commentary");  // text beside tool calls is a preamble
   EXPECT_FALSE(m[4].recipient);
   EXPECT_EQ(m[5].recipient, "functions.get_weather");
   EXPECT_EQ(m[5].content_type, "<|constrain|>json");
-  EXPECT_EQ(m[6].role, Role::tool);
+  EXPECT_EQ(m[6].role, Role::Tool);
   EXPECT_EQ(m[6].name, "functions.get_weather");
   EXPECT_EQ(m[6].recipient, "assistant");
   EXPECT_EQ(m[6].channel, "commentary");
@@ -286,13 +286,13 @@ TEST(OpenAiApi, ToolChoiceForcesHeader) {
   body["tool_choice"] = ojson::parse(R"({"type":"function","function":{"name":"get_weather"}})");
   auto req = parse_chat_request(body, kOpts, error);
   ASSERT_TRUE(req) << error.message;
-  EXPECT_EQ(req->tool_choice, ToolChoice::named);
+  EXPECT_EQ(req->tool_choice, ToolChoice::Named);
   EXPECT_EQ(req->tool_choice_name, "get_weather");
   EXPECT_EQ(req->forced_prefix, "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>");
   body["tool_choice"] = "required";
   req = parse_chat_request(body, kOpts, error);
   ASSERT_TRUE(req) << error.message;
-  EXPECT_EQ(req->tool_choice, ToolChoice::required);
+  EXPECT_EQ(req->tool_choice, ToolChoice::Required);
   EXPECT_EQ(req->forced_prefix, "<|channel|>commentary to=functions");
   body["tool_choice"] = "none";
   req = parse_chat_request(body, kOpts, error);
@@ -364,21 +364,21 @@ void expect_events_match(const std::vector<StreamEvent>& events, const Completio
   size_t begun = 0;
   for (const StreamEvent& e : events) {
     switch (e.kind) {
-      case StreamEvent::Kind::reasoning_delta: reasoning += e.text; break;
-      case StreamEvent::Kind::content_delta: content += e.text; break;
-      case StreamEvent::Kind::tool_call_begin:
+      case StreamEvent::Kind::ReasoningDelta: reasoning += e.text; break;
+      case StreamEvent::Kind::ContentDelta: content += e.text; break;
+      case StreamEvent::Kind::ToolCallBegin:
         ASSERT_EQ(e.tool_index, static_cast<int>(begun));
         ASSERT_LT(begun, r.tool_calls.size());
         EXPECT_EQ(e.text, r.tool_calls[begun].name);
         ++begun;
         break;
-      case StreamEvent::Kind::tool_call_arguments_delta:
+      case StreamEvent::Kind::ToolCallArgumentsDelta:
         ASSERT_GE(e.tool_index, 0);
         ASSERT_LT(static_cast<size_t>(e.tool_index), begun);
         args[static_cast<size_t>(e.tool_index)] += e.text;
         break;
     }
-    EXPECT_FALSE(e.kind != StreamEvent::Kind::tool_call_begin && e.text.empty());
+    EXPECT_FALSE(e.kind != StreamEvent::Kind::ToolCallBegin && e.text.empty());
   }
   EXPECT_EQ(begun, r.tool_calls.size());
   EXPECT_EQ(reasoning, r.reasoning);
@@ -414,7 +414,7 @@ TEST(CompletionMapper, AnalysisThenToolCall) {
   EXPECT_EQ(chat_finish_reason(r, false), "tool_calls");
   EXPECT_EQ(chat_finish_reason(r, true), "length");
 
-  ASSERT_EQ(events.front().kind, StreamEvent::Kind::reasoning_delta);
+  ASSERT_EQ(events.front().kind, StreamEvent::Kind::ReasoningDelta);
   const ojson out = responses_output_json(r);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0]["type"], "reasoning");
@@ -427,12 +427,12 @@ TEST(CompletionMapper, AnalysisThenToolCall) {
 TEST(CompletionMapper, DeltaShapes) {
   CompletionResult r;
   r.tool_calls.push_back({"call_x", "f", "{}"});
-  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::content_delta, "hi", -1}, r).dump(), R"({"content":"hi"})");
-  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::reasoning_delta, "r", -1}, r).dump(),
+  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::ContentDelta, "hi", -1}, r).dump(), R"({"content":"hi"})");
+  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::ReasoningDelta, "r", -1}, r).dump(),
             R"({"reasoning_content":"r","reasoning":"r"})");
-  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::tool_call_begin, "f", 0}, r).dump(),
+  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::ToolCallBegin, "f", 0}, r).dump(),
             R"({"tool_calls":[{"index":0,"id":"call_x","type":"function","function":{"name":"f","arguments":""}}]})");
-  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::tool_call_arguments_delta, "{", 0}, r).dump(),
+  EXPECT_EQ(chat_delta_json({StreamEvent::Kind::ToolCallArgumentsDelta, "{", 0}, r).dump(),
             R"({"tool_calls":[{"index":0,"function":{"arguments":"{"}}]})");
   CompletionResult text;
   text.content = "A";
@@ -451,9 +451,9 @@ TEST(CompletionMapper, NamedPrefixBeginsTheCallOnFirstPush) {
   std::vector<StreamEvent> events;
   mapper.push(ids(enc, "{")[0], events);
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0].kind, StreamEvent::Kind::tool_call_begin);
+  EXPECT_EQ(events[0].kind, StreamEvent::Kind::ToolCallBegin);
   EXPECT_EQ(events[0].text, "f");
-  EXPECT_EQ(events[1].kind, StreamEvent::Kind::tool_call_arguments_delta);
+  EXPECT_EQ(events[1].kind, StreamEvent::Kind::ToolCallArgumentsDelta);
   mapper.push(enc.call_id, events);
   mapper.finish(events);
   EXPECT_EQ(mapper.result().tool_calls.at(0).arguments, "{");

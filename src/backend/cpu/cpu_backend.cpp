@@ -72,10 +72,23 @@ class CpuBackend final : public Backend {
     return std::unique_ptr<KvCache>(std::move(kv));
   }
 
-  Status begin_step(std::span<const int32_t> tokens, int pos0) override {
-    tokens_.assign(tokens.begin(), tokens.end());
-    pos0_ = pos0;
+  Status begin_step(const Step& step) override {
+    tokens_.assign(step.tokens.begin(), step.tokens.end());
+    seqs_.assign(step.seqs.begin(), step.seqs.end());
+    out_rows_.assign(step.out_rows.begin(), step.out_rows.end());
+    pos_.resize(tokens_.size());
+    row_seq_.resize(tokens_.size());
+    for (size_t i = 0; i < seqs_.size(); ++i)
+      for (int r = 0; r < seqs_[i].n; ++r) {
+        pos_[size_t(seqs_[i].row0 + r)] = seqs_[i].pos0 + r;
+        row_seq_[size_t(seqs_[i].row0 + r)] = int(i);
+      }
     return {};
+  }
+
+  void gather_rows(const float* x, int n, float* y) override {
+    for (size_t i = 0; i < out_rows_.size(); ++i)
+      std::memcpy(y + i * size_t(n), x + size_t(out_rows_[i]) * size_t(n), size_t(n) * sizeof(float));
   }
 
   void embed(const MatrixRef& table, float* x) override {
@@ -119,7 +132,7 @@ class CpuBackend final : public Backend {
 
   double measure_bandwidth_gbs() override { return cpu::measure_read_bandwidth_gbs(pool_); }
 
-  void attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+  void attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
                  float* out) override;
   void moe(const LayerWeights& w, const float* h, int T, float* x) override;
 
@@ -138,8 +151,10 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   RopeParams rope_;
   CpuMath math_;
+  // The step (begin_step): tokens, sequences, and per row its position and sequence index.
   std::vector<int32_t> tokens_;
-  int pos0_ = 0;
+  std::vector<StepSeq> seqs_;
+  std::vector<int32_t> out_rows_, pos_, row_seq_;
   std::vector<std::unique_ptr<float[]>> buffers_;
   // MoE scratch, grown on demand: gathered inputs, gate_up outputs, activations, expert outputs.
   std::vector<float> router_, xe_, gu_, z_, ye_;
@@ -150,7 +165,7 @@ void CpuBackend::apply_rope(float* v, int heads, int T) {
   const int d = c_.head_dim, half = d / 2;
   std::vector<float> cs(static_cast<size_t>(d));
   for (int t = 0; t < T; ++t) {
-    const float pos = float(pos0_ + t);
+    const float pos = float(pos_[size_t(t)]);
     for (int i = 0; i < half; ++i) {
       const float angle = pos * rope_.inv_freq[size_t(i)];
       cs[size_t(i)] = std::cos(angle) * rope_.mscale;
@@ -167,21 +182,21 @@ void CpuBackend::apply_rope(float* v, int heads, int T) {
   }
 }
 
-void CpuBackend::attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks,
-                           int window, float* out) {
-  auto& kv = static_cast<CpuKvCache&>(kvb);
-  auto& L = kv.layers[size_t(layer)];
+void CpuBackend::attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
+                           float* out) {
   const int T = int(tokens_.size()), nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
   const int group = nh / nkv;
   const size_t kvd = size_t(c_.kv_dim());
   apply_rope(q, nh, T);
   apply_rope(k, nkv, T);
-  // Append this step's keys/values at slots (pos % capacity).
+  // Append this step's keys/values at slots (pos % capacity) of each row's own cache.
   for (int t = 0; t < T; ++t) {
-    const size_t slot = size_t((pos0_ + t) % L.capacity);
+    auto& L = static_cast<CpuKvCache&>(*seqs_[size_t(row_seq_[size_t(t)])].kv).layers[size_t(layer)];
+    const KvPrecision prec = static_cast<CpuKvCache&>(*seqs_[size_t(row_seq_[size_t(t)])].kv).precision;
+    const size_t slot = size_t(pos_[size_t(t)] % L.capacity);
     const float* ks = k + size_t(t) * kvd;
     const float* vs = v + size_t(t) * kvd;
-    if (kv.precision == KvPrecision::F32) {
+    if (prec == KvPrecision::F32) {
       std::memcpy(L.k.get() + slot * kvd * 4, ks, kvd * 4);
       std::memcpy(L.v.get() + slot * kvd * 4, vs, kvd * 4);
     } else {
@@ -194,7 +209,6 @@ void CpuBackend::attention(KvCache& kvb, int layer, float* q, float* k, const fl
     }
   }
   const float scale = 1.0f / std::sqrt(float(d));
-  const KvPrecision prec = kv.precision;
   const bool fast = math_ == CpuMath::Fast;  // SIMD dot / axpy (vec_ops.h) instead of the exact plain loops
   // One task per (token, query head): scores over the visible keys, softmax with the sink in the
   // denominator only (docs/MODEL.md §4.3), weighted sum of values.
@@ -203,7 +217,10 @@ void CpuBackend::attention(KvCache& kvb, int layer, float* q, float* k, const fl
     std::vector<float> acc(static_cast<size_t>(d));
     for (int64_t task = b; task < e; ++task) {
       const int t = int(task / nh), hq = int(task % nh), g = hq / group;
-      const int P = pos0_ + t;
+      const auto& kv = static_cast<const CpuKvCache&>(*seqs_[size_t(row_seq_[size_t(t)])].kv);
+      const auto& L = kv.layers[size_t(layer)];
+      const KvPrecision prec = kv.precision;
+      const int P = pos_[size_t(t)];
       const int lo = window > 0 ? std::max(0, P - window + 1) : 0;
       const float* qr = q + (size_t(t) * size_t(nh) + size_t(hq)) * size_t(d);
       s.resize(size_t(P - lo + 1));
@@ -282,7 +299,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
     ye_.resize(size_t(n) * size_t(H));
     for (int i = 0; i < n; ++i)
       std::memcpy(xe_.data() + size_t(i) * size_t(H), h + size_t(toks[size_t(i)].first) * size_t(H), size_t(H) * 4);
-    product(w.expert_gate_up(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data());
+    product(w.gate_up.expert(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data());
     for (size_t i = 0; i < size_t(n) * size_t(I); ++i) {
       // Interleaved: even = gate, odd = up. Gate clamped above only, up both sides; +1 on up.
       float gate = std::min(gu_[2 * i], limit);
@@ -290,7 +307,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
       float glu = gate / (1.0f + std::exp(-1.702f * gate));
       z_[i] = (up + 1.0f) * glu;
     }
-    product(w.expert_down(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data());
+    product(w.down.expert(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data());
     for (int i = 0; i < n; ++i) {
       const auto [t, wt] = toks[size_t(i)];
       float* xr = x + size_t(t) * size_t(H);

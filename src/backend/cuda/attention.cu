@@ -4,11 +4,12 @@
 // with an f32 cache, head shapes those kernels do not take): block
 // (query t, kv head g, key split s) computes, for the G = nh/nkv query heads sharing kv head g, an
 // online softmax over its share of t's visible keys in tiles of 32 keys per warp; a second kernel
-// merges the splits with the sink logit (the tensor-core decode kernel merges its own). Keys of
+// merges the splits with the sink logit (the merge math of both: attention_merge.cuh). Keys of
 // position j live in cache slot j % cap (sliding layers keep a ring). Positions come from device memory
 // so a captured decode graph stays valid.
 #include <cfloat>
 
+#include "backend/cuda/attention_merge.cuh"
 #include "backend/cuda/common.cuh"
 
 namespace gptoss::cuda {
@@ -176,45 +177,23 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
     }
   }
   __syncthreads();
-  if (nsplit == 1) {  // no merge kernel: apply the sink here (same formula as f32_attention_merge)
+  const WarpParts<kAttnWarps, kMaxGroup> parts{&m_s[0][0], &l_s[0][0], &acc_s[0][0][0], kMaxDim};
+  if (nsplit == 1) {  // no merge kernel: apply the sink here
     for (int i = threadIdx.x; i < G * d; i += blockDim.x) {
       const int h = i / d, e = i % d;
-      const float sink = sinks[g * G + h];
-      float M = sink;
-      for (int ww = 0; ww < kAttnWarps; ++ww)
-        if (l_s[ww][h] > 0.0f) M = fmaxf(M, m_s[ww][h]);
-      float den = expf(sink - M), num = 0.0f;
-      for (int ww = 0; ww < kAttnWarps; ++ww) {
-        if (l_s[ww][h] > 0.0f) {
-          const float f = expf(m_s[ww][h] - M);
-          den += f * l_s[ww][h];
-          num += f * acc_s[ww][h][e];
-        }
-      }
-      out[(int64_t(t) * nh + g * G + h) * d + e] = num / den;
+      out[(int64_t(t) * nh + g * G + h) * d + e] = parts.output(h, e, sinks[g * G + h]);
     }
     return;
   }
   for (int i = threadIdx.x; i < G * (d + 2); i += blockDim.x) {
     const int h = i / (d + 2), e = i % (d + 2);
-    float M = -FLT_MAX;
-    for (int ww = 0; ww < kAttnWarps; ++ww) M = fmaxf(M, m_s[ww][h]);
-    float r = 0.0f;
-    if (e == d) {
-      r = M;
-    } else {
-      for (int ww = 0; ww < kAttnWarps; ++ww) {
-        const float f = l_s[ww][h] > 0.0f ? expf(m_s[ww][h] - M) : 0.0f;
-        r += f * (e == d + 1 ? l_s[ww][h] : acc_s[ww][h][e]);
-      }
-    }
-    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (d + 2) + e] = r;
+    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (d + 2) + e] = parts.record(h, e, d);
   }
 }
 
-// out[t, h, :] = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s), M = max(sink, m_s).
-// Block per (t, h): the split weights e^(m_s - M) are computed once, in parallel, into shared memory
-// (f_s, nsplit floats); then thread per output dim sums over the splits.
+// The splits' records merged with the sink (attention_merge.cuh). Block per (t, h): the split weights
+// e^(m_s - M) are computed once, in parallel, into shared memory (f_s, nsplit floats); then thread per
+// output dim sums over the splits.
 __global__ void f32_attention_merge(const float* __restrict__ part, const float* __restrict__ sinks, int nh, int d,
                                     int nsplit, float* __restrict__ out) {
   extern __shared__ float f_s[];
@@ -224,12 +203,12 @@ __global__ void f32_attention_merge(const float* __restrict__ part, const float*
   const float sink = sinks[th % nh];
   float m = -FLT_MAX;
   for (int s = threadIdx.x; s < nsplit; s += blockDim.x)
-    if (pp[s * (d + 2) + d + 1] > 0.0f) m = fmaxf(m, pp[s * (d + 2) + d]);
+    m = softmax_part_max(m, pp[s * (d + 2) + d], pp[s * (d + 2) + d + 1]);
   const float M = fmaxf(sink, block_reduce(m, true, red));
   float den = 0.0f;
   for (int s = threadIdx.x; s < nsplit; s += blockDim.x) {
     const float l = pp[s * (d + 2) + d + 1];
-    const float f = l > 0.0f ? expf(pp[s * (d + 2) + d] - M) : 0.0f;
+    const float f = softmax_part_weight(pp[s * (d + 2) + d], l, M);
     f_s[s] = f;
     den += f * l;
   }

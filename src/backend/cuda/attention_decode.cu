@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "backend/cuda/attention_merge.cuh"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma.cuh"
 
@@ -241,43 +242,20 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     o_s[(warp * 8 + r) * D + dn * 8 + c2 + 1] = o[dn][1];
   }
   __syncthreads();
-  if (nsplit == 1) {  // the final output, with the sink (as f32_attention_merge)
+  const WarpParts<kWarps, kMaxGroupDecode> parts{m_s, l_s, o_s, D};
+  if (nsplit == 1) {  // the final output, with the sink
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
       const int h = i / D, e = i % D;
-      const float sink = sink_s[h];
-      float M = sink;
-      for (int w = 0; w < kWarps; ++w)
-        if (l_s[w * 8 + h] > 0.0f) M = fmaxf(M, m_s[w * 8 + h]);
-      float den = expf(sink - M), num = 0.0f;
-      for (int w = 0; w < kWarps; ++w) {
-        if (l_s[w * 8 + h] > 0.0f) {
-          const float fw = expf(m_s[w * 8 + h] - M);
-          den += fw * l_s[w * 8 + h];
-          num += fw * o_s[(w * 8 + h) * D + e];
-        }
-      }
-      out[(int64_t(t) * nh + g * G + h) * D + e] = num / den;
+      out[(int64_t(t) * nh + g * G + h) * D + e] = parts.output(h, e, sink_s[h]);
     }
     return;
   }
   for (int i = threadIdx.x; i < G * (D + 2); i += blockDim.x) {
     const int h = i / (D + 2), e = i % (D + 2);
-    float M = -FLT_MAX;
-    for (int w = 0; w < kWarps; ++w)
-      if (l_s[w * 8 + h] > 0.0f) M = fmaxf(M, m_s[w * 8 + h]);
-    float res = 0.0f;
-    if (e == D) {
-      res = M;
-    } else {
-      for (int w = 0; w < kWarps; ++w) {
-        const float fw = l_s[w * 8 + h] > 0.0f ? expf(m_s[w * 8 + h] - M) : 0.0f;
-        res += fw * (e == D + 1 ? l_s[w * 8 + h] : o_s[(w * 8 + h) * D + e]);
-      }
-    }
-    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = res;
+    part[((int64_t(t) * nh + g * G + h) * nsplit + sp) * (D + 2) + e] = parts.record(h, e, D);
   }
   // Publish this split, take a ticket; the last of the nsplit blocks of (t, g) sees every split and merges
-  // them as f32_attention_merge does: out = sum_s e^(m_s - M) acc_s / (e^(sink - M) + sum_s e^(m_s - M) l_s).
+  // them with the sink (attention_merge.cuh), as f32_attention_merge does, a warp per head.
   __shared__ bool last;
   __threadfence();
   __syncthreads();
@@ -294,12 +272,12 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     const float sink = sink_s[h];
     float mx = -FLT_MAX;
     for (int s2 = lane; s2 < nsplit; s2 += kWarp)
-      if (__ldcg(ph + s2 * (D + 2) + D + 1) > 0.0f) mx = fmaxf(mx, __ldcg(ph + s2 * (D + 2) + D));
+      mx = softmax_part_max(mx, __ldcg(ph + s2 * (D + 2) + D), __ldcg(ph + s2 * (D + 2) + D + 1));
     const float M = fmaxf(sink, warp_max(mx));
     float den = 0.0f;
     for (int s2 = lane; s2 < nsplit; s2 += kWarp) {
       const float ls = __ldcg(ph + s2 * (D + 2) + D + 1);
-      const float f = ls > 0.0f ? expf(__ldcg(ph + s2 * (D + 2) + D) - M) : 0.0f;
+      const float f = softmax_part_weight(__ldcg(ph + s2 * (D + 2) + D), ls, M);
       f_s[h * nsplit + s2] = f;
       den += f * ls;
     }

@@ -76,14 +76,15 @@ class CudaBackend final : public Backend {
     return static_cast<float*>(p);
   }
   Result<std::unique_ptr<KvCache>> create_kv_cache(const ModelConfig& c, const KvCacheOptions& o) override;
-  Status begin_step(std::span<const int32_t> tokens, int pos0) override;
+  Status begin_step(const Step& step) override;
+  void gather_rows(const float* x, int n, float* y) override;
   void embed(const MatrixRef& table, float* x) override;
   void rmsnorm(const float* x, const float* w, int T, int n, double eps, float* y) override {
     cuda::launch_rmsnorm(x, w, T, n, float(eps), y, stream_);
     check_launch("rmsnorm");
   }
   void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
-  void attention(KvCache& kv, int layer, float* q, float* k, const float* v, const float* sinks, int window,
+  void attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
                  float* out) override;
   void moe(const LayerWeights& w, const float* h, int T, float* x) override;
   bool matmul_add(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override;
@@ -92,8 +93,10 @@ class CudaBackend final : public Backend {
   Result<int32_t> argmax(const float* x, int n) override;
   bool argmax_async(const float* x, int n, int chain_pos) override;
   Result<int32_t> argmax_wait() override;
-  Status begin_step_chained(int pos0) override;
+  Status begin_step_chained(const Step& step) override;
   Result<int32_t> sample(const float* x, int n, float temperature, double u) override;
+  Result<bool> draw_rows(const float* x, int R, int n, std::span<const float> temperature, std::span<const double> u,
+                         int32_t* out) override;
   void before_draw();
   void copy_drawn_id();
   Result<int32_t> drawn_id();
@@ -103,8 +106,8 @@ class CudaBackend final : public Backend {
   }
   Status to_host(const float* src, size_t n, float* dst) override;
   double measure_bandwidth_gbs() override;
-  bool replay_step(uint64_t key) override;
-  void record_step_begin(uint64_t key) override;
+  bool replay_step() override;
+  void record_step_begin() override;
   Status record_step_end() override;
 
   Result<void*> upload_bytes(const void* host, size_t bytes, const char* what);
@@ -113,10 +116,13 @@ class CudaBackend final : public Backend {
  private:
   Result<void*> dev_alloc(size_t bytes, const char* what);
   Status copy_to_device(void* dst, const void* src, size_t bytes);
-  Result<MatrixRef> upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride, const char* what,
-                                  size_t* new_stride, size_t* new_sstride);
+  // Experts packed densely on the device (stride = one expert's bytes); a single matrix is a stack of one.
+  Result<ExpertStack> upload_experts(const ExpertStack& s, const char* what);
+  Result<MatrixRef> upload_matrix(const MatrixRef& m, const char* what);
   Result<const float*> upload_floats(const float* host, size_t n, const char* what);
   Status ensure_step_scratch(int T);
+  void attention_seq(const CudaKvCache& kv, int row0, int n, int layer, float* q, float* k, const float* v,
+                     const float* sinks, int window, float* out);
   // s grown to n elements (an error in sticky_ when it cannot be); its pointer, or the old one after an error.
   template <typename Ty>
   Ty* grow(DeviceScratch<Ty>& s, size_t n);
@@ -127,11 +133,17 @@ class CudaBackend final : public Backend {
   void fail(Status s) {
     if (sticky_.ok()) sticky_ = std::move(s);
   }
-  WView view(const MatrixRef& m, size_t estride = 0, size_t sstride = 0) const {
-    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(estride), int64_t(sstride)};
+  WView view(const MatrixRef& m) const {
+    WView v{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, 0, 0};
     if (const auto it = packed_.find(m.data); it != packed_.end())
       v.nib = it->second.nib, v.meta = it->second.meta, v.esc = it->second.esc;
     return v;
+  }
+  // Experts are never packed (upload packs single matrices only).
+  static WView view(const ExpertStack& s) {
+    const MatrixRef& m = s.first;
+    return WView{static_cast<const uint8_t*>(m.data), m.scales, m.rows, m.cols, int64_t(s.stride),
+                 int64_t(s.scales_stride)};
   }
   // The kernels' weight type of a device matrix: kBF12 for a packed bf16 matrix.
   Wt wt_of(const MatrixRef& m) const { return packed_.count(m.data) ? cuda::kBF12 : to_wt(m.type); }
@@ -156,7 +168,7 @@ class CudaBackend final : public Backend {
   void moe_experts(const LayerWeights& w, const float* h, int T, float* x);  // after routing
   // Largest scale byte of each row of an MXFP4 expert stack (the tensor-core gate_up kernel's input),
   // computed once per matrix (at upload, or on first use outside a graph capture); null if unavailable.
-  const uint8_t* row_max(const MatrixRef& m, int experts, size_t sstride);
+  const uint8_t* row_max(const ExpertStack& s);
   std::unordered_map<const uint8_t*, const uint8_t*> row_max_;  // keyed by the device scales
 
   ModelConfig c_;
@@ -169,10 +181,15 @@ class CudaBackend final : public Backend {
   DeviceMemory mem_;
   Status sticky_;
 
-  // Step state: token ids and positions on the device (read by every kernel, so graphs stay valid).
-  int T_ = 0;
-  PinnedBuffer<int32_t> h_step_;  // [2T]: tokens then positions
+  // Step state: token ids, positions and out rows on the device (read by every kernel, so graphs stay valid);
+  // the step's sequences (each attends to its own cache) and its shape key (graphs replay only an equal one).
+  int T_ = 0, R_ = 0;
+  std::vector<StepSeq> seqs_;
+  uint64_t step_key_ = 0;
+  PinnedBuffer<int32_t> h_step_;  // [2T + R]: tokens, positions, out rows
   DeviceScratch<int32_t> d_step_{"step tokens"};  // its device copy, read by the kernels
+  DeviceScratch<int32_t> d_draws_{"drawn ids"};   // [2R] draw_rows: (id, ticket) per row, tickets 0 between
+  PinnedBuffer<int32_t> h_draws_;
   const float* d_inv_freq_ = nullptr;  // [d/2] RoPE frequencies
 
   // Scratch of the decode step (grown in begin_step, never during graph capture); [T, ...] each.
@@ -203,7 +220,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t drawn_ready_ = nullptr;  // the draw's kernel has written the id (copy_stream_ waits for it)
   cudaStream_t copy_stream_ = nullptr;  // the drawn id's copy to the host, off the step stream
 
-  // Graph of one recorded step, keyed by the caller.
+  // Graph of one recorded step and the step key it was recorded for.
   bool recording_ = false;
   uint64_t graph_key_ = 0;
   int graph_T_ = 0;

@@ -104,18 +104,18 @@ template <int WT>
 __device__ __forceinline__ Raw8<WT> fetch8(const WView& w, int e, int64_t r, int64_t c8) {
   Raw8<WT> raw;
   if constexpr (WT == kF32) {
-    const float4* p = reinterpret_cast<const float4*>(w.data + e * w.estride) + (r * w.cols) / 4 + 2 * c8;
+    const float4* p = reinterpret_cast<const float4*>(w.data + e * w.stride) + (r * w.cols) / 4 + 2 * c8;
     raw.a = __ldg(p), raw.b = __ldg(p + 1);
   } else if constexpr (WT == kBF16) {
-    raw.q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.estride) + (r * w.cols) / 8 + c8);
+    raw.q = __ldg(reinterpret_cast<const uint4*>(w.data + e * w.stride) + (r * w.cols) / 8 + c8);
   } else if constexpr (WT == kBF12) {  // single matrices: e == 0
     raw.lo = __ldg(reinterpret_cast<const uint2*>(w.data) + (r * w.cols) / 8 + c8);
     raw.nib = __ldg(reinterpret_cast<const uint32_t*>(w.nib) + (r * w.cols) / 8 + c8);
     raw.base4 = (__ldg(w.meta + r) & 0xffu) * 0x01010101u;
   } else {
     const int64_t nb = w.cols / 32;  // 8 values = 4 bytes of a 16-byte block; block b = c8 / 4
-    raw.q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.estride) + r * nb * 4 + c8);
-    raw.s = __ldg(w.scales + e * w.sstride + r * nb + c8 / 4);
+    raw.q = __ldg(reinterpret_cast<const uint32_t*>(w.data + e * w.stride) + r * nb * 4 + c8);
+    raw.s = __ldg(w.scales + e * w.scales_stride + r * nb + c8 / 4);
   }
   return raw;
 }

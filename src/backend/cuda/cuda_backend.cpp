@@ -3,8 +3,9 @@
 // moe_decode.cu / moe_decode_tc.cu and attention_decode.cu (moe.cu and attention.cu where those do not apply),
 // prefill through cuBLAS bf16 GEMMs (f32 accumulation; activations as hi/lo bf16 pairs, so about 16
 // significant bits) with experts grouped per expert.
-// A batch-1 step can be recorded once as a CUDA graph and replayed (record_step_begin / record_step_end /
-// replay_step): every kernel reads the token ids and positions from device memory written by begin_step.
+// A one-token step of one sequence can be recorded once as a CUDA graph and replayed (record_step_begin /
+// record_step_end / replay_step): every kernel reads the token ids and positions from device memory written by
+// begin_step. Steps over several sequences run the attention once per sequence (each has its own cache).
 // The class is declared in backend_impl.h; its memory and upload are in cuda_memory.cpp.
 #include <algorithm>
 #include <cstdlib>
@@ -50,10 +51,16 @@ Ty* CudaBackend::grow(DeviceScratch<Ty>& s, size_t n) {
 
 Status CudaBackend::ensure_step_scratch(int T) {
   const size_t t = size_t(T), k = size_t(c_.num_experts_per_tok);
-  GPTOSS_TRY(h_step_.reserve(2 * t));
-  grow(d_step_, 2 * t);
-  const int max_splits = attention_splits(T, c_.num_key_value_heads, 1 << 30, num_sms_);
-  grow(attn_partials_, t * size_t(c_.num_attention_heads) * size_t(max_splits) * size_t(c_.head_dim + 2));
+  GPTOSS_TRY(h_step_.reserve(3 * t));
+  grow(d_step_, 3 * t);
+  // Split partials of the largest attention launch: a step's sequences launch apart, with n <= T rows each, the
+  // split kernel with attention_splits(n) splits, the tensor-core decode kernel (n <= kDecodeMaxT) with <= 32.
+  size_t split_rows = 0;
+  for (int n = 1; n <= T; ++n)
+    split_rows = std::max(split_rows, size_t(n) * size_t(std::max(attention_splits(n, c_.num_key_value_heads, 1 << 30,
+                                                                                     num_sms_),
+                                                                    n <= kDecodeMaxT ? 32 : 1)));
+  grow(attn_partials_, split_rows * size_t(c_.num_attention_heads) * size_t(c_.head_dim + 2));
   grow(router_logits_, t * size_t(c_.num_local_experts));
   grow(moe_idx_, t * k);
   grow(moe_wts_, t * k);
@@ -61,17 +68,40 @@ Status CudaBackend::ensure_step_scratch(int T) {
   return sticky_;
 }
 
-Status CudaBackend::begin_step(std::span<const int32_t> tokens, int pos0) {
+namespace {
+// What a recorded step depends on besides the device data it reads: the caller's buffers, the rows and out
+// rows, and each sequence's cache and length.
+uint64_t step_key(const Step& st) {
+  uint64_t h = st.buffers_key * 1000003u ^ (uint64_t(st.rows()) << 1) ^ (uint64_t(st.out_rows.size()) << 21) ^
+               (st.out_run_first() >= 0 ? 1u : 0u);
+  for (const StepSeq& q : st.seqs) h = (h ^ uint64_t(reinterpret_cast<uintptr_t>(q.kv))) * 0x100000001b3u + uint64_t(q.n);
+  return h;
+}
+}  // namespace
+
+Status CudaBackend::begin_step(const Step& st) {
   GPTOSS_TRY(sticky_);
   chain_pos_ = -1;  // d_step_ is rewritten from the host below
-  T_ = int(tokens.size());
+  T_ = st.rows();
+  R_ = int(st.out_rows.size());
+  seqs_.assign(st.seqs.begin(), st.seqs.end());
+  step_key_ = step_key(st);
   GPTOSS_TRY(ensure_step_scratch(T_));
   // The previous step's copy must be done before the pinned buffer is rewritten.
   GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
   int32_t* h = h_step_.get();
-  for (int t = 0; t < T_; ++t) h[t] = tokens[size_t(t)], h[T_ + t] = pos0 + t;
-  GPTOSS_CUDA_TRY(cudaMemcpyAsync(d_step_.get(), h, 2 * size_t(T_) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  for (int t = 0; t < T_; ++t) h[t] = st.tokens[size_t(t)];
+  for (const StepSeq& q : st.seqs)
+    for (int r = 0; r < q.n; ++r) h[T_ + q.row0 + r] = q.pos0 + r;
+  for (int i = 0; i < R_; ++i) h[2 * T_ + i] = st.out_rows[size_t(i)];
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(d_step_.get(), h, (2 * size_t(T_) + size_t(R_)) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
   return {};
+}
+
+void CudaBackend::gather_rows(const float* x, int n, float* y) {
+  cuda::launch_gather_rows(x, d_step_.get() + 2 * T_, R_, n, y, stream_);
+  check_launch("gather_rows");
 }
 
 void CudaBackend::embed(const MatrixRef& table, float* x) {
@@ -146,42 +176,50 @@ void CudaBackend::matmul(const MatrixRef& W, const float* x, int T, const float*
   check_launch("matmul");
 }
 
-void CudaBackend::attention(KvCache& kvb, int layer, float* q, float* k, const float* v, const float* sinks,
-                            int window, float* out) {
-  auto& kv = static_cast<CudaKvCache&>(kvb);
+void CudaBackend::attention(int layer, float* q, float* k, const float* v, const float* sinks, int window,
+                            float* out) {
+  const size_t qd = size_t(c_.q_dim()), kvd = size_t(c_.kv_dim());
+  for (const StepSeq& sq : seqs_)
+    attention_seq(static_cast<const CudaKvCache&>(*sq.kv), sq.row0, sq.n, layer, q + size_t(sq.row0) * qd,
+                  k + size_t(sq.row0) * kvd, v + size_t(sq.row0) * kvd, sinks, window, out + size_t(sq.row0) * qd);
+}
+
+// The attention of one sequence's n rows (row0.. of the step; q, k, v, out already offset to them).
+void CudaBackend::attention_seq(const CudaKvCache& kv, int row0, int n, int layer, float* q, float* k, const float* v,
+                                const float* sinks, int window, float* out) {
   const int nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
   const int cap = kv.capacity[size_t(layer)];
-  const int32_t* pos = d_step_.get() + T_;  // [T] the step's positions, after its tokens
-  const bool decode_tc = T_ <= kDecodeMaxT && kv.bf16 && cuda::attention_decode_supported(nh, nkv, d);
+  void* kc = kv.k[size_t(layer)];
+  void* vc = kv.v[size_t(layer)];
+  const int32_t* pos = d_step_.get() + T_ + row0;  // [n] the rows' positions (after the step's tokens)
+  const bool decode_tc = n <= kDecodeMaxT && kv.bf16 && cuda::attention_decode_supported(nh, nkv, d);
   // One token: the decode kernel applies RoPE and appends the new key and value itself (one launch fewer per
   // layer, which shows at long context; bench/cuda_notes.md, round 6).
-  const bool rope_in_kernel = decode_tc && T_ == 1;
+  const bool rope_in_kernel = decode_tc && n == 1;
   if (!rope_in_kernel)
-    cuda::launch_rope_kv_append(kv.bf16, q, k, v, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, d_inv_freq_,
-                                rope_.mscale, cap, T_, nh, nkv, d, stream_);
-  if (T_ > kDecodeMaxT && cuda::attention_prefill_supported(nh, nkv, d)) {
-    const cudaError_t e = cuda::launch_attention_prefill(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)],
-                                                         pos, cap, window, sinks, T_, nh, nkv, d, out, stream_);
+    cuda::launch_rope_kv_append(kv.bf16, q, k, v, kc, vc, pos, d_inv_freq_, rope_.mscale, cap, n, nh, nkv, d, stream_);
+  if (n > kDecodeMaxT && cuda::attention_prefill_supported(nh, nkv, d)) {
+    const cudaError_t e =
+        cuda::launch_attention_prefill(kv.bf16, q, kc, vc, pos, cap, window, sinks, n, nh, nkv, d, out, stream_);
     if (e != cudaSuccess) return fail(Error("cuda: attention prefill: {}", cudaGetErrorString(e)));
     return check_launch("attention prefill");
   }
   const int max_keys = window > 0 ? std::min(window, cap) : cap;
   const int nsplit = decode_tc ? attention_decode_splits(nh, nkv, d, max_keys)
-                               : attention_splits(T_, nkv, max_keys, num_sms_);
+                               : attention_splits(n, nkv, max_keys, num_sms_);
   // bf16 cache: the tensor-core decode kernel (faster, most at long context; bench/cuda_notes.md, round 4);
   // f32 cache: the CUDA-core split kernel (exact f32 products).
   if (decode_tc) {
     cuda::DecodeFusion fuse;
     if (rope_in_kernel) fuse.k = k, fuse.v = v, fuse.inv_freq = d_inv_freq_, fuse.mscale = rope_.mscale;
     fuse.tickets = d_attn_tickets_;
-    const cudaError_t e = cuda::launch_attention_decode(q, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, cap, window,
-                                                        sinks, T_, nh, nkv, d, nsplit, attn_partials_.get(), out, fuse,
-                                                        stream_);
+    const cudaError_t e = cuda::launch_attention_decode(q, kc, vc, pos, cap, window, sinks, n, nh, nkv, d, nsplit,
+                                                        attn_partials_.get(), out, fuse, stream_);
     if (e != cudaSuccess) return fail(Error("cuda: attention decode: {}", cudaGetErrorString(e)));
     return check_launch("attention decode");
   }
-  cuda::launch_attention(kv.bf16, q, kv.k[size_t(layer)], kv.v[size_t(layer)], pos, cap, window, sinks, T_, nh, nkv, d,
-                         nsplit, attn_partials_.get(), out, stream_);
+  cuda::launch_attention(kv.bf16, q, kc, vc, pos, cap, window, sinks, n, nh, nkv, d, nsplit, attn_partials_.get(), out,
+                         stream_);
   check_launch("attention");
 }
 
@@ -193,14 +231,15 @@ void CudaBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   moe_experts(w, h, T, x);
 }
 
-const uint8_t* CudaBackend::row_max(const MatrixRef& m, int experts, size_t sstride) {
+const uint8_t* CudaBackend::row_max(const ExpertStack& s) {
+  const MatrixRef& m = s.first;
   if (const auto it = row_max_.find(m.scales); it != row_max_.end()) return it->second;
   const int nb = int(m.cols / 32);
-  if (recording_ || !m.scales || sstride != size_t(m.rows) * size_t(nb)) return nullptr;
-  auto r = dev_alloc(size_t(experts) * size_t(m.rows), "MXFP4 row scales");
+  if (recording_ || !m.scales || s.scales_stride != size_t(m.rows) * size_t(nb)) return nullptr;
+  auto r = dev_alloc(size_t(s.count) * size_t(m.rows), "MXFP4 row scales");
   if (!r.ok()) return nullptr;
   auto* out = static_cast<uint8_t*>(*r);
-  cuda::launch_mxfp4_row_max(m.scales, int64_t(experts) * m.rows, nb, out, stream_);
+  cuda::launch_mxfp4_row_max(m.scales, int64_t(s.count) * m.rows, nb, out, stream_);
   check_launch("mxfp4 row max");
   row_max_[m.scales] = out;
   return out;
@@ -210,18 +249,15 @@ void CudaBackend::moe_experts(const LayerWeights& w, const float* h, int T, floa
   const int k = c_.num_experts_per_tok;
   if (T > kDecodeMaxT) return moe_grouped(w, h, T, x);
   const float limit = float(c_.swiglu_limit);
-  if (w.gate_up.type == WeightType::MXFP4 && w.down.type == WeightType::MXFP4 && !w.gate_up.transposed &&
-      !w.down.transposed &&
-      cuda::launch_moe_mxfp4_decode(view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride),
-                                    view(w.down, w.down_stride, w.down_scales_stride), h, moe_idx_.get(),
-                                    moe_wts_.get(), T, k, w.gate_up_bias, w.down_bias, limit, moe_act_.get(), x, stream_,
-                                    row_max(w.gate_up, c_.num_local_experts, w.gate_up_scales_stride)))
+  const MatrixRef &gu = w.gate_up.first, &dn = w.down.first;
+  if (gu.type == WeightType::MXFP4 && dn.type == WeightType::MXFP4 && !gu.transposed && !dn.transposed &&
+      cuda::launch_moe_mxfp4_decode(view(w.gate_up), view(w.down), h, moe_idx_.get(), moe_wts_.get(), T, k,
+                                    w.gate_up_bias, w.down_bias, limit, moe_act_.get(), x, stream_, row_max(w.gate_up)))
     return check_launch("moe mxfp4 decode");
-  cuda::launch_moe_gate_up_swiglu(to_wt(w.gate_up.type), w.gate_up.transposed,
-                                  view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), h, moe_idx_.get(), T, k,
+  cuda::launch_moe_gate_up_swiglu(to_wt(gu.type), gu.transposed, view(w.gate_up), h, moe_idx_.get(), T, k,
                                   w.gate_up_bias, limit, moe_act_.get(), stream_);
-  cuda::launch_moe_down_combine(to_wt(w.down.type), w.down.transposed, view(w.down, w.down_stride, w.down_scales_stride),
-                                moe_act_.get(), moe_idx_.get(), moe_wts_.get(), T, k, w.down_bias, x, stream_);
+  cuda::launch_moe_down_combine(to_wt(dn.type), dn.transposed, view(w.down), moe_act_.get(), moe_idx_.get(),
+                                moe_wts_.get(), T, k, w.down_bias, x, stream_);
   check_launch("moe");
 }
 
@@ -245,18 +281,18 @@ bool CudaBackend::norm_moe(const LayerWeights& L, float* x, int T, double eps, f
   // E <= 32 (gpt-oss-20b): the router kernel writes the logits only and the tensor-core gate_up kernel picks
   // the experts itself, so the router's last-block handoff (fence, ticket, logits read again, top-k) leaves the
   // critical path (bench/cuda_notes.md, round 10).
-  const bool gu_topk = E <= 32 && L.gate_up.type == WeightType::MXFP4 &&
-                       L.down.type == WeightType::MXFP4 && !L.gate_up.transposed && !L.down.transposed;
-  const uint8_t* rowmax = gu_topk ? row_max(L.gate_up, E, L.gate_up_scales_stride) : nullptr;
+  const MatrixRef &gu = L.gate_up.first, &dn = L.down.first;
+  const bool gu_topk = E <= 32 && gu.type == WeightType::MXFP4 && dn.type == WeightType::MXFP4 && !gu.transposed &&
+                       !dn.transposed;
+  const uint8_t* rowmax = gu_topk ? row_max(L.gate_up) : nullptr;
   if (!cuda::launch_norm_router_topk(wt_of(L.router), view(L.router), L.router_bias, x, L.mlp_norm, float(eps), T, k,
                                      h, router_logits_.get(), moe_idx_.get(), moe_wts_.get(), d_router_counter_, stream_,
                                      /*topk=*/!gu_topk))
     return false;
   check_launch("norm router topk");
   if (gu_topk) {
-    if (cuda::launch_moe_mxfp4_decode(view(L.gate_up, L.gate_up_stride, L.gate_up_scales_stride),
-                                      view(L.down, L.down_stride, L.down_scales_stride), h, moe_idx_.get(),
-                                      moe_wts_.get(), T, k, L.gate_up_bias, L.down_bias, float(c_.swiglu_limit),
+    if (cuda::launch_moe_mxfp4_decode(view(L.gate_up), view(L.down), h, moe_idx_.get(), moe_wts_.get(), T, k,
+                                      L.gate_up_bias, L.down_bias, float(c_.swiglu_limit),
                                       moe_act_.get(), x, stream_, rowmax, router_logits_.get(), E)) {
       check_launch("moe mxfp4 decode (top-k in gate_up)");
       return true;
@@ -319,12 +355,17 @@ Result<int32_t> CudaBackend::argmax_wait() { return drawn_id(); }
 // The step's input (the last argmax as its token, pos0) was written on the device by that argmax's last block
 // (argmax_async's chain_pos). No host sync: the pinned step buffer is not touched (begin_step syncs before it
 // rewrites it).
-Status CudaBackend::begin_step_chained(int pos0) {
+Status CudaBackend::begin_step_chained(const Step& st) {
   GPTOSS_TRY(sticky_);
-  const bool written = chain_pos_ == pos0;
+  if (st.seqs.size() != 1 || st.rows() != 1) return Error("begin_step_chained: a chained step is one token of one sequence");
+  const bool written = chain_pos_ == st.seqs[0].pos0;
   chain_pos_ = -1;
-  if (!written) return Error("begin_step_chained({}): no argmax_async wrote the input of a step at that position", pos0);
+  if (!written)
+    return Error("begin_step_chained({}): no argmax_async wrote the input of a step at that position", st.seqs[0].pos0);
   T_ = 1;
+  R_ = 1;
+  seqs_.assign(st.seqs.begin(), st.seqs.end());
+  step_key_ = step_key(st);
   GPTOSS_TRY(ensure_step_scratch(T_));  // the decode scratch (a prefill step does not grow it); d_step_ stays
   return sticky_;
 }
@@ -366,15 +407,15 @@ void CudaBackend::moe_grouped(const LayerWeights& w, const float* h, int T, floa
     if (n == 0) continue;
     const int32_t* sl = slots + count[size_t(e)];
     cuda::launch_gather_bf16x2(h, sl, n, k, H, xg, stream_);
-    MatrixRef gup = w.expert_gate_up(e), dn = w.expert_down(e);
+    MatrixRef gup = w.gate_up.expert(e), dn = w.down.expert(e);
     const bool gup_direct = gup.type == WeightType::BF16;
-    if (!gup_direct) cuda::launch_weight_to_bf16(to_wt(gup.type), gup.transposed, view(w.gate_up, w.gate_up_stride, w.gate_up_scales_stride), e, wb, stream_);
+    if (!gup_direct) cuda::launch_weight_to_bf16(to_wt(gup.type), gup.transposed, view(w.gate_up), e, wb, stream_);
     MatrixRef gview = gup;
     if (!gup_direct) gview.transposed = false;
     gemm_bf16(gview, gup_direct ? static_cast<const __nv_bfloat16*>(gup.data) : wb, xg, n, gu);
     cuda::launch_swiglu_bias(gu, w.gate_up_bias + size_t(e) * 2 * size_t(I), n, I, limit, zb, stream_);
     const bool dn_direct = dn.type == WeightType::BF16;
-    if (!dn_direct) cuda::launch_weight_to_bf16(to_wt(dn.type), dn.transposed, view(w.down, w.down_stride, w.down_scales_stride), e, wb, stream_);
+    if (!dn_direct) cuda::launch_weight_to_bf16(to_wt(dn.type), dn.transposed, view(w.down), e, wb, stream_);
     MatrixRef dview = dn;
     if (!dn_direct) dview.transposed = false;
     gemm_bf16(dview, dn_direct ? static_cast<const __nv_bfloat16*>(dn.data) : wb, zb, n, yd);
@@ -393,6 +434,32 @@ Result<int32_t> CudaBackend::sample(const float* x, int n, float temperature, do
   return drawn_id();
 }
 
+// One launch of the argmax or sampling kernel per row into its own (id, ticket) pair, then one copy of all ids.
+Result<bool> CudaBackend::draw_rows(const float* x, int R, int n, std::span<const float> temperature,
+                                    std::span<const double> u, int32_t* out) {
+  GPTOSS_TRY(sticky_);
+  if (R <= 0) return true;
+  const size_t cap = d_draws_.capacity();
+  int32_t* d = grow(d_draws_, 2 * size_t(R));
+  GPTOSS_TRY(sticky_);
+  if (d_draws_.capacity() != cap) GPTOSS_CUDA_TRY(cudaMemsetAsync(d, 0, d_draws_.capacity() * sizeof(int32_t), stream_));
+  GPTOSS_TRY(h_draws_.reserve(2 * size_t(R)));
+  before_draw();
+  for (int i = 0; i < R; ++i) {
+    const float* row = x + size_t(i) * size_t(n);
+    if (temperature[size_t(i)] <= 0.0f)
+      cuda::launch_argmax(row, n, d_argmax_, d + 2 * i, stream_);
+    else
+      cuda::launch_sample(row, n, temperature[size_t(i)], u[size_t(i)], d_argmax_, d + 2 * i, stream_);
+  }
+  check_launch("draw_rows");
+  GPTOSS_CUDA_TRY(cudaMemcpyAsync(h_draws_.get(), d, 2 * size_t(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  GPTOSS_CUDA_TRY(cudaStreamSynchronize(stream_));
+  GPTOSS_TRY(sticky_);
+  for (int i = 0; i < R; ++i) out[i] = h_draws_.get()[2 * i];
+  return true;
+}
+
 Status CudaBackend::to_host(const float* src, size_t n, float* dst) {
   GPTOSS_TRY(sticky_);
   GPTOSS_CUDA_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
@@ -400,22 +467,23 @@ Status CudaBackend::to_host(const float* src, size_t n, float* dst) {
   return sticky_;
 }
 
-// Graphs: only single-token steps are recorded (prefill steps sync with the host in moe_grouped).
-bool CudaBackend::replay_step(uint64_t key) {
-  if (!graph_exec_ || key != graph_key_ || T_ != graph_T_ || !sticky_.ok()) return false;
+// Graphs: only one-token steps of one sequence are recorded (prefill steps sync with the host in moe_grouped; a
+// batch's sequences change from step to step).
+bool CudaBackend::replay_step() {
+  if (!graph_exec_ || step_key_ != graph_key_ || T_ != graph_T_ || !sticky_.ok()) return false;
   const cudaError_t e = cudaGraphLaunch(graph_exec_, stream_);
   if (e != cudaSuccess) fail(Error("cuda: graph launch failed: {}", cudaGetErrorString(e)));
   return true;
 }
 
-void CudaBackend::record_step_begin(uint64_t key) {
-  if (T_ != 1 || !sticky_.ok()) return;
+void CudaBackend::record_step_begin() {
+  if (T_ != 1 || seqs_.size() != 1 || !sticky_.ok()) return;
   if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
     cudaGetLastError();
     return;
   }
   recording_ = true;
-  graph_key_ = key;
+  graph_key_ = step_key_;
 }
 
 Status CudaBackend::record_step_end() {

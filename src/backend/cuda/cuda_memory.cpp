@@ -180,36 +180,37 @@ Result<const float*> CudaBackend::upload_floats(const float* host, size_t n, con
   return static_cast<const float*>(p);
 }
 
-Result<MatrixRef> CudaBackend::upload_matrix(const MatrixRef& m, int experts, size_t stride, size_t sstride,
-                                             const char* what, size_t* new_stride, size_t* new_sstride) {
+Result<ExpertStack> CudaBackend::upload_experts(const ExpertStack& s, const char* what) {
+  const MatrixRef& m = s.first;
+  const int experts = s.count;
   if (!m.data) return Error("cuda upload: {} has no data", what);
   if (m.type == WeightType::MXFP4 && m.cols % 32 != 0)
     return Error("cuda upload: {} is MXFP4 with {} columns, expected a multiple of 32", what, m.cols);
   if (m.type != WeightType::MXFP4 && !m.transposed && m.cols % 8 != 0)
     return Error("cuda upload: {} has {} columns, expected a multiple of 8", what, m.cols);
-  // Experts are packed densely on the device (stride = one expert's bytes).
   const size_t db = matrix_data_bytes(m), sb = matrix_scale_bytes(m);
   MatrixRef d = m;
   GPTOSS_ASSIGN(void* data, dev_alloc(db * size_t(experts), what));
   for (int e = 0; e < experts; ++e) {
-    if (e > 0 && stride == db) {  // contiguous: one copy for all experts
-      GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(data) + db, static_cast<const uint8_t*>(m.data) + stride,
-                                db * size_t(experts - 1)));
+    if (e > 0 && s.stride == db) {  // contiguous: one copy for all experts
+      GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(data) + db, s.expert(1).data, db * size_t(experts - 1)));
       break;
     }
-    GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(data) + db * size_t(e),
-                              static_cast<const uint8_t*>(m.data) + stride * size_t(e), db));
+    GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(data) + db * size_t(e), s.expert(e).data, db));
   }
   d.data = data;
   if (sb) {
     GPTOSS_ASSIGN(void* sc, dev_alloc(sb * size_t(experts), what));
     for (int e = 0; e < experts; ++e)
-      GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(sc) + sb * size_t(e), m.scales + sstride * size_t(e), sb));
+      GPTOSS_TRY(copy_to_device(static_cast<uint8_t*>(sc) + sb * size_t(e), s.expert(e).scales, sb));
     d.scales = static_cast<const uint8_t*>(sc);
   }
-  if (new_stride) *new_stride = db;
-  if (new_sstride) *new_sstride = sb;
-  return d;
+  return ExpertStack{d, db, sb, experts};
+}
+
+Result<MatrixRef> CudaBackend::upload_matrix(const MatrixRef& m, const char* what) {
+  GPTOSS_ASSIGN(ExpertStack d, upload_experts({m, matrix_data_bytes(m), matrix_scale_bytes(m), 1}, what));
+  return d.first;
 }
 
 Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelConfig& c) {
@@ -229,9 +230,11 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
   add_m(host.lm_head, 1);
   for (const LayerWeights& L : host.layers) {
     for (const MatrixRef* m : {&L.q, &L.k, &L.v, &L.o, &L.router}) add_m(*m, 1);
-    add_m(L.gate_up, E);
-    add_m(L.down, E);
-    if (L.gate_up.type == WeightType::MXFP4) need += size_t(E) * size_t(L.gate_up.rows);  // row_max()
+    if (L.gate_up.count != E || L.down.count != E)
+      return Error("cuda: a layer holds {} gate_up and {} down experts, expected {}", L.gate_up.count, L.down.count, E);
+    add_m(L.gate_up.first, E);
+    add_m(L.down.first, E);
+    if (L.gate_up.first.type == WeightType::MXFP4) need += size_t(E) * size_t(L.gate_up.first.rows);  // row_max()
     need += sizeof(float) * size_t(4 * H + c.q_dim() + 2 * c.kv_dim() + c.num_attention_heads + E + E * 2 * c.intermediate_size + E * H);
   }
   size_t free_b = 0, total_b = 0;
@@ -245,8 +248,8 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
                  opts_.gpu_memory_limit ? fmt::format(", limit {:.2f} GiB", double(opts_.gpu_memory_limit) / kGiB) : "");
 
   ModelWeights d;
-  GPTOSS_ASSIGN(d.embed, upload_matrix(host.embed, 1, 0, 0, "embed", nullptr, nullptr));
-  GPTOSS_ASSIGN(d.lm_head, upload_matrix(host.lm_head, 1, 0, 0, "lm_head", nullptr, nullptr));
+  GPTOSS_ASSIGN(d.embed, upload_matrix(host.embed, "embed"));
+  GPTOSS_ASSIGN(d.lm_head, upload_matrix(host.lm_head, "lm_head"));
   // The decode products read these once per token: packed (lossless, 12 bits per weight and the escapes).
   auto pack = [&](MatrixRef& m, const char* what) -> Status {
     if (!opts_.gpu_pack_bf16 || !packable(m)) return {};
@@ -258,19 +261,17 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
   const size_t I = size_t(c.intermediate_size);
   for (const LayerWeights& L : host.layers) {
     LayerWeights o = L;
-    GPTOSS_ASSIGN(o.q, upload_matrix(L.q, 1, 0, 0, "q_proj", nullptr, nullptr));
-    GPTOSS_ASSIGN(o.k, upload_matrix(L.k, 1, 0, 0, "k_proj", nullptr, nullptr));
-    GPTOSS_ASSIGN(o.v, upload_matrix(L.v, 1, 0, 0, "v_proj", nullptr, nullptr));
-    GPTOSS_ASSIGN(o.o, upload_matrix(L.o, 1, 0, 0, "o_proj", nullptr, nullptr));
+    GPTOSS_ASSIGN(o.q, upload_matrix(L.q, "q_proj"));
+    GPTOSS_ASSIGN(o.k, upload_matrix(L.k, "k_proj"));
+    GPTOSS_ASSIGN(o.v, upload_matrix(L.v, "v_proj"));
+    GPTOSS_ASSIGN(o.o, upload_matrix(L.o, "o_proj"));
     GPTOSS_TRY(pack(o.q, "q_proj"));
     GPTOSS_TRY(pack(o.k, "k_proj"));
     GPTOSS_TRY(pack(o.v, "v_proj"));
     GPTOSS_TRY(pack(o.o, "o_proj"));
-    GPTOSS_ASSIGN(o.router, upload_matrix(L.router, 1, 0, 0, "router", nullptr, nullptr));
-    GPTOSS_ASSIGN(o.gate_up, upload_matrix(L.gate_up, E, L.gate_up_stride, L.gate_up_scales_stride, "gate_up_proj",
-                                           &o.gate_up_stride, &o.gate_up_scales_stride));
-    GPTOSS_ASSIGN(o.down, upload_matrix(L.down, E, L.down_stride, L.down_scales_stride, "down_proj", &o.down_stride,
-                                        &o.down_scales_stride));
+    GPTOSS_ASSIGN(o.router, upload_matrix(L.router, "router"));
+    GPTOSS_ASSIGN(o.gate_up, upload_experts(L.gate_up, "gate_up_proj"));
+    GPTOSS_ASSIGN(o.down, upload_experts(L.down, "down_proj"));
     GPTOSS_ASSIGN(o.attn_norm, upload_floats(L.attn_norm, size_t(H), "attn_norm"));
     GPTOSS_ASSIGN(o.mlp_norm, upload_floats(L.mlp_norm, size_t(H), "mlp_norm"));
     GPTOSS_ASSIGN(o.q_bias, upload_floats(L.q_bias, size_t(c.q_dim()), "q_bias"));
@@ -281,7 +282,7 @@ Result<ModelWeights> CudaBackend::upload(const ModelWeights& host, const ModelCo
     GPTOSS_ASSIGN(o.router_bias, upload_floats(L.router_bias, size_t(E), "router_bias"));
     GPTOSS_ASSIGN(o.gate_up_bias, upload_floats(L.gate_up_bias, size_t(E) * 2 * I, "gate_up_bias"));
     GPTOSS_ASSIGN(o.down_bias, upload_floats(L.down_bias, size_t(E) * size_t(H), "down_bias"));
-    if (o.gate_up.type == WeightType::MXFP4 && !o.gate_up.transposed) (void)row_max(o.gate_up, E, o.gate_up_scales_stride);
+    if (o.gate_up.first.type == WeightType::MXFP4 && !o.gate_up.first.transposed) (void)row_max(o.gate_up);
     d.layers.push_back(o);
   }
   GPTOSS_TRY(sticky_);

@@ -129,6 +129,18 @@ void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, flo
   }
 }
 
+// y[i, :] = x[rows[i], :], rows of n floats; block per output row.
+__global__ void f32_gather_rows(const float* __restrict__ x, const int32_t* __restrict__ rows, int n,
+                                float* __restrict__ y) {
+  const float* src = x + int64_t(rows[blockIdx.x]) * n;
+  float* dst = y + int64_t(blockIdx.x) * n;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
+void launch_gather_rows(const float* x, const int32_t* rows, int R, int n, float* y, cudaStream_t s) {
+  if (R > 0) f32_gather_rows<<<R, 256, 0, s>>>(x, rows, n, y);
+}
+
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s) {
   f32_add<<<blocks_for(n, 256), 256, 0, s>>>(x, y, n);
 }

@@ -16,17 +16,19 @@ inline constexpr int kWarp = 32;
 
 // A weight matrix on the device in its stored format (see core/matrix.h for layouts):
 //  kF32 / kBF16: row-major [rows, cols];  kMXFP4: blocks [rows, cols/32, 16] + scales [rows, cols/32].
-// `estride` / `sstride`: bytes from one expert's matrix to the next (0 for a single matrix).
 //  kBF12: a bf16 matrix packed losslessly on the device (packed_bf16.cu): data = the low byte of every bf16
 //  [rows, cols], nib = a 4-bit code per weight [rows, cols/2] (sign + the exponent's upper 7 bits as an
 //  offset 0..7 from the row's base), meta [rows + 1] = (first escape << 8) | base, esc = the weights outside
 //  the row's window as (column, exact value), applied as corrections. Single matrices only.
+// An expert stack (core/matrix.h ExpertStack) is one WView: expert e's data lies e * stride bytes after `data`,
+// its scales e * scales_stride bytes after `scales` (both 0 for a single matrix).
+// Wt is a plain enum (not enum class): the kernels take it as an int template parameter (template <int WT>).
 enum Wt : int { kF32 = 0, kBF16 = 1, kMXFP4 = 2, kBF12 = 3 };
 struct WView {
   const uint8_t* data;
   const uint8_t* scales;
   int64_t rows, cols;
-  int64_t estride, sstride;
+  int64_t stride, scales_stride;
   const uint8_t* nib = nullptr;     // kBF12 only
   const uint32_t* meta = nullptr;   // kBF12 only
   const float2* esc = nullptr;      // kBF12 only: {column as int bits, weight}
@@ -56,6 +58,8 @@ void launch_bf12_patch_escapes(const WView& w, __nv_bfloat16* out, cudaStream_t 
 void launch_embed(Wt wt, const void* table, int64_t cols, const int32_t* tokens, int T, float* x, cudaStream_t s);
 void launch_rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, cudaStream_t s);
 void launch_add(float* x, const float* y, size_t n, cudaStream_t s);
+// y[R, n] = x[rows[i], :] (rows on the device)
+void launch_gather_rows(const float* x, const int32_t* rows, int R, int n, float* y, cudaStream_t s);
 // y[i] = s[i] + s[n + i] (i < n): sums the hi and lo halves of one GEMM over a bf16 pair [hi; lo].
 void launch_sum_halves(const float* s, size_t n, float* y, cudaStream_t st);
 // y[0, n) = bf16(x), y[n, 2n) = bf16(x - y[0, n)): the hi/lo pair the prefill GEMMs run on.

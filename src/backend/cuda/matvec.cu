@@ -101,9 +101,9 @@ __global__ void weight_to_bf16(WView w, int e, __nv_bfloat16* __restrict__ out) 
     for (int j = 0; j < 8; ++j) {
       const int64_t off = (c8 * 8 + j) * w.rows + r;
       if constexpr (WT == kF32)
-        v[j] = reinterpret_cast<const float*>(w.data + e * w.estride)[off];
+        v[j] = reinterpret_cast<const float*>(w.data + e * w.stride)[off];
       else
-        v[j] = bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(w.data + e * w.estride)[off]);
+        v[j] = bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(w.data + e * w.stride)[off]);
     }
   } else {
     load8<WT>(w, e, r, c8, lut, v);

@@ -106,15 +106,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
 }
 
 // Transposed dense experts ([in, out] per expert): thread per output, reads coalesced along outputs.
+// W stored [H, 2I] per expert.
 template <typename WTy>
-__global__ void f32_tw_moe_gate_up_swiglu(const uint8_t* __restrict__ W, int64_t estride, int64_t H, int64_t I,
-                                          const float* __restrict__ h, const int32_t* __restrict__ idx, int k,
+__global__ void f32_tw_moe_gate_up_swiglu(WView w, const float* __restrict__ h, const int32_t* __restrict__ idx, int k,
                                           const float* __restrict__ bias, float limit, float* __restrict__ z) {
+  const int64_t I = w.rows / 2, H = w.cols;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int a = blockIdx.y;
   if (i >= I) return;
   const int e = idx[a];
-  const WTy* we = reinterpret_cast<const WTy*>(W + e * estride);
+  const WTy* we = reinterpret_cast<const WTy*>(w.data + e * w.stride);
   const float* x = h + int64_t(a / k) * H;
   float g = 0.0f, u = 0.0f;
   for (int64_t c = 0; c < H; ++c) g += to_f32(we[c * 2 * I + 2 * i]) * x[c], u += to_f32(we[c * 2 * I + 2 * i + 1]) * x[c];
@@ -122,18 +123,19 @@ __global__ void f32_tw_moe_gate_up_swiglu(const uint8_t* __restrict__ W, int64_t
   z[int64_t(a) * I + i] = swiglu_clamped(g + b[2 * i], u + b[2 * i + 1], limit);
 }
 
+// W stored [I, H] per expert.
 template <typename WTy>
-__global__ void f32_tw_moe_down_combine(const uint8_t* __restrict__ W, int64_t estride, int64_t H, int64_t I,
-                                        const float* __restrict__ z, const int32_t* __restrict__ idx,
+__global__ void f32_tw_moe_down_combine(WView w, const float* __restrict__ z, const int32_t* __restrict__ idx,
                                         const float* __restrict__ wts, int k, const float* __restrict__ bias,
                                         float* __restrict__ x) {
+  const int64_t H = w.rows, I = w.cols;
   const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int t = blockIdx.y;
   if (r >= H) return;
   float total = 0.0f;
   for (int j = 0; j < k; ++j) {
     const int a = t * k + j, e = idx[a];
-    const WTy* we = reinterpret_cast<const WTy*>(W + e * estride);
+    const WTy* we = reinterpret_cast<const WTy*>(w.data + e * w.stride);
     float acc = 0.0f;
     for (int64_t c = 0; c < I; ++c) acc += to_f32(we[c * H + r]) * z[int64_t(a) * I + c];
     total += wts[a] * (acc + bias[int64_t(e) * H + r]);
@@ -188,10 +190,9 @@ void launch_moe_gate_up_swiglu(Wt wt, bool transposed, const WView& w, const flo
   if (transposed) {
     const dim3 grid{unsigned((I + 127) / 128), unsigned(T * k)};
     if (wt == kF32)
-      f32_tw_moe_gate_up_swiglu<float><<<grid, 128, 0, s>>>(w.data, w.estride, w.cols, I, h, idx, k, bias, limit, z);
+      f32_tw_moe_gate_up_swiglu<float><<<grid, 128, 0, s>>>(w, h, idx, k, bias, limit, z);
     else
-      f32_tw_moe_gate_up_swiglu<__nv_bfloat16>
-          <<<grid, 128, 0, s>>>(w.data, w.estride, w.cols, I, h, idx, k, bias, limit, z);
+      f32_tw_moe_gate_up_swiglu<__nv_bfloat16><<<grid, 128, 0, s>>>(w, h, idx, k, bias, limit, z);
     return;
   }
   const dim3 grid{unsigned((I + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(T * k)};
@@ -209,10 +210,9 @@ void launch_moe_down_combine(Wt wt, bool transposed, const WView& w, const float
   if (transposed) {
     const dim3 grid{unsigned((w.rows + 127) / 128), unsigned(T)};
     if (wt == kF32)
-      f32_tw_moe_down_combine<float><<<grid, 128, 0, s>>>(w.data, w.estride, w.rows, w.cols, z, idx, wts, k, bias, x);
+      f32_tw_moe_down_combine<float><<<grid, 128, 0, s>>>(w, z, idx, wts, k, bias, x);
     else
-      f32_tw_moe_down_combine<__nv_bfloat16>
-          <<<grid, 128, 0, s>>>(w.data, w.estride, w.rows, w.cols, z, idx, wts, k, bias, x);
+      f32_tw_moe_down_combine<__nv_bfloat16><<<grid, 128, 0, s>>>(w, z, idx, wts, k, bias, x);
     return;
   }
   const dim3 grid{unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(T)};

@@ -98,8 +98,8 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
   const int64_t p0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp) * kPairsPerWarp;
   const int64_t r0 = 2 * p0;
   const int nrows = p0 >= I ? 0 : int(2 * I - r0 < R ? 2 * I - r0 : R);
-  const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.estride) + r0 * nb;
-  const uint8_t* ws = w.scales + e * w.sstride + r0 * nb;
+  const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.stride) + r0 * nb;
+  const uint8_t* ws = w.scales + e * w.scales_stride + r0 * nb;
   uint4 q[R][kBlocksPerLane];
   uint32_t s[R][kBlocksPerLane];
   auto fetch = [&](int b0) {
@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kWarps * kWarp, kMinBlocks)
     for (int jj = 0; jj < kExpertsInFlight; ++jj) {
       const int j = j0 + jj;
       const int e = j < k ? idx[t * k + j] : 0;
-      const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.estride) + r * nb;
-      const uint8_t* ws = w.scales + e * w.sstride + r * nb;
+      const uint4* wq = reinterpret_cast<const uint4*>(w.data + e * w.stride) + r * nb;
+      const uint8_t* ws = w.scales + e * w.scales_stride + r * nb;
 #pragma unroll
       for (int i = 0; i < kBlocksPerLane; ++i) {
         const int b = b0 + lane + kWarp * i;

@@ -116,10 +116,10 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   const int64_t r0 = (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16;
   const int64_t ra = r0 + g, rb = r0 + g + 8;
   const bool va = ra < R, vb = rb < R;
-  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.estride) + (va ? ra : 0) * nb;
-  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.estride) + (vb ? rb : 0) * nb;
-  const uint8_t* sa = w.scales + e * w.sstride + (va ? ra : 0) * nb;
-  const uint8_t* sb = w.scales + e * w.sstride + (vb ? rb : 0) * nb;
+  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
+  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
+  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
+  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
   uint4 wa[kSteps], wb[kSteps];
   uint32_t ca[kSteps], cb[kSteps];
   auto fetch = [&](int b0) {
