@@ -1,6 +1,7 @@
 // Matmul kernels on gpt-oss-20b shapes: decode (T = 1) GB/s of weight bytes against the measured read
 // bandwidth, and prefill (T = 64, 512) GFLOP/s, per weight type.
-//   bench_matmul [--threads N] [--isa avx512|avx2|scalar] [--no-prefill] [--no-lm-head]
+//   bench_matmul [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast] [--no-prefill] [--no-lm-head]
+// --math picks the kernel family (--cpu-math): exact (matmul.h, the default here) or fast (fast_matmul.h).
 // Decode cycles through enough copies of each matrix (>= 512 MiB) that weights come from DRAM, not L3.
 #include <algorithm>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/fast_matmul.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/membw.h"
 #include "core/threadpool.h"
@@ -72,6 +74,16 @@ Weights make(const Shape& s) {
   return w;
 }
 
+bool g_fast = false;
+
+void product(const MatrixRef& W, const float* x, int64_t T, float* y, gptoss::ThreadPool& pool) {
+  if (g_fast) {
+    gptoss::cpu::matmul_fast(W, x, T, nullptr, y, pool);
+  } else {
+    gptoss::cpu::matmul(W, x, T, nullptr, y, pool);
+  }
+}
+
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 std::vector<float> random_x(int64_t n) {
@@ -91,12 +103,15 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[++i]);
     } else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       isa = argv[++i];
+    } else if (!std::strcmp(argv[i], "--math") && i + 1 < argc) {
+      g_fast = !std::strcmp(argv[++i], "fast");
     } else if (!std::strcmp(argv[i], "--no-prefill")) {
       prefill = false;
     } else if (!std::strcmp(argv[i], "--no-lm-head")) {
       lm_head = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--isa avx512|avx2|scalar] [--no-prefill] [--no-lm-head]\n",
+      std::fprintf(stderr, "usage: %s [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast] [--no-prefill] "
+                   "[--no-lm-head]\n",
                    argv[0]);
       return 2;
     }
@@ -107,8 +122,8 @@ int main(int argc, char** argv) {
   }
   gptoss::ThreadPool pool(threads);
   const double bw = gptoss::cpu::measure_read_bandwidth_gbs(pool);
-  std::printf("kernels: %s, threads: %d, measured read bandwidth: %.1f GB/s\n", gptoss::cpu::matmul_isa(),
-              pool.num_threads(), bw);
+  std::printf("kernels: %s %s, threads: %d, measured read bandwidth: %.1f GB/s\n", gptoss::cpu::matmul_isa(),
+              g_fast ? "fast" : "exact", pool.num_threads(), bw);
 
   std::vector<Shape> shapes = {
       {"attn.q bf16", WeightType::BF16, 4096, 2880},
@@ -131,12 +146,12 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < copies; ++i) ws.push_back(make(s));
     const std::vector<float> x = random_x(s.cols);
     std::vector<float> y(size_t(s.rows));
-    gptoss::cpu::matmul(ws[0].ref, x.data(), 1, nullptr, y.data(), pool);  // warm up
+    product(ws[0].ref, x.data(), 1, y.data(), pool);  // warm up
     int64_t calls = 0;
     const double t0 = now_s();
     double t1 = t0;
     while (calls < 3 || t1 - t0 < 0.3) {
-      gptoss::cpu::matmul(ws[size_t(calls) % copies].ref, x.data(), 1, nullptr, y.data(), pool);
+      product(ws[size_t(calls) % copies].ref, x.data(), 1, y.data(), pool);
       ++calls;
       t1 = now_s();
     }
@@ -151,7 +166,7 @@ int main(int argc, char** argv) {
     const double h0 = now_s();
     double h1 = h0;
     while (hot_calls < 10 || h1 - h0 < 0.1) {
-      gptoss::cpu::matmul(hot, x.data(), 1, nullptr, y.data(), pool);
+      product(hot, x.data(), 1, y.data(), pool);
       ++hot_calls;
       h1 = now_s();
     }
@@ -169,12 +184,12 @@ int main(int argc, char** argv) {
       for (int64_t T : {64, 512}) {
         const std::vector<float> x = random_x(T * s.cols);
         std::vector<float> y(size_t(T * s.rows));
-        gptoss::cpu::matmul(w.ref, x.data(), T, nullptr, y.data(), pool);
+        product(w.ref, x.data(), T, y.data(), pool);
         int64_t calls = 0;
         const double t0 = now_s();
         double t1 = t0;
         while (calls < 2 || t1 - t0 < 0.3) {
-          gptoss::cpu::matmul(w.ref, x.data(), T, nullptr, y.data(), pool);
+          product(w.ref, x.data(), T, y.data(), pool);
           ++calls;
           t1 = now_s();
         }

@@ -1,5 +1,5 @@
 // Options shared by every command that runs the model (verify, logits, generate, chat, bench):
-// --model, --device, --threads, --gpu-memory-limit, --max-context, --kv-precision, and the bounds every
+// --model, --device, --threads, --cpu-math, --gpu-memory-limit, --max-context, --kv-precision, and the bounds every
 // numeric option of the CLI is held to (apply_option_bounds).
 #pragma once
 
@@ -21,6 +21,7 @@ struct RunOptions {
   int threads = 0;     // 0: all cores
   std::string gpu_memory_limit;
   std::string gpu_bf16 = "packed";
+  std::string cpu_math = "fast";
   // --max-context as given; 0 when not given. A limit: a request that needs more fails.
   int max_context_limit = 0;
   // What the command asks for without a limit (require_context sets it); load_model caps it at the

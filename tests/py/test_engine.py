@@ -31,19 +31,33 @@ def rel_err(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("args,n", SHAPES)
-def test_logits_match_numpy_reference(tmp_path, shared_dir, oracle, gptoss_bin, args, n):
+# --cpu-math exact on every shape; fast (int16 activations for the experts in decode, rows decoded once per
+# prefill chunk) on two of them, at its own tolerance: 1e-2 per token row, top-1 outside near-ties.
+@pytest.mark.parametrize("args,n,math", [(a, n, "exact") for a, n in SHAPES] +
+                         [(a, n, "fast") for a, n in SHAPES[:2]])
+def test_logits_match_numpy_reference(tmp_path, shared_dir, oracle, gptoss_bin, args, n, math):
     model = make_tiny_hf(shared_dir, tmp_path / "m", *args)
     vocab = int(args[args.index("--vocab") + 1]) if "--vocab" in args else 1024
     rng = np.random.default_rng(n)
     tokens = rng.integers(0, vocab, size=n).tolist()
     ids = ",".join(map(str, tokens))
-    run_cli(gptoss_bin, "logits", "--model", model, "--device", "cpu", "--tokens", ids, "--out", tmp_path / "ours.npy")
+    # fast: steps of 3 tokens, so the experts take the int16 kernels (the C++ FastMathStaysCloseToExact covers
+    # longer steps).
+    chunks = ["--max-batch", "3"] if math == "fast" else []
+    run_cli(gptoss_bin, "logits", "--model", model, "--device", "cpu", "--cpu-math", math, *chunks, "--tokens", ids,
+            "--out", tmp_path / "ours.npy")
     ours = np.load(tmp_path / "ours.npy")
     ref = np.load(_np_ref(shared_dir, model, ids, tmp_path / "ref.npy"))
     assert ours.shape == ref.shape == (n, vocab)
-    assert rel_err(ours, ref) <= 1e-4
-    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+    if math == "exact":
+        assert rel_err(ours, ref) <= 1e-4
+        assert (ours.argmax(-1) == ref.argmax(-1)).all()
+        return
+    err = np.abs(ours - ref).max(-1)
+    assert (err / np.abs(ref).max(-1)).max() <= 1e-2
+    top2 = np.sort(ref, -1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * err
+    assert (ours.argmax(-1) == ref.argmax(-1))[clear].all()
 
 
 def _np_ref(shared_dir, model, ids, out):
@@ -64,7 +78,8 @@ def test_layouts_give_identical_logits(tmp_path, tiny_model, gptoss_bin, tool_bi
                 "--quiet")
         dirs[f"{fmt}-{dtype}"] = d
     for name, d in dirs.items():
-        run_cli(gptoss_bin, "logits", "--model", d, "--device", "cpu", "--tokens", ids, "--out", tmp_path / f"{name}.npy")
+        run_cli(gptoss_bin, "logits", "--model", d, "--device", "cpu", "--cpu-math", "exact", "--tokens", ids, "--out",
+                tmp_path / f"{name}.npy")
         outs[name] = np.load(tmp_path / f"{name}.npy")
     for name, v in outs.items():
         assert rel_err(v, outs["hf"]) <= 1e-5, name
@@ -132,8 +147,8 @@ def test_bench_json(tiny_model, gptoss_bin):
 def test_prefill_chunk_size_does_not_change_logits(tmp_path, tiny_model, gptoss_bin):
     ids = ",".join(str(i) for i in range(3, 60))
     for mb in ["1", "7", "4096"]:
-        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--tokens", ids, "--max-batch", mb,
-                "--out", tmp_path / f"l{mb}.npy")
+        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--cpu-math", "exact", "--tokens", ids,
+                "--max-batch", mb, "--out", tmp_path / f"l{mb}.npy")
     ref = np.load(tmp_path / "l4096.npy")
     for mb in ["1", "7"]:
         assert rel_err(np.load(tmp_path / f"l{mb}.npy"), ref) <= 1e-5
@@ -148,14 +163,15 @@ def test_logits_of_several_sequences_in_batched_steps(tmp_path, tiny_model, gpto
     args = []
     for s in seqs:
         args += ["--tokens", ",".join(map(str, s))]
-    r = run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", *args, "--max-batch", "16",
-                "--out", tmp_path / "all.npz")
+    # Exact math: with the fast kernels a row moves with its neighbours (within their tolerance, Batch tests).
+    r = run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--cpu-math", "exact", *args,
+                "--max-batch", "16", "--out", tmp_path / "all.npz")
     assert "4 sequences" in r.stdout
     z = np.load(tmp_path / "all.npz")
     assert sorted(z.files) == ["seq0", "seq1", "seq2", "seq3"]
     for i, s in enumerate(seqs):
-        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--tokens", ",".join(map(str, s)),
-                "--out", tmp_path / f"s{i}.npy")
+        run_cli(gptoss_bin, "logits", "--model", tiny_model, "--device", "cpu", "--cpu-math", "exact", "--tokens",
+                ",".join(map(str, s)), "--out", tmp_path / f"s{i}.npy")
         alone = np.load(tmp_path / f"s{i}.npy")
         assert z[f"seq{i}"].shape == alone.shape == (len(s), 1024)
         assert rel_err(z[f"seq{i}"], alone) <= 1e-5, i

@@ -31,7 +31,7 @@ class ShardedCpuReference {
       Rank rk;
       rk.shard = ref->plan_.shards[size_t(r)];
       rk.cfg = ref->plan_.rank_config(c, r);
-      GPTOSS_ASSIGN(rk.backend, create_backend(rk.cfg, {.device = "cpu", .threads = 1}));
+      GPTOSS_ASSIGN(rk.backend, create_backend(rk.cfg, {.device = "cpu", .threads = 1, .cpu_math = CpuMath::Exact}));
       GPTOSS_ASSIGN(rk.sw, extract_shard(host, c, ref->plan_, r));
       GPTOSS_ASSIGN(rk.w, rk.backend->upload(rk.sw->w, rk.cfg));
       GPTOSS_ASSIGN(rk.kv, rk.backend->create_kv_cache(rk.cfg, ko));

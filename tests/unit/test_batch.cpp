@@ -33,13 +33,11 @@ std::vector<float> alone(Model& m, const std::vector<int32_t>& tokens, int max_c
   return all;
 }
 
-}  // namespace
-
 // Random mixes: sequences of different lengths (past the sliding window of 16, one filling its context to the
 // brim), two sharing a prefix, joining late and sitting out steps, chunks of 1..8 tokens; each step's logits of
-// each sequence against the same position run alone.
-TEST(Batch, EachSequenceMatchesItsRunAlone) {
-  auto model = Model::open(golden_dir("tiny_b"), {.device = "cpu", .threads = 2});
+// each sequence against the same position run alone, within `tol` per row.
+void each_sequence_matches_its_run_alone(CpuMath math, double tol) {
+  auto model = Model::open(golden_dir("tiny_b"), {.device = "cpu", .threads = 2, .cpu_math = math});
   ASSERT_TRUE(model.ok()) << model.status().message();
   Model& m = **model;
   const int V = m.config().vocab_size, ctx = 64;
@@ -96,12 +94,25 @@ TEST(Batch, EachSequenceMatchesItsRunAlone) {
       const float* want = ref[i].data() + (done[i] - 1) * size_t(V);
       const double err = rel_err(lg->data(), want, size_t(V));
       worst = std::max(worst, err);
-      EXPECT_LE(err, 1e-5) << "sequence " << i << " at position " << done[i] - 1 << " (step " << steps << ")";
+      EXPECT_LE(err, tol) << "sequence " << i << " at position " << done[i] - 1 << " (step " << steps << ")";
     }
   }
   for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(done[i], seqs[i].size()) << "sequence " << i;
   EXPECT_GT(mixed, 3) << "too few steps mixed decode tokens with prefill chunks";
-  std::printf("batched vs alone over %d steps (%d mixed): worst relative error %.3g\n", steps, mixed, worst);
+  std::printf("%s: batched vs alone over %d steps (%d mixed): worst relative error %.3g\n",
+              math == CpuMath::Exact ? "exact" : "fast", steps, mixed, worst);
+}
+
+}  // namespace
+
+// --cpu-math exact: a row's result does not depend on its neighbours (the same float32 sums in every step).
+TEST(Batch, EachSequenceMatchesItsRunAlone) { each_sequence_matches_its_run_alone(CpuMath::Exact, 1e-5); }
+
+// --cpu-math fast (the default, so what serve runs): the kernels depend on how many tokens an expert gets in
+// the step (int16 activations below 8, rows decoded once above), so a row moves with its neighbours, but stays
+// within the fast path's own tolerance of its run alone.
+TEST(Batch, FastMathSequencesStayCloseToTheirRunsAlone) {
+  each_sequence_matches_its_run_alone(CpuMath::Fast, 1e-2);
 }
 
 // Greedy draws of a batch are each row's argmax; a failed add changes nothing.
@@ -149,7 +160,8 @@ TEST(Batch, DrawsAndLimits) {
 // The serve engine with a Batch: concurrent greedy requests (prompts of different lengths, some longer than one
 // step's chunk) get exactly the tokens each gets alone.
 TEST(Batch, EngineBatchedMatchesAlone) {
-  auto model = Model::open(golden_dir("tiny_b"), {.device = "cpu", .threads = 2});
+  // Exact math: with the fast kernels a near-tie could flip with the batch's make-up (see above).
+  auto model = Model::open(golden_dir("tiny_b"), {.device = "cpu", .threads = 2, .cpu_math = CpuMath::Exact});
   ASSERT_TRUE(model.ok()) << model.status().message();
   Model& m = **model;
   const int V = m.config().vocab_size;

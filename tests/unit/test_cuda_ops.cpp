@@ -57,7 +57,7 @@ struct Pair {
   std::vector<std::unique_ptr<uint8_t[]>> host;  // storage the CPU backend uses in place
 
   explicit Pair(const ModelConfig& c) {
-    auto a = create_backend(c, {.device = "cpu", .threads = 2});
+    auto a = create_backend(c, {.device = "cpu", .threads = 2, .cpu_math = CpuMath::Exact});
     auto b = create_backend(c, {.device = "cuda"});
     EXPECT_TRUE(a.ok() && b.ok()) << (b.ok() ? a.status().message() : b.status().message());
     if (a.ok()) cpu = std::move(*a);

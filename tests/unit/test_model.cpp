@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "core/npy.h"
@@ -30,7 +31,7 @@ class Golden : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
 
 TEST_P(Golden, MatchesTransformersFloat32) {
   const auto& [name, max_batch] = GetParam();
-  auto model = Model::open(golden_dir(name), {.device = "cpu", .threads = 2});
+  auto model = Model::open(golden_dir(name), {.device = "cpu", .threads = 2, .cpu_math = CpuMath::Exact});
   ASSERT_TRUE(model.ok()) << model.status().message();
   auto golden = npy_read_f32(golden_dir(name) + "/logits_hf_f32.npy");
   ASSERT_TRUE(golden.ok()) << golden.status().message();
@@ -58,7 +59,7 @@ INSTANTIATE_TEST_SUITE_P(Engine, Golden,
                          ::testing::Combine(::testing::Values("tiny_a", "tiny_b"), ::testing::Values(128, 5, 1)));
 
 TEST(Engine, BF16KvCacheStaysClose) {
-  auto model = Model::open(golden_dir("tiny_a"), {.device = "cpu"});
+  auto model = Model::open(golden_dir("tiny_a"), {.device = "cpu", .cpu_math = CpuMath::Exact});
   ASSERT_TRUE(model.ok()) << model.status().message();
   auto golden = npy_read_f32(golden_dir("tiny_a") + "/logits_hf_f32.npy");
   ASSERT_TRUE(golden.ok());
@@ -73,6 +74,52 @@ TEST(Engine, BF16KvCacheStaysClose) {
     worst = std::max(worst, rel_err(logits.data() + t * V, golden->data.data() + t * V, V));
   EXPECT_LE(worst, 2e-2);
   EXPECT_GT(worst, 0.0);  // bf16 storage really is in use
+}
+
+// --cpu-math fast (int16 activations for the MXFP4 experts in steps of fewer than 8 tokens, rows decoded once
+// for longer steps) against the exact path on both goldens, token by token and in chunks (max_batch 16: both
+// kernels, as each expert gets a share of the 16 tokens). The error is per token row:
+// max |fast - exact| / max |exact| over the vocabulary; top-1 must agree wherever the exact top-2 gap is more
+// than twice that row's largest difference (elsewhere the two are a near-tie that rounding may flip).
+TEST(Engine, FastMathStaysCloseToExact) {
+  for (const char* name : {"tiny_a", "tiny_b"}) {
+    auto exact = Model::open(golden_dir(name), {.device = "cpu", .threads = 2, .cpu_math = CpuMath::Exact});
+    auto fast = Model::open(golden_dir(name), {.device = "cpu", .threads = 2, .cpu_math = CpuMath::Fast});
+    ASSERT_TRUE(exact.ok() && fast.ok());
+    auto tokens = read_tokens(golden_dir(name) + "/tokens.txt");
+    const size_t V = size_t((*exact)->config().vocab_size);
+    for (int max_batch : {1, 16}) {
+      auto se = Session::create(**exact, {.max_context = 256, .max_batch = max_batch});
+      auto sf = Session::create(**fast, {.max_context = 256, .max_batch = max_batch});
+      ASSERT_TRUE(se.ok() && sf.ok());
+      std::vector<float> le, lf;
+      ASSERT_TRUE((*se)->forward(tokens, &le).ok());
+      ASSERT_TRUE((*sf)->forward(tokens, &lf).ok());
+      double worst = 0;
+      int agree = 0, ties = 0;
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        const float* a = lf.data() + t * V;
+        const float* b = le.data() + t * V;
+        const double err = rel_err(a, b, V);
+        worst = std::max(worst, err);
+        EXPECT_LE(err, 1e-2) << name << " max_batch " << max_batch << " token " << t;
+        std::vector<float> sorted(b, b + V);
+        std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+        double max_abs = 0;
+        for (size_t i = 0; i < V; ++i) max_abs = std::max(max_abs, std::fabs(double(a[i]) - double(b[i])));
+        if (double(sorted[0]) - double(sorted[1]) <= 2 * max_abs) {
+          ++ties;
+          continue;
+        }
+        agree += argmax(a, V) == argmax(b, V);
+        EXPECT_EQ(argmax(a, V), argmax(b, V)) << name << " max_batch " << max_batch << " token " << t;
+      }
+      EXPECT_GT(worst, 0.0) << "the fast path really is in use";
+      std::printf("%s max_batch %d: fast vs exact worst per-row relative error %.3g, top-1 %d/%zu (%d near-ties "
+                  "left out)\n",
+                  name, max_batch, worst, agree, tokens.size() - size_t(ties), ties);
+    }
+  }
 }
 
 TEST(Engine, RejectsBadTokensAndFullContext) {

@@ -6,8 +6,10 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/fast_matmul.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/membw.h"
+#include "backend/cpu/vec_ops.h"
 #include "core/dtype.h"
 #include "core/threadpool.h"
 #include "model/rope.h"
@@ -38,10 +40,13 @@ inline float load_kv(const uint8_t* base, size_t i, KvPrecision p) {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(const ModelConfig& c, int threads) : c_(c), pool_(threads), rope_(yarn_rope_params(c)) {}
+  CpuBackend(const ModelConfig& c, int threads, CpuMath math)
+      : c_(c), pool_(threads), rope_(yarn_rope_params(c)), math_(math) {}
 
-  std::string name() const override { return std::string("cpu (") + cpu::matmul_isa() + ", " +
-                                             std::to_string(pool_.num_threads()) + " threads)"; }
+  std::string name() const override {
+    return std::string("cpu (") + cpu::matmul_isa() + (math_ == CpuMath::Fast ? " fast" : " exact") + ", " +
+           std::to_string(pool_.num_threads()) + " threads)";
+  }
 
   Result<ModelWeights> upload(const ModelWeights& host, const ModelConfig&) override { return host; }
 
@@ -113,7 +118,7 @@ class CpuBackend final : public Backend {
   }
 
   void matmul(const MatrixRef& W, const float* x, int T, const float* bias, float* y) override {
-    cpu::matmul(W, x, T, bias, y, pool_);
+    product(W, x, T, bias, y);
   }
 
   void add(float* x, const float* y, size_t n) override {
@@ -133,10 +138,19 @@ class CpuBackend final : public Backend {
 
  private:
   void apply_rope(float* v, int heads, int T);
+  // Every matrix product of the backend: the --cpu-math family.
+  void product(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y) {
+    if (math_ == CpuMath::Fast) {
+      cpu::matmul_fast(W, x, T, bias, y, pool_);
+    } else {
+      cpu::matmul(W, x, T, bias, y, pool_);
+    }
+  }
 
   ModelConfig c_;
   ThreadPool pool_;
   RopeParams rope_;
+  CpuMath math_;
   // The step (begin_step): tokens, sequences, and per row its position and sequence index.
   std::vector<int32_t> tokens_;
   std::vector<StepSeq> seqs_;
@@ -195,6 +209,7 @@ void CpuBackend::attention(int layer, float* q, float* k, const float* v, const 
     }
   }
   const float scale = 1.0f / std::sqrt(float(d));
+  const bool fast = math_ == CpuMath::Fast;  // SIMD dot / axpy (vec_ops.h) instead of the exact plain loops
   // One task per (token, query head): scores over the visible keys, softmax with the sink in the
   // denominator only (docs/MODEL.md §4.3), weighted sum of values.
   pool_.parallel_for(int64_t(T) * nh, [&](int64_t b, int64_t e) {
@@ -215,7 +230,11 @@ void CpuBackend::attention(int layer, float* q, float* k, const float* v, const 
         float dot = 0;
         if (prec == KvPrecision::F32) {
           const float* kr = reinterpret_cast<const float*>(L.k.get()) + base;
-          for (int i = 0; i < d; ++i) dot += qr[i] * kr[i];
+          if (fast) {
+            dot = cpu::vec_dot(qr, kr, d);
+          } else {
+            for (int i = 0; i < d; ++i) dot += qr[i] * kr[i];
+          }
         } else {
           for (int i = 0; i < d; ++i) dot += qr[i] * load_kv(L.k.get(), base + size_t(i), prec);
         }
@@ -233,7 +252,11 @@ void CpuBackend::attention(int layer, float* q, float* k, const float* v, const 
         const float p = s[size_t(j - lo)];
         if (prec == KvPrecision::F32) {
           const float* vr = reinterpret_cast<const float*>(L.v.get()) + base;
-          for (int i = 0; i < d; ++i) acc[size_t(i)] += p * vr[i];
+          if (fast) {
+            cpu::vec_axpy(p, vr, acc.data(), d);
+          } else {
+            for (int i = 0; i < d; ++i) acc[size_t(i)] += p * vr[i];
+          }
         } else {
           for (int i = 0; i < d; ++i) acc[size_t(i)] += p * load_kv(L.v.get(), base + size_t(i), prec);
         }
@@ -249,6 +272,8 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   const int E = c_.num_local_experts, K = c_.num_experts_per_tok, H = c_.hidden_size, I = c_.intermediate_size;
   const float limit = float(c_.swiglu_limit);
   router_.resize(size_t(T) * size_t(E));
+  // The router stays exact in both modes: it is tiny, and a rounding difference here can flip a near-tie in
+  // the top-k, which changes the output far more than the experts' own rounding.
   cpu::matmul(w.router, h, T, w.router_bias, router_.data(), pool_);
   // Route: top-k of the raw logits (ties to the lower expert id), softmax over the selected (docs/MODEL.md §4.5).
   std::vector<std::vector<std::pair<int, float>>> per_expert(static_cast<size_t>(E));  // (token, weight)
@@ -274,7 +299,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
     ye_.resize(size_t(n) * size_t(H));
     for (int i = 0; i < n; ++i)
       std::memcpy(xe_.data() + size_t(i) * size_t(H), h + size_t(toks[size_t(i)].first) * size_t(H), size_t(H) * 4);
-    cpu::matmul(w.gate_up.expert(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data(), pool_);
+    product(w.gate_up.expert(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data());
     for (size_t i = 0; i < size_t(n) * size_t(I); ++i) {
       // Interleaved: even = gate, odd = up. Gate clamped above only, up both sides; +1 on up.
       float gate = std::min(gu_[2 * i], limit);
@@ -282,7 +307,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
       float glu = gate / (1.0f + std::exp(-1.702f * gate));
       z_[i] = (up + 1.0f) * glu;
     }
-    cpu::matmul(w.down.expert(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data(), pool_);
+    product(w.down.expert(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data());
     for (int i = 0; i < n; ++i) {
       const auto [t, wt] = toks[size_t(i)];
       float* xr = x + size_t(t) * size_t(H);
@@ -297,7 +322,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
 Result<std::unique_ptr<Backend>> create_cpu_backend(const ModelConfig& c, const BackendOptions& o) {
   if (o.threads < 0) return Error("threads must be >= 0, got {}", o.threads);
   if (c.num_experts_per_tok > 64) return Error("num_experts_per_tok {} > 64 is not supported", c.num_experts_per_tok);
-  return std::unique_ptr<Backend>(new CpuBackend(c, o.threads));
+  return std::unique_ptr<Backend>(new CpuBackend(c, o.threads, o.cpu_math));
 }
 
 }  // namespace gptoss

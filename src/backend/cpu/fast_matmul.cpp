@@ -1,0 +1,139 @@
+// The fast family's dispatch and its portable reference (the scalar MXFP4 x int16 kernel, integer products
+// per block exactly as the SIMD kernels compute them).
+#include "backend/cpu/fast_matmul.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/q16.h"
+#include "core/mxfp4.h"
+
+namespace gptoss::cpu {
+
+void mxfp4_q16_rows_scalar(const MatrixRef& W, const Q16Act& x, int64_t T, const float* bias, float* y, int64_t r0,
+                           int64_t r1) {
+  static constexpr int kLut[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};  // 2 x E2M1
+  const auto* blocks = static_cast<const uint8_t*>(W.data);
+  const int64_t nb = x.nb;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t t = 0; t < T; ++t) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = blocks + (r * nb + b) * kMxfp4BlockBytes;
+        const int16_t* q = x.q + (t * nb + b) * kQ16Block;
+        int32_t dot = 0;
+        for (int j = 0; j < 16; ++j) dot += kLut[blk[j] & 0xF] * q[j] + kLut[blk[j] >> 4] * q[16 + j];
+        acc += float(dot) * (0.5f * mxfp4_scale(W.scales[r * nb + b]) * x.d[t * nb + b]);
+      }
+      y[t * W.rows + r] = acc + (bias ? bias[r] : 0.0f);
+    }
+  }
+}
+
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512vnni") && matmul_isa_supported("avx512");
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa current_isa() {
+  const char* name = matmul_isa();
+  if (std::strcmp(name, "avx512") == 0) return Isa::Avx512;
+  if (std::strcmp(name, "avx2") == 0) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+enum class Kind { Q16, Gemm, Exact };
+
+Kind kernel_kind(const MatrixRef& W, int64_t T, Isa isa) {
+  if (W.transposed) return Kind::Exact;
+  if (W.type == WeightType::MXFP4)
+    return isa != Isa::Scalar && T >= kFastGemmMinTokensMxfp4 ? Kind::Gemm : Kind::Q16;
+  if (isa != Isa::Scalar && T >= kFastGemmMinTokens && W.cols % 16 == 0) return Kind::Gemm;
+  return Kind::Exact;
+}
+
+Mxfp4Q16RowsFn q16_fn(Isa isa) {
+#if defined(__x86_64__)
+  static const bool vnni = cpu_has_avx512_vnni();
+  if (isa == Isa::Avx512 && vnni) return mxfp4_q16_rows_avx512vnni;
+  if (isa != Isa::Scalar) return mxfp4_q16_rows_avx2;  // every AVX-512 CPU has AVX2
+#endif
+  (void)isa;
+  return mxfp4_q16_rows_scalar;
+}
+
+GemmRowsFn gemm_fn(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::Avx512) return gemm_rows_avx512;
+  if (isa == Isa::Avx2) return gemm_rows_avx2;
+#endif
+  (void)isa;
+  return nullptr;
+}
+
+// Splits rows over the pool in groups of 16 (tokens too when rows are few), as matmul() does.
+template <class F>
+void split_rows(int64_t rows, int64_t T, ThreadPool& pool, F&& fn) {
+  constexpr int64_t kRowQuantum = 16;
+  const int64_t groups = (rows + kRowQuantum - 1) / kRowQuantum;
+  if (groups >= pool.num_threads() || T == 1) {
+    pool.parallel_for(groups, [&](int64_t g0, int64_t g1) {
+      fn(int64_t(0), T, g0 * kRowQuantum, std::min(rows, g1 * kRowQuantum));
+    });
+  } else {
+    pool.parallel_for(T, [&](int64_t t0, int64_t t1) { fn(t0, t1, int64_t(0), rows); });
+  }
+}
+
+}  // namespace
+
+const char* fast_kernel_name(const MatrixRef& W, int64_t T) {
+  const Isa isa = current_isa();
+  switch (kernel_kind(W, T, isa)) {
+    case Kind::Q16:
+      if (isa == Isa::Avx512 && cpu_has_avx512_vnni()) return "mxfp4-q16/avx512-vnni";
+      return isa == Isa::Scalar ? "mxfp4-q16/scalar" : "mxfp4-q16/avx2";
+    case Kind::Gemm: return isa == Isa::Avx512 ? "gemm/avx512" : "gemm/avx2";
+    case Kind::Exact: break;
+  }
+  return isa == Isa::Avx512 ? "exact/avx512" : isa == Isa::Avx2 ? "exact/avx2" : "exact/scalar";
+}
+
+void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool) {
+  if (T <= 0 || W.rows <= 0) return;
+  const Isa isa = current_isa();
+  switch (kernel_kind(W, T, isa)) {
+    case Kind::Exact: matmul(W, x, T, bias, y, pool); return;
+    case Kind::Gemm: {
+      const GemmRowsFn fn = gemm_fn(isa);
+      split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
+        fn(W, x + t0 * W.cols, t1 - t0, bias, y + t0 * W.rows, r0, r1);
+      });
+      return;
+    }
+    case Kind::Q16: {
+      // Quantized once by the calling thread, read by all.
+      thread_local Q16Buffer qbuf;
+      const Q16Act q = qbuf.quantize(x, T, W.cols);
+      const Mxfp4Q16RowsFn fn = q16_fn(isa);
+      split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
+        Q16Act qt = q;
+        qt.q += t0 * q.nb * kQ16Block;
+        qt.d += t0 * q.nb;
+        fn(W, qt, t1 - t0, bias, y + t0 * W.rows, r0, r1);
+      });
+      return;
+    }
+  }
+}
+
+}  // namespace gptoss::cpu

@@ -1,0 +1,35 @@
+// The fast family of matrix products (--cpu-math fast, the default): results within about 1e-4 relative of
+// the exact family (matmul.h), not bit-identical to it.
+//   MXFP4, fewer than 8 tokens (decode, small experts' shares of a prefill): activations quantized to int16
+//     in blocks of 32 (q16.h), integer products of the MXFP4 codes (2 x E2M1 is an exact integer) with them,
+//     one float scale per block.
+//   Row-major f32 / bf16 / MXFP4, many tokens (prefill): rows decoded once to f32 and shared by all the
+//     tokens (gemm_tile.h), f32 accumulation in a different order than the exact kernels.
+//   Anything else (bf16 decode, transposed dense weights): the exact kernels, already at the memory bound.
+// The ISA follows matmul.h's choice (set_matmul_isa): avx512 (VNNI where present), avx2 or scalar.
+#pragma once
+
+#include <cstdint>
+
+#include "core/matrix.h"
+#include "core/threadpool.h"
+
+namespace gptoss::cpu {
+
+// Tokens from which row-major products use the many-token kernel: dense weights from 4 (below, the exact
+// kernels' 2-token tiles are as fast), MXFP4 from 8 (below, the int16 kernel is faster; measured
+// on AVX2, one core: 44 GFLOP/s for both at 8 tokens, 44 vs 63 at 64).
+inline constexpr int64_t kFastGemmMinTokens = 4;
+inline constexpr int64_t kFastGemmMinTokensMxfp4 = 8;
+
+// matmul()'s contract (y[t, r] = sum_c W[r, c] x[t, c] + bias[r]) with the fast kernels.
+void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool);
+
+// The kernel matmul_fast runs for W and T on the current ISA, e.g. "mxfp4-q16/avx2", "gemm/avx512",
+// "exact/avx2" (tests and benchmarks).
+const char* fast_kernel_name(const MatrixRef& W, int64_t T);
+
+// Whether this CPU has AVX512-VNNI (the int16 dot product used by the avx512 family's MXFP4 kernel).
+bool cpu_has_avx512_vnni();
+
+}  // namespace gptoss::cpu
