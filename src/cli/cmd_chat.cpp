@@ -10,6 +10,7 @@
 #include "cli/command.h"
 #include "cli/run_options.h"
 #include "cli/text_generate.h"
+#include "model/model.h"
 
 namespace gptoss::cli {
 

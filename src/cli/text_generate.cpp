@@ -6,7 +6,9 @@
 
 #include "cli/chat_runner.h"
 #include "cli/command.h"
+#include "generate/text_stream.h"
 #include "gptoss/generate.h"
+#include "model/model.h"
 
 namespace gptoss::cli {
 
