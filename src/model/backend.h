@@ -144,7 +144,7 @@ class Backend {
   virtual Status to_host(const float* src, size_t n, float* dst) = 0;
 
   // Optional step recording (CUDA graphs), called after begin_step: if replay_step() returns true the backend
-  // has re-issued the ops it recorded for a step of the same shape (Step::shape_key) with this step's tokens
+  // has re-issued the ops it recorded for a step of the same shape and Step::buffers_key with this step's tokens
   // and positions, and the caller skips them; otherwise the caller issues them between record_step_begin()
   // and record_step_end().
   virtual bool replay_step() { return false; }
