@@ -17,11 +17,20 @@
 #include <string>
 #include <vector>
 
-#include "core/status.h"
-#include "format/checkpoint.h"
-#include "model/backend.h"
+#include "gptoss/options.h"
+#include "gptoss/status.h"
 
 namespace gptoss {
+
+// The library's internal types (src/): the API holds them only by pointer or reference.
+class Backend;
+class Checkpoint;
+class KvCache;
+struct HostWeights;
+struct ModelConfig;
+struct ModelWeights;
+struct StepBuffers;
+struct StepSeq;
 
 class Model {
  public:
@@ -31,14 +40,16 @@ class Model {
                                              const CheckpointOptions& ck = {});
   ~Model();
 
-  const ModelConfig& config() const { return checkpoint_->config(); }
-  const Checkpoint& checkpoint() const { return *checkpoint_; }
-  Backend& backend() { return knockout_ ? *knockout_ : *backend_; }
-  const ModelWeights& weights() const { return weights_; }
   // Weight bytes one batch-1 decode step reads (roofline numerator).
   uint64_t decode_bytes_per_token() const;
   double load_seconds() const { return load_seconds_; }
-  // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the op groups in `mask` (OpGroup
+  // The model's internals, for the library's own tools (the CLI, tests, benchmarks): their types are
+  // internal, so a caller includes src/model/model.h to use them.
+  const ModelConfig& config() const;
+  const Checkpoint& checkpoint() const;
+  Backend& backend();
+  const ModelWeights& weights() const;
+  // Profiling only (`gptoss bench --op-costs`): one-token steps leave out the op groups in `mask` (op_group
   // bits, model/op_knockout.h), so that the time a step saves is what those ops cost inside it. The outputs
   // are then meaningless. 0 restores the model.
   Status set_op_knockout(uint32_t mask);
@@ -49,20 +60,8 @@ class Model {
   std::unique_ptr<HostWeights> host_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Backend> knockout_;  // wraps backend_ while a knockout mask is set
-  ModelWeights weights_;
+  std::unique_ptr<ModelWeights> weights_;  // in backend memory
   double load_seconds_ = 0;
-};
-
-// Activations of one forward step in backend memory: [rows, n] each; logits [out rows, vocab].
-struct StepBuffers {
-  int rows = 0, out_rows = 0;
-  float *x = nullptr, *h = nullptr, *g = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
-  float* logits = nullptr;
-  static Result<StepBuffers> create(Backend& be, const ModelConfig& c, int rows, int out_rows);
-  // Names these buffers in a Step (a recorded step replays only over the buffers it was recorded with).
-  uint64_t key() const {
-    return uint64_t(reinterpret_cast<uintptr_t>(x)) * 31u ^ uint64_t(reinterpret_cast<uintptr_t>(logits));
-  }
 };
 
 struct SessionOptions {
@@ -121,7 +120,7 @@ class Session {
   bool chained_ = false;
   int32_t chained_token_ = -1;
   bool clobbered_ = false;  // a discarded chained step wrote slot pos_ of the sliding-window rings
-  StepBuffers buf_;                 // [max_batch, ...] each; logits [max_batch, vocab]
+  std::unique_ptr<StepBuffers> buf_;  // [max_batch, ...] each; logits [1, vocab] until all rows are wanted
   std::vector<int32_t> out_rows_;  // the step's rows whose logits are wanted
   std::vector<float> last_logits_;
 };
@@ -148,8 +147,8 @@ class Batch {
   // when a limit would be passed.
   Status add(Session& session, std::span<const int32_t> tokens, bool all_rows = false);
   int rows() const { return int(tokens_.size()); }
-  int size() const { return int(seqs_.size()); }
-  bool empty() const { return seqs_.empty(); }
+  int size() const { return int(sessions_.size()); }
+  bool empty() const { return sessions_.empty(); }
   int rows_left() const { return opts_.max_rows - rows(); }
   int max_seqs() const { return opts_.max_seqs; }
   int max_rows() const { return opts_.max_rows; }
@@ -169,7 +168,7 @@ class Batch {
   Batch() = default;
   Model* model_ = nullptr;
   Options opts_;
-  StepBuffers buf_;
+  std::unique_ptr<StepBuffers> buf_;
   std::vector<int32_t> tokens_;
   std::vector<StepSeq> seqs_;
   std::vector<Session*> sessions_;

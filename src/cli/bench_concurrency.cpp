@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "model/model.h"
 #include "serve/engine.h"
 
 namespace gptoss::cli {

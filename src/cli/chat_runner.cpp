@@ -2,6 +2,7 @@
 
 #include <ctime>
 
+#include "model/model.h"
 namespace gptoss::cli {
 
 std::string today_utc() {

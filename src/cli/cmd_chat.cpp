@@ -1,5 +1,5 @@
 // gptoss chat: an interactive Harmony chat REPL (also works with stdin not a terminal: one user
-// message per line). Also the text path of `gptoss generate --prompt` (see run_prompt below).
+// message per line).
 #include <unistd.h>
 
 #include <csignal>
@@ -10,6 +10,7 @@
 #include "cli/command.h"
 #include "cli/run_options.h"
 #include "cli/text_generate.h"
+#include "model/model.h"
 
 namespace gptoss::cli {
 
@@ -21,11 +22,6 @@ void on_sigint(int) { g_interrupt.store(true); }
 const char* kDim = "\x1b[2m";
 const char* kReset = "\x1b[0m";
 
-Result<harmony::ReasoningEffort> parse_effort(const std::string& s) {
-  if (auto e = harmony::parse_reasoning_effort(s)) return *e;
-  return Error("reasoning effort '{}': expected low, medium or high", s);
-}
-
 struct ChatCmd {
   RunOptions o;
   TextOptions t;
@@ -34,14 +30,9 @@ struct ChatCmd {
     if (!l.ok()) return fail(l.status());
     auto tok = load_tokenizer(t, o.model);
     if (!tok.ok()) return fail(tok.status());
-    ChatSettings cs;
-    auto effort = parse_effort(t.reasoning_effort);
-    if (!effort.ok()) return fail(effort.status());
-    cs.effort = *effort;
-    cs.developer_instructions = t.system;
-    cs.sampler = t.sampler;
-    cs.max_tokens = t.max_tokens;
-    auto runner = ChatRunner::create(*l->model, *l->session, *tok, cs);
+    auto cs = chat_settings(t);
+    if (!cs.ok()) return fail(cs.status());
+    auto runner = ChatRunner::create(*l->model, *l->session, *tok, *cs);
     if (!runner.ok()) return fail(runner.status());
     const bool tty_in = isatty(0) == 1, tty_out = stdout_is_tty();
     bool show_reasoning = t.show_reasoning || tty_out;

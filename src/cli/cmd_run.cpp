@@ -12,8 +12,9 @@
 #include "cli/text_generate.h"
 #include "core/npy.h"
 #include "backend/factory.h"
-#include "model/op_knockout.h"
 #include "gptoss/generate.h"
+#include "model/model.h"
+#include "model/op_knockout.h"
 
 namespace gptoss::cli {
 

@@ -3,6 +3,7 @@
 
 #include "cli/command.h"
 #include "cli/run_options.h"
+#include "model/model.h"
 #include "serve/openai_api.h"
 #include "serve/server.h"
 #include "tokenizer/harmony.h"

@@ -6,7 +6,9 @@
 
 #include "cli/chat_runner.h"
 #include "cli/command.h"
+#include "generate/text_stream.h"
 #include "gptoss/generate.h"
+#include "model/model.h"
 
 namespace gptoss::cli {
 
@@ -23,6 +25,13 @@ void add_text_options(CLI::App* app, TextOptions& t) {
   app->add_option("--top-k", t.sampler.top_k, "Keep the k most likely tokens (0 = off)");
   app->add_option("--top-p", t.sampler.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
   app->add_option("--seed", t.sampler.seed, "Random seed");
+}
+
+Result<ChatSettings> chat_settings(const TextOptions& t) {
+  const auto effort = harmony::parse_reasoning_effort(t.reasoning_effort);
+  if (!effort) return Error("reasoning effort '{}': expected low, medium or high", t.reasoning_effort);
+  return ChatSettings{
+      .effort = *effort, .developer_instructions = t.system, .sampler = t.sampler, .max_tokens = t.max_tokens};
 }
 
 Result<Tokenizer> load_tokenizer(const TextOptions& t, const std::string& model_dir) {
@@ -93,13 +102,9 @@ int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt) {
       std::fputs("\n", stdout);
     return 0;
   }
-  ChatSettings cs;
-  // --reasoning-effort is checked against low/medium/high when parsed.
-  cs.effort = harmony::parse_reasoning_effort(t.reasoning_effort).value_or(harmony::ReasoningEffort::Medium);
-  cs.developer_instructions = t.system;
-  cs.sampler = t.sampler;
-  cs.max_tokens = t.max_tokens;
-  auto runner = ChatRunner::create(*l->model, *l->session, *tok, cs);
+  auto cs = chat_settings(t);
+  if (!cs.ok()) return fail(cs.status());
+  auto runner = ChatRunner::create(*l->model, *l->session, *tok, *cs);
   if (!runner.ok()) return fail(runner.status());
   std::string final_text, reasoning;
   auto on_text = [&](const std::string& channel, const std::string& text) {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "cli/chat_runner.h"
 #include "cli/run_options.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,6 +24,8 @@ struct TextOptions {
 
 void add_text_options(CLI::App* app, TextOptions& t);
 Result<Tokenizer> load_tokenizer(const TextOptions& t, const std::string& model_dir);
+// The chat settings the options give (chat, and generate --prompt without --raw).
+Result<ChatSettings> chat_settings(const TextOptions& t);
 // Runs `generate --prompt`: returns the process exit code.
 int run_prompt(RunOptions& o, const TextOptions& t, const std::string& prompt);
 

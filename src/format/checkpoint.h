@@ -21,6 +21,7 @@
 #include "format/manifest.h"
 #include "format/safetensors.h"
 #include "format/tensor_names.h"
+#include "gptoss/options.h"
 
 namespace gptoss {
 
@@ -33,11 +34,6 @@ struct TensorData {
   std::span<const uint8_t> bytes;  // exactly numel * dtype_size bytes
   size_t file_index;               // into Checkpoint::files()
   std::string source_name;         // name in the file (differs for the original layout)
-};
-
-struct CheckpointOptions {
-  // Expose only the first n layers (and embed/norm/head): --test-only / --layers. -1: all.
-  int max_layers = -1;
 };
 
 // A tensor of a native checkpoint with the checksum its manifest records for it.

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/status.h"
+
 namespace gptoss {
 
 namespace {

@@ -1,4 +1,4 @@
-// The small set of ops a backend implements. The model definition (Session::step in model/model.cpp)
+// The small set of ops a backend implements. The model definition (forward_step in model/model.cpp)
 // is written once on top of these; the CPU backend (backend/cpu) and the CUDA backend (backend/cuda)
 // implement them.
 // All float* / MatrixRef pointers passed to ops live in the backend's memory (host for CPU, device
@@ -14,14 +14,10 @@
 
 #include "core/status.h"
 #include "format/config.h"
+#include "gptoss/options.h"
 #include "model/weights.h"
 
 namespace gptoss {
-
-enum class KvPrecision : uint8_t { F32, BF16 };
-
-// Tokens one forward step carries by default (the prefill chunk): the default of every layer that has one.
-inline constexpr int kDefaultMaxBatch = 128;
 
 struct KvCacheOptions {
   int max_context = 4096;             // positions the session may reach (<= max_position_embeddings)
@@ -148,7 +144,7 @@ class Backend {
   virtual Status to_host(const float* src, size_t n, float* dst) = 0;
 
   // Optional step recording (CUDA graphs), called after begin_step: if replay_step() returns true the backend
-  // has re-issued the ops it recorded for a step of the same shape (Step::shape_key) with this step's tokens
+  // has re-issued the ops it recorded for a step of the same shape and Step::buffers_key with this step's tokens
   // and positions, and the caller skips them; otherwise the caller issues them between record_step_begin()
   // and record_step_end().
   virtual bool replay_step() { return false; }
@@ -168,24 +164,10 @@ inline Status begin_one_sequence_step(Backend& be, std::span<const int32_t> toke
   return be.begin_step(Step{tokens, std::span<const StepSeq>(&seq, 1), std::span<const int32_t>(&last, 1), 0});
 }
 
-// CPU matrix products: Fast (int16 activations for the MXFP4 experts in decode, weights decoded once per
-// prefill step; logits within 2e-4 relative of Exact on the test models) or Exact (float32 activations, the
-// reference's order of sums).
-enum class CpuMath : uint8_t { Fast, Exact };
-
-// Backend factory: "cpu" or "cuda". `threads` applies to the CPU (0 = all cores).
-struct BackendOptions {
-  std::string device = "cpu";
-  int threads = 0;
-  size_t gpu_memory_limit = 0;     // bytes; 0 = whatever the device has
-  double gpu_memory_fraction = 0;  // of the device's total memory; 0 = unused (the seed's MEM_FRACTION)
-  bool gpu_pack_bf16 = true;       // CUDA: bf16 projections and output head packed losslessly (fewer bytes)
-  CpuMath cpu_math = CpuMath::Fast;  // CPU backend only
-};
-
 // Whether a CUDA device is usable by this build (false without the CUDA backend, its module or a GPU). Loads
 // the CUDA module where the NVIDIA driver is installed. Defined with the factory in backend/factory.cpp.
 bool cuda_usable();
+// Backend factory: the backend BackendOptions (include/gptoss/options.h) name, "cpu" or "cuda".
 Result<std::unique_ptr<Backend>> create_backend(const ModelConfig& c, const BackendOptions& o);
 
 }  // namespace gptoss

@@ -1,14 +1,18 @@
 // The gpt-oss forward pass, written once against the Backend ops, plus Model and Session bookkeeping.
-// Read Session::step top to bottom next to docs/MODEL.md §4 (the § numbers below are that file's).
+// Read forward_step top to bottom next to docs/MODEL.md §4 (the § numbers below are that file's).
 #include <algorithm>
 #include <chrono>
 
-#include "gptoss/gptoss.h"
+#include "model/model.h"
 #include "model/op_knockout.h"
 
 namespace gptoss {
 
 Model::~Model() = default;
+const ModelConfig& Model::config() const { return checkpoint_->config(); }
+const Checkpoint& Model::checkpoint() const { return *checkpoint_; }
+Backend& Model::backend() { return knockout_ ? *knockout_ : *backend_; }
+const ModelWeights& Model::weights() const { return *weights_; }
 Session::~Session() { cancel_chained(); }
 
 // A started next step is discarded: wait for it (its writes land in buffers this session is about to reuse or
@@ -18,7 +22,7 @@ void Session::cancel_chained() {
   chained_ = false;
   clobbered_ = true;
   float sink = 0.0f;
-  (void)model_->backend().to_host(buf_.logits, 1, &sink);  // waits for the stream; errors resurface on the next call
+  (void)model_->backend().to_host(buf_->logits, 1, &sink);  // waits for the stream; errors resurface on the next call
 }
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const BackendOptions& bo,
@@ -32,7 +36,8 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const Backend
     m->checkpoint_ = std::make_unique<Checkpoint>(std::move(ck));
     GPTOSS_ASSIGN(m->host_, build_host_weights(*m->checkpoint_));
     GPTOSS_ASSIGN(m->backend_, create_backend(m->config(), bo));
-    GPTOSS_ASSIGN(m->weights_, m->backend_->upload(m->host_->w, m->config()));
+    GPTOSS_ASSIGN(ModelWeights w, m->backend_->upload(m->host_->w, m->config()));
+    m->weights_ = std::make_unique<ModelWeights>(std::move(w));
     m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return m;
   } catch (const std::exception& e) {
@@ -42,7 +47,7 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& dir, const Backend
 
 Status Model::set_op_knockout(uint32_t mask) {
   knockout_.reset();
-  if (mask) knockout_ = make_op_knockout(*backend_, weights_, mask);
+  if (mask) knockout_ = make_op_knockout(*backend_, *weights_, mask);
   return {};
 }
 
@@ -62,11 +67,6 @@ Result<StepBuffers> StepBuffers::create(Backend& be, const ModelConfig& c, int r
   return b;
 }
 
-namespace {
-
-// The forward pass of one step begun with begin_step: every row through every layer, then the output head over
-// the step's out rows into b.logits [R, vocab]. Backends that record steps (CUDA graphs) replay the ops of an
-// earlier step of the same shape instead of receiving them again.
 Status forward_step(Backend& be, const ModelConfig& c, const ModelWeights& w, const StepBuffers& b, const Step& st) {
   if (be.replay_step()) return {};
   be.record_step_begin();
@@ -104,6 +104,8 @@ Status forward_step(Backend& be, const ModelConfig& c, const ModelWeights& w, co
   return be.record_step_end();
 }
 
+namespace {
+
 Status check_tokens(const ModelConfig& c, std::span<const int32_t> tokens) {
   if (tokens.empty()) return Error("forward: no tokens");
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -114,7 +116,7 @@ Status check_tokens(const ModelConfig& c, std::span<const int32_t> tokens) {
 
 }  // namespace
 
-uint64_t Model::decode_bytes_per_token() const { return gptoss::decode_bytes_per_token(config(), weights_); }
+uint64_t Model::decode_bytes_per_token() const { return gptoss::decode_bytes_per_token(config(), *weights_); }
 
 Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOptions& o) {
   try {
@@ -132,7 +134,8 @@ Result<std::unique_ptr<Session>> Session::create(Model& model, const SessionOpti
     GPTOSS_ASSIGN(s->kv_, be.create_kv_cache(c, ko));
     // One row of logits: steps that want all rows' logits (forward with all_logits) grow it on first use, so
     // that a server's many sessions do not each hold [max_batch, vocab] floats they never fill.
-    GPTOSS_ASSIGN(s->buf_, StepBuffers::create(be, c, s->opts_.max_batch, 1));
+    GPTOSS_ASSIGN(StepBuffers buf, StepBuffers::create(be, c, s->opts_.max_batch, 1));
+    s->buf_ = std::make_unique<StepBuffers>(buf);
     s->last_logits_.resize(size_t(c.vocab_size));
     return s;
   } catch (const std::exception& e) {  // the KV cache and buffers are sized by the config and options
@@ -167,9 +170,9 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
   } else {
     GPTOSS_TRY(run(tokens, nullptr, false));
   }
-  // The last step ran with all_rows false: its only logits row is buf_.logits[0, V).
+  // The last step ran with all_rows false: its only logits row is buf_->logits[0, V).
   const bool chain = pos_ < opts_.max_context;
-  if (be.argmax_async(buf_.logits, V, chain ? pos_ : -1)) {
+  if (be.argmax_async(buf_->logits, V, chain ? pos_ : -1)) {
     // Greedy decoding feeds this argmax back: its step is started before the host has the id, so the device
     // does not idle between steps while the caller turns around (bench/cuda_notes.md, round 9).
     if (chain) {
@@ -181,9 +184,9 @@ Result<int32_t> Session::forward_greedy(std::span<const int32_t> tokens) {
     chained_token_ = id;
     return id;
   }
-  GPTOSS_ASSIGN(int32_t id, be.argmax(buf_.logits, V));
+  GPTOSS_ASSIGN(int32_t id, be.argmax(buf_->logits, V));
   if (id >= 0) return id;
-  GPTOSS_TRY(be.to_host(buf_.logits, size_t(V), last_logits_.data()));
+  GPTOSS_TRY(be.to_host(buf_->logits, size_t(V), last_logits_.data()));
   return int32_t(std::max_element(last_logits_.begin(), last_logits_.end()) - last_logits_.begin());
 }
 
@@ -196,9 +199,9 @@ Result<int32_t> Session::forward_sample(std::span<const int32_t> tokens, Sampler
   GPTOSS_TRY(run(tokens, nullptr, false));
   const int V = model_->config().vocab_size;
   const double u = sampler.uniform();
-  GPTOSS_ASSIGN(int32_t id, model_->backend().sample(buf_.logits, V, sampler.temperature(), u));
+  GPTOSS_ASSIGN(int32_t id, model_->backend().sample(buf_->logits, V, sampler.temperature(), u));
   if (id >= 0) return id;
-  GPTOSS_TRY(model_->backend().to_host(buf_.logits, size_t(V), last_logits_.data()));
+  GPTOSS_TRY(model_->backend().to_host(buf_->logits, size_t(V), last_logits_.data()));
   return sampler.sample_at(last_logits_, u);
 }
 
@@ -229,18 +232,18 @@ Status Session::step(std::span<const int32_t> tokens, bool all_rows, float* logi
   Backend& be = model_->backend();
   const int T = int(tokens.size());
   const StepSeq seq{kv_.get(), 0, T, pos_};
-  if (all_rows && buf_.out_rows < opts_.max_batch) {
-    GPTOSS_ASSIGN(buf_.logits, be.alloc(size_t(opts_.max_batch) * size_t(c.vocab_size)));
-    buf_.out_rows = opts_.max_batch;
+  if (all_rows && buf_->out_rows < opts_.max_batch) {
+    GPTOSS_ASSIGN(buf_->logits, be.alloc(size_t(opts_.max_batch) * size_t(c.vocab_size)));
+    buf_->out_rows = opts_.max_batch;
   }
   out_rows_.clear();
   for (int r = all_rows ? 0 : T - 1; r < T; ++r) out_rows_.push_back(r);
-  const Step st{tokens, std::span<const StepSeq>(&seq, 1), out_rows_, buf_.key()};
+  const Step st{tokens, std::span<const StepSeq>(&seq, 1), out_rows_, buf_->key()};
   GPTOSS_TRY(chained ? be.begin_step_chained(st) : be.begin_step(st));
-  GPTOSS_TRY(forward_step(be, c, model_->weights(), buf_, st));
+  GPTOSS_TRY(forward_step(be, c, model_->weights(), *buf_, st));
   const size_t V = size_t(c.vocab_size), rows = out_rows_.size();
-  if (logits_host) GPTOSS_TRY(be.to_host(buf_.logits, rows * V, logits_host));
-  if (copy_last) GPTOSS_TRY(be.to_host(buf_.logits + (rows - 1) * V, V, last_logits_.data()));
+  if (logits_host) GPTOSS_TRY(be.to_host(buf_->logits, rows * V, logits_host));
+  if (copy_last) GPTOSS_TRY(be.to_host(buf_->logits + (rows - 1) * V, V, last_logits_.data()));
   if (!chained) pos_ += T;
   clobbered_ = clobbered_ && chained;  // a real step rewrote slot pos_ of the rings
   return {};
@@ -261,7 +264,9 @@ Result<std::unique_ptr<Batch>> Batch::create(Model& model, const Options& o) {
     b->model_ = &model;
     b->opts_ = o;
     if (b->opts_.max_out_rows == 0) b->opts_.max_out_rows = o.max_seqs;
-    GPTOSS_ASSIGN(b->buf_, StepBuffers::create(model.backend(), model.config(), o.max_rows, b->opts_.max_out_rows));
+    GPTOSS_ASSIGN(StepBuffers buf,
+                  StepBuffers::create(model.backend(), model.config(), o.max_rows, b->opts_.max_out_rows));
+    b->buf_ = std::make_unique<StepBuffers>(buf);
     return b;
   } catch (const std::exception& e) {
     return Error("cannot create a batch of {} rows: {}", o.max_rows, e.what());
@@ -307,9 +312,9 @@ Status Batch::add(Session& s, std::span<const int32_t> tokens, bool all_rows) {
 Status Batch::run() {
   if (empty()) return Error("batch: nothing to run");
   Backend& be = model_->backend();
-  const Step st{tokens_, seqs_, out_rows_, buf_.key()};
+  const Step st{tokens_, seqs_, out_rows_, buf_->key()};
   Status r = be.begin_step(st);
-  if (r.ok()) r = forward_step(be, model_->config(), model_->weights(), buf_, st);
+  if (r.ok()) r = forward_step(be, model_->config(), model_->weights(), *buf_, st);
   // A failed step leaves the sessions where they were (their caches may hold partial rows past pos_).
   if (r.ok())
     for (size_t i = 0; i < sessions_.size(); ++i) {
@@ -328,7 +333,7 @@ Result<std::span<const float>> Batch::logits(int i) {
   const size_t V = size_t(model_->config().vocab_size);
   host_logits_.resize(V);
   const size_t last = size_t(ran_first_out_[size_t(i) + 1] - 1);
-  GPTOSS_TRY(model_->backend().to_host(buf_.logits + last * V, V, host_logits_.data()));
+  GPTOSS_TRY(model_->backend().to_host(buf_->logits + last * V, V, host_logits_.data()));
   return std::span<const float>(host_logits_);
 }
 
@@ -337,7 +342,7 @@ Result<std::span<const float>> Batch::all_logits(int i) {
   const size_t V = size_t(model_->config().vocab_size);
   const size_t first = size_t(ran_first_out_[size_t(i)]), n = size_t(ran_first_out_[size_t(i) + 1]) - first;
   host_logits_.resize(n * V);
-  GPTOSS_TRY(model_->backend().to_host(buf_.logits + first * V, n * V, host_logits_.data()));
+  GPTOSS_TRY(model_->backend().to_host(buf_->logits + first * V, n * V, host_logits_.data()));
   return std::span<const float>(host_logits_);
 }
 
@@ -363,7 +368,7 @@ Status Batch::draw(std::span<Sampler* const> samplers, std::vector<int32_t>& out
   // The device draw reads rows 0..ran_-1 of the logits: one row per entry (no all_rows entry).
   host_only = host_only || ran_first_out_.back() != ran_;
   GPTOSS_ASSIGN(bool done, host_only ? Result<bool>(false)
-                                     : model_->backend().draw_rows(buf_.logits, ran_, V, temps_, us_, out.data()));
+                                     : model_->backend().draw_rows(buf_->logits, ran_, V, temps_, us_, out.data()));
   if (done) return {};
   for (size_t i = 0; i < samplers.size(); ++i) {
     GPTOSS_ASSIGN(auto lg, logits(int(i)));

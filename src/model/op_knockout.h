@@ -1,6 +1,6 @@
 // Profiling by knock-out (`gptoss bench --op-costs`): a Backend that forwards every op to another one except
 // the op groups of a mask, which it drops, on one-token steps only. The time a decode step saves without a
-// group is what that group costs inside it. The model's forward pass (Session::step) knows nothing of this:
+// group is what that group costs inside it. The model's forward pass (forward_step) knows nothing of this:
 // the groups are recognised by the weights the ops receive. Outputs are meaningless while a mask is set.
 #pragma once
 

@@ -1,5 +1,7 @@
 #include "tokenizer/harmony.h"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cctype>
 #include <set>
@@ -14,16 +16,6 @@ namespace {
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 constexpr std::string_view kChannelMarker = "<|channel|>";
 constexpr std::string_view kConstrainMarker = "<|constrain|>";
-
-template <typename T>
-std::string join(const std::vector<T>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i) out += sep;
-    out += parts[i];
-  }
-  return out;
-}
 
 bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
@@ -391,7 +383,7 @@ Status StreamableParser::finish_header() {
         m.recipient = starts_with(r, "to=") ? r.substr(3) : r;
       }
     }
-    if (!parts.empty()) return Error("unexpected words remaining in message header: '{}'", join(parts, " "));
+    if (!parts.empty()) return Error("unexpected words remaining in message header: '{}'", fmt::join(parts, " "));
   }
   m.role = role;
   if (role == Role::Tool) m.name = role_word;

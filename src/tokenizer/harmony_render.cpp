@@ -1,5 +1,7 @@
 #include "tokenizer/harmony_render.h"
 
+#include <fmt/ranges.h>
+
 #include <set>
 #include <vector>
 
@@ -10,12 +12,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i) out += sep;
-    out += parts[i];
-  }
-  return out;
+  return fmt::format("{}", fmt::join(parts, sep));
 }
 
 // Rust's str::lines(): split on '\n', drop one trailing '\r' per line, no final empty line.

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "gptoss/generate.h"
-#include "gptoss/gptoss.h"
+#include "model/model.h"
 #include "serve/engine.h"
 #include "test_util.h"
 

@@ -16,7 +16,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/dtype.h"
 #include "core/npy.h"
-#include "gptoss/gptoss.h"
+#include "model/model.h"
 #include "test_util.h"
 
 using namespace gptoss;

@@ -122,6 +122,14 @@ TEST(Harmony, GrammarErrors) {
   ASSERT_TRUE(m.ok());
   EXPECT_EQ((*m)[0].text(), "Paris\xEF\xBF\xBD");
   EXPECT_EQ(enc.stop_tokens_for_assistant_actions(), (Ids{200002, 200012}));
+  // Words left over in a header are named, in order.
+  auto extra = enc.parse_messages(
+      enc.tokenizer().encode("<|channel|>commentary a b to=functions.x <|constrain|>json<|message|>{}<|call|>",
+                             AllowedSpecial::every()),
+      "assistant");
+  ASSERT_FALSE(extra.ok());
+  EXPECT_NE(extra.status().message().find("unexpected words remaining in message header: 'a b'"), std::string::npos)
+      << extra.status().message();
 }
 
 TEST(Harmony, ConversationJsonErrors) {

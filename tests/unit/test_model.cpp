@@ -11,7 +11,7 @@
 
 #include "core/npy.h"
 #include "format/checkpoint.h"
-#include "gptoss/gptoss.h"
+#include "model/model.h"
 #include "model/op_knockout.h"
 #include "model/weights.h"
 #include "test_util.h"

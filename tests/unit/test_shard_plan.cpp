@@ -8,7 +8,7 @@
 #include <map>
 
 #include "format/checkpoint.h"
-#include "gptoss/gptoss.h"
+#include "model/model.h"
 #include "model/weights.h"
 #include "parallel/shard_plan.h"
 #include "parallel/shard_weights.h"
