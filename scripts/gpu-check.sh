@@ -34,7 +34,7 @@
 #          at the same prompt and output lengths in the same run (the server's overhead as a ratio), 16 concurrent
 #          clients, SIGTERM (-> serve.json, serve.log);
 #          --batch: continuous batching on the 20b checkpoint: `bench --concurrency N` (engine level, fixed 512-token
-#          prompts and 256 output tokens) at N = 1, 8, 32, 64, 128, N = 8 without batching, and the ShareGPT-like
+#          prompts and 256 output tokens) at N = 1, 8, 32, 64, 128, 256, N = 8 without batching, and the ShareGPT-like
 #          workload (1,000 requests at once over 128 slots), with --ab-base also the base build at N = 8 and 64
 #          (-> batch_*.json in the archive, one line each in summary);
 #          --batch-profile: nsys over `bench --concurrency 64` (512+64): GPU time per kernel, host time per CUDA call;
@@ -129,7 +129,7 @@ conc_line() {
 batch_checks() {
   note "== continuous batching: bench --concurrency on $ck (KV bf16)"
   local n f
-  for n in 1 8 32 64 128; do
+  for n in 1 8 32 64 128 256; do
     f="$out/batch_fixed_$n.json"
     timeout 120 "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency $n --prompt-tokens 512 \
       --gen-tokens 256 --json >"$f" 2>>"$out/bench.err" && note "concurrency $n (512+256): $(conc_line "$f")" ||
