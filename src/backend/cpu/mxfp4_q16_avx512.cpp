@@ -1,8 +1,7 @@
 // MXFP4 x int16 rows with AVX512-VNNI: vpdpwssd on ymm (AVX512VL) does the int16 products, the sums of
 // pairs and the accumulation into int32 in one instruction (one vpmaddwd + one vpdpwssd per block: even and
-// odd columns). The file is built with the AVX-512 family's flags; VNNI is enabled here only (the pragma
-// precedes every include) and used only where the CPU reports it.
-#pragma GCC target("avx512vnni")
+// odd columns). The file is built with the AVX-512 family's flags and VNNI's (src/CMakeLists.txt: this file
+// only); it is used only where the CPU reports VNNI.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #if defined(__GNUC__) && !defined(__clang__)
