@@ -3,13 +3,7 @@
 // odd columns). The file is built with the AVX-512 family's flags; VNNI is enabled here only (the pragma
 // precedes every include) and used only where the CPU reports it.
 #pragma GCC target("avx512vnni")
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "backend/cpu/avx512_intrin.h"  // first: see there
 
 #include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/mxfp4_q16_tile.h"
