@@ -10,8 +10,8 @@
 //   A tile of R rows x TT tokens keeps R*TT vector accumulators, so each decoded weight vector feeds TT
 //   FMAs. The sum of y[t, r] is: per segment, the FMAs of its vectors in order into one accumulator (or,
 //   where V::kTwoChainsForOneToken and TT == 1, vector k into chain k % 2, added at the end), then V::hsum,
-//   then + bias. Which TT a token gets therefore matters: tokens go in tiles of V::kTokenTile, the last
-//   n % kTokenTile of them in one smaller tile; the row split (4-row tiles, then single rows) does not.
+//   then + bias. So with two chains the TT a token gets matters: tokens go in tiles of V::kTokenTile, the
+//   last n % kTokenTile of them in one smaller tile; the row split (4-row tiles, then single rows) never does.
 // Dense [cols, rows] storage (W.transposed, f32 / bf16; the axpy form): y[t, r] = an FMA chain over c in
 //   order from 0, then + bias; V::kChunkVecs picks where the partial sums live (see transposed_kernel).
 #pragma once
@@ -269,17 +269,21 @@ void transposed_kernel(const MatrixRef& W, const float* x, int64_t T, const floa
       for (int64_t c0 = 0; c0 < W.cols; c0 += kCols) {
         const int nc = int(std::min<int64_t>(kCols, W.cols - c0));
         typename V::T xv[kCols];
-        for (int k = 0; k < nc; ++k) xv[k] = V::set1(xt[c0 + k]);
+        const typename Load::Elem* wk[kCols];  // stored rows c0 .. c0 + nc
+        for (int k = 0; k < nc; ++k) {
+          xv[k] = V::set1(xt[c0 + k]);
+          wk[k] = base + (c0 + k) * W.rows;
+        }
         int64_t r = r0;
         for (; r + V::kLanes <= r1; r += V::kLanes) {
           typename V::T acc = V::load(yt + r);
-          for (int k = 0; k < nc; ++k) acc = V::fma(Load::full(base + (c0 + k) * W.rows + r), xv[k], acc);
+          for (int k = 0; k < nc; ++k) acc = V::fma(Load::full(wk[k] + r), xv[k], acc);
           V::store(yt + r, acc);
         }
         if (r < r1) {
           const int n = int(r1 - r);
           typename V::T acc = V::load_part(yt + r, n);
-          for (int k = 0; k < nc; ++k) acc = V::fma(Load::part(base + (c0 + k) * W.rows + r, n), xv[k], acc);
+          for (int k = 0; k < nc; ++k) acc = V::fma(Load::part(wk[k] + r, n), xv[k], acc);
           V::store_part(yt + r, acc, n);
         }
       }
