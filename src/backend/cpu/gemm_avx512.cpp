@@ -1,12 +1,5 @@
 // The fast family's many-token kernel (gemm_tile.h) on 16-lane zmm registers.
-// GCC 12's AVX-512 intrinsics trip -Wuninitialized inside the header (see matmul_avx512.cpp).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "backend/cpu/avx512_intrin.h"  // first: see there
 
 #include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/gemm_tile.h"

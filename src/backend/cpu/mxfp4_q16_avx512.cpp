@@ -2,13 +2,7 @@
 // pairs and the accumulation into int32 in one instruction (one vpmaddwd + one vpdpwssd per block: even and
 // odd columns). The file is built with the AVX-512 family's flags and VNNI's (src/CMakeLists.txt: this file
 // only); it is used only where the CPU reports VNNI.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "backend/cpu/avx512_intrin.h"  // first: see there
 
 #include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/mxfp4_q16_tile.h"
