@@ -32,8 +32,7 @@ namespace gptoss::cuda {
 
 namespace {
 
-// Warps per block, 16 rows each: a block's 128 rows share one staging of the tile's inputs.
-constexpr int kGWarps = 8;
+constexpr int kGWarps = 4;   // warps per block, 16 rows each
 constexpr int kGSteps = 4;   // 4-block steps fetched per batch (256 bytes of a row), as the decode kernel
 constexpr int kRouteThreads = 1024;
 // Largest staging of a block (2 n-tiles of cols <= 3072, 1 of cols <= 6144); above 48 KB it needs the opt-in
@@ -99,8 +98,6 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   const int tile = blockIdx.y;
   if (tile >= *ntiles) return;
   const int4 td = tiles[tile];  // {expert, first slot, count}
-  __shared__ int32_t tile_a[kTok];  // the tile's assignments (-1 past its count), read once
-  if (threadIdx.x < kTok) tile_a[threadIdx.x] = int(threadIdx.x) < td.z ? slots[td.y + threadIdx.x] : -1;
   const int e = td.x, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
   const int cols = int(w.cols), nb = cols / 32;
   const int64_t R = w.rows;
@@ -125,7 +122,6 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
     }
   };
   fetch(0);  // the first weights in flight while the inputs are staged
-  __syncthreads();  // tile_a
   const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
   const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
 
@@ -134,15 +130,15 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   // are zeros. kStage items' loads are issued before any is packed: one L2 round trip per kStage items
   // instead of one per item.
   constexpr int kStage = 8;
-  const int items = kTok * nb * 8;
+  const int count = td.z, items = kTok * nb * 8;
   for (int i0 = threadIdx.x; i0 < items; i0 += kStage * blockDim.x) {
     float2 v01[kStage], v45[kStage];
 #pragma unroll
     for (int j = 0; j < kStage; ++j) {
       const int i = i0 + j * blockDim.x, u = i / (nb * 8), rem = i % (nb * 8);
       v01[j] = v45[j] = make_float2(0.0f, 0.0f);
-      const int a = i < items ? tile_a[u] : -1;
-      if (a >= 0) {
+      if (i < items && u < count) {
+        const int a = slots[td.y + u];
         const float* xp = in + int64_t(kDown ? a : a / k) * cols + 32 * (rem / 8) + 8 * ((rem / 2) % 4) + 2 * (rem % 2);
         v01[j] = __ldg(reinterpret_cast<const float2*>(xp));
         v45[j] = __ldg(reinterpret_cast<const float2*>(xp + 4));
@@ -162,7 +158,6 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
     }
   }
   __syncthreads();
-  if (r0 >= R) return;  // the last block's warps past the matrix (no barrier follows)
 
   float c[kNTiles][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
@@ -199,16 +194,17 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
     const int u = nt * 4 + q;
     const float ya = (c[nt][0][0] + c[nt][1][0] + c[nt][0][1] + c[nt][1][1]) * sa_f;
     const float yb = (c[nt][0][2] + c[nt][1][2] + c[nt][0][3] + c[nt][1][3]) * sb_f;
-    const int a = tile_a[u];
     if constexpr (kDown) {
-      if (a >= 0) {
+      if (u < count) {
+        const int a = slots[td.y + u];
         if (va) out[int64_t(a) * R + ra] = ya + __ldg(bb + ra);
         if (vb) out[int64_t(a) * R + rb] = yb + __ldg(bb + rb);
       }
     } else {
       // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, q) is in lane (g + 1, q) = lane + 4.
       const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
-      if (a >= 0 && (g & 1) == 0) {
+      if (u < count && (g & 1) == 0) {
+        const int a = slots[td.y + u];
         const int64_t I = R / 2;
         if (va && ra + 1 < R) out[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + __ldg(bb + ra), ua + __ldg(bb + ra + 1), limit);
         if (vb && rb + 1 < R) out[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + __ldg(bb + rb), ub + __ldg(bb + rb + 1), limit);
@@ -237,8 +233,8 @@ bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, in
   const int64_t H = gate_up.cols, I = down.cols;
   // A weight is decoded once per tile: past about 64 assignments per expert (8 tiles) decoding each expert once
   // to bf16 for cuBLAS costs less (long prefill chunks: bench/cuda_notes.md).
-  return A <= 64 * E && H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H && E <= kRouteThreads &&
-         size_t(A) * sizeof(int32_t) <= 32 * 1024 && grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
+  return A <= 64 * E && H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H &&
+         E <= kRouteThreads && size_t(A) * sizeof(int32_t) <= 32 * 1024 && grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
 }
 
 // sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
