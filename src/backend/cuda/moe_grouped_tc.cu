@@ -206,8 +206,10 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
       if (u < count && (g & 1) == 0) {
         const int a = slots[td.y + u];
         const int64_t I = R / 2;
-        if (va && ra + 1 < R) out[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + __ldg(bb + ra), ua + __ldg(bb + ra + 1), limit);
-        if (vb && rb + 1 < R) out[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + __ldg(bb + rb), ub + __ldg(bb + rb + 1), limit);
+        if (va && ra + 1 < R)
+          out[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + __ldg(bb + ra), ua + __ldg(bb + ra + 1), limit);
+        if (vb && rb + 1 < R)
+          out[int64_t(a) * I + rb / 2] = swiglu_clamped(yb + __ldg(bb + rb), ub + __ldg(bb + rb + 1), limit);
       }
     }
   }
@@ -234,7 +236,8 @@ bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, in
   // A weight is decoded once per tile: past about 64 assignments per expert (8 tiles) decoding each expert once
   // to bf16 for cuBLAS costs less (long prefill chunks: bench/cuda_notes.md).
   return A <= 64 * E && H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H &&
-         E <= kRouteThreads && size_t(A) * sizeof(int32_t) <= 32 * 1024 && grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
+         E <= kRouteThreads && size_t(A) * sizeof(int32_t) <= 32 * 1024 &&
+         grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
 }
 
 // sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
