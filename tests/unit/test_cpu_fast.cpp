@@ -91,9 +91,9 @@ std::vector<double> dequantize(const Q16Act& q, int64_t T, int64_t cols) {
   std::vector<double> out(size_t(T * cols));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t c = 0; c < cols; ++c) {
-      const int64_t b = c / 32, j = c % 32;
-      const int16_t v = q.q[(t * q.nb + b) * 32 + (j % 2) * 16 + j / 2];
-      out[size_t(t * cols + c)] = double(q.d[t * q.nb + b]) * v;
+      const int64_t b = c / 32;
+      const int16_t v = q.q[t * q.stride + q16_pos(b, int(c % 32))];
+      out[size_t(t * cols + c)] = double(q.d[t * q.dstride + b]) * v;
     }
   return out;
 }
@@ -111,10 +111,10 @@ TEST(CpuFastQ16, QuantizeLayoutAndError) {
   const std::vector<double> back = dequantize(q, T, cols);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t b = 0; b < q.nb; ++b) {
-      const float d = q.d[t * q.nb + b];
+      const float d = q.d[t * q.dstride + b];
       bool hit_max = d == 0.0f;
       for (int j = 0; j < 32; ++j) {
-        const int16_t v = q.q[(t * q.nb + b) * 32 + j];
+        const int16_t v = q.q[t * q.stride + q16_pos(b, j)];
         ASSERT_LE(std::abs(int(v)), 32767);
         hit_max |= std::abs(int(v)) == 32767;
         const size_t i = size_t(t * cols + b * 32 + j);
@@ -122,7 +122,19 @@ TEST(CpuFastQ16, QuantizeLayoutAndError) {
       }
       EXPECT_TRUE(hit_max) << "the block's largest value maps to +-32767";
     }
-  EXPECT_EQ(q.q[(2 * q.nb) * 32 + 16 + 2], 0);  // column 5 of token 2: odd, the third of its block's odd half
+  // Column 5 of token 2 (block 0: pair 0, its first lane): odd, the third of the first odd vector.
+  EXPECT_EQ(q16_pos(0, 5), 16 + 2);
+  EXPECT_EQ(q.q[2 * q.stride + 16 + 2], 0);
+  // Pairs: block 1's column 30 (even, k = 15) is in vector 2, second lane; 3 blocks are padded to 2 pairs
+  // whose pad block is zero with scale 0.
+  EXPECT_EQ(q16_pos(1, 30), 2 * 16 + 8 + 7);
+  EXPECT_EQ(q16_pos(2, 0), 64);
+  ASSERT_EQ(q.stride, 128);
+  ASSERT_EQ(q.dstride, 4);
+  for (int64_t t = 0; t < T; ++t) {
+    EXPECT_EQ(q.d[t * q.dstride + 3], 0.0f);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(q.q[t * q.stride + q16_pos(3, j)], 0);
+  }
 }
 
 struct Q16Kernel {

@@ -22,10 +22,11 @@ void mxfp4_q16_rows_scalar(const MatrixRef& W, const Q16Act& x, int64_t T, const
       float acc = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = blocks + (r * nb + b) * kMxfp4BlockBytes;
-        const int16_t* q = x.q + (t * nb + b) * kQ16Block;
-        int32_t dot = 0;
-        for (int j = 0; j < 16; ++j) dot += kLut[blk[j] & 0xF] * q[j] + kLut[blk[j] >> 4] * q[16 + j];
-        acc += float(dot) * (0.5f * mxfp4_scale(W.scales[r * nb + b]) * x.d[t * nb + b]);
+        const int16_t* q = x.q + t * x.stride;
+        int32_t dot = 0;  // byte j holds columns 2j (low nibble) and 2j + 1
+        for (int j = 0; j < 16; ++j)
+          dot += kLut[blk[j] & 0xF] * q[q16_pos(b, 2 * j)] + kLut[blk[j] >> 4] * q[q16_pos(b, 2 * j + 1)];
+        acc += float(dot) * (0.5f * mxfp4_scale(W.scales[r * nb + b]) * x.d[t * x.dstride + b]);
       }
       y[t * W.rows + r] = acc + (bias ? bias[r] : 0.0f);
     }
@@ -127,8 +128,8 @@ void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bia
       const Mxfp4Q16RowsFn fn = q16_fn(isa);
       split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
         Q16Act qt = q;
-        qt.q += t0 * q.nb * kQ16Block;
-        qt.d += t0 * q.nb;
+        qt.q += t0 * q.stride;
+        qt.d += t0 * q.dstride;
         fn(W, qt, t1 - t0, bias, y + t0 * W.rows, r0, r1);
       });
       return;

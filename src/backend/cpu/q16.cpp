@@ -5,25 +5,24 @@
 namespace gptoss::cpu {
 
 Q16Act Q16Buffer::quantize(const float* x, int64_t T, int64_t cols) {
-  const int64_t nb = cols / kQ16Block;
-  q_.resize(size_t(T * nb * kQ16Block));
-  d_.resize(size_t(T * nb));
+  const int64_t nb = cols / kQ16Block, dstride = (nb + 1) / 2 * 2, stride = dstride * kQ16Block;
+  q_.assign(size_t(T * stride), 0);  // the pad block of an odd nb stays zero
+  d_.assign(size_t(T * dstride), 0.0f);
   for (int64_t t = 0; t < T; ++t) {
+    int16_t* q = q_.data() + t * stride;
     for (int64_t b = 0; b < nb; ++b) {
       const float* src = x + t * cols + b * kQ16Block;
-      const int64_t i = t * nb + b;
       float amax = 0.0f;
       for (int j = 0; j < kQ16Block; ++j) amax = std::fmax(amax, std::fabs(src[j]));
       const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-      int16_t* q = q_.data() + i * kQ16Block;
       for (int j = 0; j < kQ16Block; ++j) {
         const float v = std::nearbyint(src[j] * inv);  // |v| <= 32767 up to the rounding of inv
-        q[(j % 2) * 16 + j / 2] = int16_t(v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v);
+        q[q16_pos(b, j)] = int16_t(v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v);
       }
-      d_[size_t(i)] = amax / 32767.0f;
+      d_[size_t(t * dstride + b)] = amax / 32767.0f;
     }
   }
-  return Q16Act{q_.data(), d_.data(), nb};
+  return Q16Act{q_.data(), d_.data(), nb, stride, dstride};
 }
 
 }  // namespace gptoss::cpu

@@ -4,8 +4,6 @@
 // largest). int8 blocks (llama.cpp's Q8_0 scale, max / 127) in these kernels put the tiny goldens' logits
 // 0.04-0.6 off exact (worst row), past the 1e-2 the fast path allows; int16 costs about one more instruction
 // per block and stays within 1e-4.
-// The kernels multiply 2 * E2M1 (an exact integer in -12..12) by q with vpmaddwd: 2 * 12 * 32767 per pair,
-// two pairs per int32 lane, far from overflow.
 #pragma once
 
 #include <cstdint>
@@ -15,14 +13,28 @@ namespace gptoss::cpu {
 
 inline constexpr int kQ16Block = 32;  // columns per block (= one MXFP4 block)
 
-// Quantized rows of T tokens, `nb` blocks each. Per token t and block b:
-//   q + (t * nb + b) * 32: the block's even columns 0, 2, .., 30, then its odd columns 1, 3, .., 31
-//                          (the order of an MXFP4 block's low nibbles, then its high nibbles)
-//   d + t * nb + b:        the block's scale
+// Blocks are stored in pairs (b = 2p, 2p + 1), 64 int16 a pair, so that a kernel can decode both blocks of
+// a weight row with 256-bit shuffles: one vpshufb turns the 32 low nibbles of the two blocks into
+// [even columns of block 2p | even columns of block 2p+1] (one 128-bit lane each), the high nibbles
+// likewise the odd columns, and unpacking bytes to int16 keeps the lanes apart. So a pair holds four
+// vectors of 16 int16, each [8 values of block 2p | the same 8 of block 2p+1]:
+//   vector 0: even columns 0, 2, .., 14    vector 1: odd columns 1, 3, .., 15
+//   vector 2: even columns 16, 18, .., 30  vector 3: odd columns 17, 19, .., 31
+// A row with an odd number of blocks ends in a half-empty pair whose second block is all zeros (scale 0).
+// Position of column j (0..31) of block b within a token's row:
+inline constexpr int64_t q16_pos(int64_t b, int j) {
+  const int k = j / 2;  // the column's index among its block's even or odd columns
+  return (b / 2) * 64 + ((k / 8) * 2 + j % 2) * 16 + (b % 2) * 8 + k % 8;
+}
+
+// Quantized rows of T tokens, `nb` blocks each. Token t's values start at q + t * stride (stride = 32 x nb
+// rounded up to whole pairs, q16_pos within it), its scales at d + t * dstride (d[b] for block b; the pad
+// block of an odd nb has scale 0).
 struct Q16Act {
   const int16_t* q = nullptr;
   const float* d = nullptr;
   int64_t nb = 0;
+  int64_t stride = 0, dstride = 0;
 };
 
 // Storage for Q16Act, grown on demand.
