@@ -1,7 +1,10 @@
 // Matmul kernels on gpt-oss-20b shapes: decode (T = 1) GB/s of weight bytes against the measured read
-// bandwidth, and prefill (T = 64, 512) GFLOP/s, per weight type.
-//   bench_matmul [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast] [--no-prefill] [--no-lm-head]
-// --math picks the kernel family (--cpu-math): exact (matmul.h, the default here) or fast (fast_matmul.h).
+// bandwidth, and many tokens (prefill, batched decode; T = 64, 512 unless --tokens) GFLOP/s, per weight type.
+//   bench_matmul [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast|fast-q16|fast-gemm]
+//                [--no-prefill] [--no-lm-head] [--tokens 64,512] [--only NAME]
+// --tokens: the token counts of the many-token section; --only: the shapes whose name contains NAME.
+// --math picks the kernel family (--cpu-math): exact (matmul.h, the default here) or fast (fast_matmul.h);
+// fast-q16 / fast-gemm: the fast family with one MXFP4 kernel for every T (where the switch-over T should be).
 // Decode cycles through enough copies of each matrix (>= 512 MiB) that weights come from DRAM, not L3.
 #include <algorithm>
 #include <chrono>
@@ -98,20 +101,37 @@ int main(int argc, char** argv) {
   int threads = 0;
   const char* isa = "auto";
   bool prefill = true, lm_head = true;
+  std::vector<int64_t> token_counts = {64, 512};
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
     } else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       isa = argv[++i];
     } else if (!std::strcmp(argv[i], "--math") && i + 1 < argc) {
-      g_fast = !std::strcmp(argv[++i], "fast");
+      const char* m = argv[++i];
+      g_fast = std::strcmp(m, "exact") != 0;
+      if (!std::strcmp(m, "fast-q16")) gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Q16);
+      if (!std::strcmp(m, "fast-gemm")) gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Gemm);
     } else if (!std::strcmp(argv[i], "--no-prefill")) {
       prefill = false;
     } else if (!std::strcmp(argv[i], "--no-lm-head")) {
       lm_head = false;
+    } else if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) {
+      token_counts.clear();
+      for (const char* p = argv[++i]; *p;) {
+        char* end = nullptr;
+        const long long v = std::strtoll(p, &end, 10);
+        if (end == p || v <= 0) break;
+        token_counts.push_back(v);
+        p = *end == ',' ? end + 1 : end;
+      }
+    } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast] [--no-prefill] "
-                   "[--no-lm-head]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--threads N] [--isa avx512|avx2|scalar] [--math exact|fast|fast-q16|fast-gemm] "
+                   "[--no-prefill] [--no-lm-head] [--tokens 64,512] [--only NAME]\n",
                    argv[0]);
       return 2;
     }
@@ -136,6 +156,8 @@ int main(int argc, char** argv) {
       {"attn.q f32", WeightType::F32, 4096, 2880},
   };
   if (lm_head) shapes.push_back({"lm_head bf16", WeightType::BF16, 201088, 2880});
+  if (!only.empty())
+    std::erase_if(shapes, [&](const Shape& s) { return std::string(s.name).find(only) == std::string::npos; });
 
   std::printf("\ndecode (T=1), weights streamed from DRAM:\n");
   std::printf("  %-24s %14s %10s %9s %8s %11s\n", "matrix", "shape", "us/call", "GB/s", "of bw", "L2-hot GB/s");
@@ -176,12 +198,14 @@ int main(int argc, char** argv) {
 
   if (prefill) {
     std::printf("\nprefill, GFLOP/s (2 * rows * cols * T per call):\n");
-    std::printf("  %-24s %14s %10s %10s\n", "matrix", "shape", "T=64", "T=512");
+    std::printf("  %-24s %14s", "matrix", "shape");
+    for (int64_t T : token_counts) std::printf(" %10s", ("T=" + std::to_string(T)).c_str());
+    std::printf("\n");
     for (const Shape& s : shapes) {
       if (s.rows > 100000) continue;  // lm_head: only the last token needs logits in prefill
       const Weights w = make(s);
       std::printf("  %-24s %6lldx%-7lld", s.name, (long long)s.rows, (long long)s.cols);
-      for (int64_t T : {64, 512}) {
+      for (int64_t T : token_counts) {
         const std::vector<float> x = random_x(T * s.cols);
         std::vector<float> y(size_t(T * s.rows));
         product(w.ref, x.data(), T, y.data(), pool);

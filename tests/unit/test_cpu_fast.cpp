@@ -166,7 +166,7 @@ void check_q16_kernel(const Q16Kernel& k) {
                          Shape{45, 2880, 118, 136}, Shape{21, 256, 1, 200}}) {
     Weights w = make_weights(WeightType::MXFP4, s.rows, s.cols, rng, s.scale_lo, s.scale_hi);
     std::vector<float> bias = random_x(s.rows, rng);
-    for (int64_t T : {1, 2, 3, 4, 7}) {
+    for (int64_t T : {1, 2, 3, 4, 6, 7, 9}) {
       const std::vector<float> x = random_x(T * s.cols, rng);
       Q16Buffer buf;
       const Q16Act q = buf.quantize(x.data(), T, s.cols);
@@ -274,6 +274,29 @@ TEST(CpuFastMatmul, DispatchAndResult) {
       }
     }
   }
+  set_matmul_isa("auto");
+}
+
+// A forced MXFP4 kernel (bench_matmul's fast-q16 / fast-gemm) holds for every T and still computes the product.
+TEST(CpuFastMatmul, ForcedMxfp4Kernel) {
+  if (!matmul_isa_supported("avx2")) GTEST_SKIP() << "NOT TESTED HERE: this CPU has no AVX2";
+  std::mt19937 rng(4);
+  ThreadPool pool(2);
+  ASSERT_TRUE(set_matmul_isa("avx2"));
+  Weights w = make_weights(WeightType::MXFP4, 40, 288, rng);
+  for (auto [forced, prefix] : {std::pair{FastMxfp4Kernel::Q16, "mxfp4-q16/"}, {FastMxfp4Kernel::Gemm, "gemm/"}}) {
+    set_fast_mxfp4_kernel(forced);
+    for (int64_t T : {1, 5, 8, 21}) {
+      EXPECT_EQ(std::string(fast_kernel_name(w.ref, T)).rfind(prefix, 0), 0u) << prefix << " T=" << T;
+      const std::vector<float> x = random_x(T * w.ref.cols, rng);
+      std::vector<float> y(size_t(T * w.ref.rows), NAN);
+      matmul_fast(w.ref, x.data(), T, nullptr, y.data(), pool);
+      EXPECT_LE(rel_error(w, widen(x), T, nullptr, y), 1e-4) << prefix << " T=" << T;
+    }
+  }
+  set_fast_mxfp4_kernel(FastMxfp4Kernel::Auto);
+  EXPECT_EQ(fast_kernel_name(w.ref, 1), std::string("mxfp4-q16/avx2"));
+  EXPECT_EQ(fast_kernel_name(w.ref, kFastGemmMinTokensMxfp4), std::string("gemm/avx2"));
   set_matmul_isa("auto");
 }
 

@@ -3,6 +3,7 @@
 #include "backend/cpu/fast_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "backend/cpu/fast_kernels.h"
@@ -54,10 +55,15 @@ Isa current_isa() {
 
 enum class Kind { Q16, Gemm, Exact };
 
+std::atomic<FastMxfp4Kernel> g_mxfp4_kernel{FastMxfp4Kernel::Auto};
+
 Kind kernel_kind(const MatrixRef& W, int64_t T, Isa isa) {
   if (W.transposed) return Kind::Exact;
-  if (W.type == WeightType::MXFP4)
-    return isa != Isa::Scalar && T >= kFastGemmMinTokensMxfp4 ? Kind::Gemm : Kind::Q16;
+  if (W.type == WeightType::MXFP4) {
+    const FastMxfp4Kernel forced = g_mxfp4_kernel.load(std::memory_order_relaxed);
+    if (forced == FastMxfp4Kernel::Q16 || isa == Isa::Scalar) return Kind::Q16;
+    return forced == FastMxfp4Kernel::Gemm || T >= kFastGemmMinTokensMxfp4 ? Kind::Gemm : Kind::Q16;
+  }
   if (isa != Isa::Scalar && T >= kFastGemmMinTokens && W.cols % 16 == 0) return Kind::Gemm;
   return Kind::Exact;
 }
@@ -96,6 +102,8 @@ void split_rows(int64_t rows, int64_t T, ThreadPool& pool, F&& fn) {
 }
 
 }  // namespace
+
+void set_fast_mxfp4_kernel(FastMxfp4Kernel k) { g_mxfp4_kernel.store(k, std::memory_order_relaxed); }
 
 const char* fast_kernel_name(const MatrixRef& W, int64_t T) {
   const Isa isa = current_isa();

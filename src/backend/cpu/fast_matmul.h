@@ -22,6 +22,11 @@ namespace gptoss::cpu {
 inline constexpr int64_t kFastGemmMinTokens = 4;
 inline constexpr int64_t kFastGemmMinTokensMxfp4 = 8;
 
+// Which kernel the fast family runs for MXFP4 weights: chosen by T (Auto, the default), or one of them for
+// every T (benchmarks comparing the two at the same T; process-wide).
+enum class FastMxfp4Kernel { Auto, Q16, Gemm };
+void set_fast_mxfp4_kernel(FastMxfp4Kernel k);
+
 // matmul()'s contract (y[t, r] = sum_c W[r, c] x[t, c] + bias[r]) with the fast kernels.
 void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool);
 

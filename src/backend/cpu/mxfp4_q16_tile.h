@@ -111,13 +111,20 @@ void rows(const MatrixRef& W, const Q16Act& x, int64_t T, const float* bias, flo
   static const PairScales ps;
   const auto* blocks = static_cast<const uint8_t*>(W.data);
   const int64_t nb = W.cols / kQ16Block;
-  // Rows in groups of 16 (their blocks stay in L1/L2 while the tokens pass), tokens 2 at a time.
+  // Rows in groups of 16 (their blocks stay in L1/L2 while the tokens pass). Tokens 4 at a time with one row
+  // (each decoded pair feeds 4 tokens; 4 accumulators + 4 weight + 4 scale vectors fit the 16 ymm), the rest
+  // as 3 x 1 row, 2 x 2 rows or 1 x 4 rows: always at least 3-4 independent accumulator chains.
   constexpr int64_t kRowGroup = 16;
   for (int64_t rb = r0; rb < r1; rb += kRowGroup) {
     const int64_t re = std::min(r1, rb + kRowGroup);
     int64_t t = 0;
-    for (; t + 2 <= T; t += 2) tile_rows<Dot, 2, 2>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows);
-    if (t < T) tile_rows<Dot, 4, 1>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows);
+    for (; t + 4 <= T; t += 4) tile_rows<Dot, 1, 4>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows);
+    switch (T - t) {
+      case 3: tile_rows<Dot, 1, 3>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows); break;
+      case 2: tile_rows<Dot, 2, 2>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows); break;
+      case 1: tile_rows<Dot, 4, 1>(blocks, W.scales, nb, ps, rb, re, x, t, bias, y, W.rows); break;
+      default: break;
+    }
   }
 }
 
