@@ -17,8 +17,8 @@
 namespace gptoss::cpu {
 
 // Tokens from which row-major products use the many-token kernel: dense weights from 4 (below, the exact
-// kernels' 2-token tiles are as fast), MXFP4 from 8 (below, the int16 kernel is faster; measured
-// on AVX2, one core: 44 GFLOP/s for both at 8 tokens, 44 vs 63 at 64).
+// kernels' 2-token tiles are as fast), MXFP4 from 8 (below, the int16 kernel is faster; about equal at 8 on
+// AVX2, bench_matmul --math fast-q16|fast-gemm, bench/cpu_notes.md).
 inline constexpr int64_t kFastGemmMinTokens = 4;
 inline constexpr int64_t kFastGemmMinTokensMxfp4 = 8;
 
