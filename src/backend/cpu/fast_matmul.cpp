@@ -20,10 +20,10 @@ void mxfp4_q16_rows_scalar(const MatrixRef& W, const Q16Act& x, int64_t T, const
   const int64_t nb = x.nb;
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t t = 0; t < T; ++t) {
+      const int16_t* q = x.q + t * x.stride;
       float acc = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = blocks + (r * nb + b) * kMxfp4BlockBytes;
-        const int16_t* q = x.q + t * x.stride;
         int32_t dot = 0;  // byte j holds columns 2j (low nibble) and 2j + 1
         for (int j = 0; j < 16; ++j)
           dot += kLut[blk[j] & 0xF] * q[q16_pos(b, 2 * j)] + kLut[blk[j] >> 4] * q[q16_pos(b, 2 * j + 1)];

@@ -24,12 +24,11 @@
 namespace gptoss::cpu::q16tile {
 namespace {
 
-// 2^(s-136) for every scale byte s (the last entry, 256, is 0: the pad block of an odd row).
+// 2^(s-136) for every scale byte s.
 struct PairScales {
-  float v[257];
+  float v[256];
   PairScales() {
     for (int s = 0; s < 256; ++s) v[s] = mxfp4_scale(uint8_t(s)) * (0.5f / 256.0f);
-    v[256] = 0.0f;
   }
 };
 
@@ -77,7 +76,7 @@ inline void pair_step(const uint8_t* blocks, const uint8_t* scales, int64_t nb, 
     if ((p & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(blocks + (blk + kPrefetchBlocks) * 16), _MM_HINT_T0);
     __m256i w[4];
     load_pair<kSingle>(blocks + blk * 16, w);
-    const __m256 dw = pair_vec(ps.v[scales[blk]], ps.v[kSingle ? 256 : scales[blk + 1]]);
+    const __m256 dw = pair_vec(ps.v[scales[blk]], kSingle ? 0.0f : ps.v[scales[blk + 1]]);  // no pad scale
     for (int t = 0; t < TT; ++t) {
       const __m256i sum = Dot::dot4(w, x.q + (t0 + t) * x.stride + p * 64);
       acc[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), dw), dx[t], acc[i][t]);
