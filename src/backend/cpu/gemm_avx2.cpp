@@ -3,6 +3,7 @@
 
 #include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/gemm_tile.h"
+#include "backend/cpu/ymm_hsum.h"
 
 namespace gptoss::cpu {
 namespace {
@@ -13,12 +14,7 @@ struct VecAvx2 {
   static T zero() { return _mm256_setzero_ps(); }
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
-  static float hsum(T v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float hsum(T v) { return hsum_ymm(v); }
 };
 
 }  // namespace

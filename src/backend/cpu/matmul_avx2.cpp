@@ -11,6 +11,7 @@
 
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul_tile.h"
+#include "backend/cpu/ymm_hsum.h"
 
 namespace gptoss::cpu {
 namespace {
@@ -33,12 +34,7 @@ struct VecAvx2 {
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
-  static float hsum(T v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float hsum(T v) { return hsum_ymm(v); }
   // Lanes [0, n) of p (0 <= n <= 8), the rest zero / not written.
   static T load_part(const float* p, int n) {
     alignas(32) float buf[kLanes] = {};
