@@ -109,10 +109,14 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       isa = argv[++i];
     } else if (!std::strcmp(argv[i], "--math") && i + 1 < argc) {
-      const char* m = argv[++i];
-      g_fast = std::strcmp(m, "exact") != 0;
-      if (!std::strcmp(m, "fast-q16")) gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Q16);
-      if (!std::strcmp(m, "fast-gemm")) gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Gemm);
+      const std::string m = argv[++i];
+      if (m != "exact" && m != "fast" && m != "fast-q16" && m != "fast-gemm") {
+        std::fprintf(stderr, "--math %s: expected exact, fast, fast-q16 or fast-gemm\n", m.c_str());
+        return 2;
+      }
+      g_fast = m != "exact";
+      if (m == "fast-q16") gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Q16);
+      if (m == "fast-gemm") gptoss::cpu::set_fast_mxfp4_kernel(gptoss::cpu::FastMxfp4Kernel::Gemm);
     } else if (!std::strcmp(argv[i], "--no-prefill")) {
       prefill = false;
     } else if (!std::strcmp(argv[i], "--no-lm-head")) {
