@@ -23,16 +23,9 @@ procs=${PROCESSES:-2}
 parallel=${PARALLEL:-$(echo $conc | tr ' ' '\n' | sort -n | tail -1)}
 here=$(cd "$(dirname "$0")" && pwd)
 
-log=$(mktemp)
-"$bin" serve --model "$model" --port 0 --parallel "$parallel" --max-context "$ctx" "$@" 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1200); do
-  grep -q "listening on" "$log" && break
-  kill -0 $pid 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-url=$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1)/v1
+. "$here/serve_start.sh"
+start_server "$bin" "$model" --parallel "$parallel" --max-context "$ctx" "$@"
+url=$url/v1
 : >"$out"
 one() {  # NAME serve_load options...: one run, its report appended to OUT, a line printed
   local name=$1 json; shift

@@ -23,16 +23,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 bench_json=$("$bin" bench --model "$model" --prompt-tokens 64 --gen-tokens "$gen" --json "${opts[@]}")
 bench_tps=$(echo "$bench_json" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["decode_tokens_per_s"])')
 
-log=$(mktemp)
-"$bin" serve --model "$model" --port 0 --parallel 1 --max-context $((gen + 512)) "${opts[@]}" 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 600); do
-  grep -q "listening on" "$log" && break
-  kill -0 $pid 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-url=$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1)
+. "$here/serve_start.sh"
+start_server "$bin" "$model" --parallel 1 --max-context $((gen + 512)) "${opts[@]}"
 serve_json=$("$py" "$here/serve_load.py" --base-url "$url/v1" --clients 1 --requests 3 --max-tokens "$gen" \
   --temperature 0 --warmup --json)
 kill -TERM $pid

@@ -1,5 +1,5 @@
 // The many-token (prefill) kernel of the fast family, written once over a vector traits type `V`
-// (gemm_avx2.cpp: 8 x f32 ymm; gemm_avx512.cpp: 16 x f32 zmm). Include only from a file compiled for
+// (matmul_avx2.cpp: 8 x f32 ymm; matmul_avx512.cpp: 16 x f32 zmm; V needs T, kLanes, zero, load, fma, hsum). Include only from a file compiled for
 // AVX2 or better; everything here has internal linkage, so each ISA file keeps its own copy.
 //
 // y[t, r] = sum_c W[r, c] x[t, c] + bias[r], W row-major f32 / bf16 / MXFP4 with cols % 16 == 0:
@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/mxfp4_scale_table.h"
 #include "core/matrix.h"
 #include "core/mxfp4.h"
 
@@ -29,15 +30,8 @@ constexpr int kTokens = 3;           // tokens per register tile
 constexpr int64_t kTokenGroup = 64;  // tokens sharing one decode of the rows
 constexpr int64_t kColBlock = 1024;  // columns per L1 block
 
-struct HalfScales {
-  float v[256];
-  HalfScales() {
-    for (int s = 0; s < 256; ++s) v[s] = 0.5f * mxfp4_scale(uint8_t(s));
-  }
-};
-
 // Row r of W as f32 [cols] into out (AVX2 code: every x86 ISA of this family has it).
-inline void decode_row(const MatrixRef& W, int64_t r, float* out, const HalfScales& hs) {
+inline void decode_row(const MatrixRef& W, int64_t r, float* out, const Mxfp4ScaleTable& hs) {
   const int64_t cols = W.cols;
   if (W.type == WeightType::F32) {
     std::memcpy(out, static_cast<const float*>(W.data) + r * cols, size_t(cols) * sizeof(float));
@@ -105,7 +99,7 @@ void token_tiles(const float* w, int64_t ws, const float* x, int64_t xs, int64_t
 
 template <class V>
 void rows(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0, int64_t r1) {
-  static const HalfScales hs;
+  static const Mxfp4ScaleTable hs(0.5f);  // decode_row's E2M1 table is doubled
   const int64_t K = W.cols;
   thread_local std::vector<float> buf;
   buf.resize(size_t(kRows * K));

@@ -1,4 +1,5 @@
-// The exact family's kernels (matmul_tile.h) on 8-lane ymm registers (AVX2 + FMA).
+// The matrix kernels on 8-lane ymm registers (AVX2 + FMA): the exact family (matmul_tile.h) and the fast family's
+// many-token kernel (gemm_tile.h), both over the one VecAvx2 below.
 //   bf16: 32 values = two 32-byte loads a, b; (v << 16) gives the even elements, (v & 0xFFFF0000) the odd.
 //   MXFP4: vpshufb looks the nibbles up as int8 (2 x the E2M1 value), sign-extended and converted to f32,
 //          then multiplied by 2^(s-128) (the block scale, halved for the doubled table; exact).
@@ -9,6 +10,8 @@
 
 #include <cstring>
 
+#include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/gemm_tile.h"
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul_tile.h"
 #include "backend/cpu/ymm_hsum.h"
@@ -16,7 +19,7 @@
 namespace gptoss::cpu {
 namespace {
 
-const matmultile::Mxfp4ScaleTable kHalfScales(0.5f);  // undoes the doubled E2M1 table
+const Mxfp4ScaleTable kHalfScales(0.5f);  // undoes the doubled E2M1 table
 
 struct VecAvx2 {
   using T = __m256;
@@ -87,6 +90,11 @@ struct VecAvx2 {
 void matmul_rows_avx2(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
                       int64_t r1) {
   matmultile::rows<VecAvx2>(W, x, T, bias, y, r0, r1);
+}
+
+void gemm_rows_avx2(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
+                    int64_t r1) {
+  gemmtile::rows<VecAvx2>(W, x, T, bias, y, r0, r1);
 }
 
 }  // namespace gptoss::cpu

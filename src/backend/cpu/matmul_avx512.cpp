@@ -1,4 +1,5 @@
-// The exact family's kernels (matmul_tile.h) on 16-lane zmm registers (AVX-512 F, BW, VL, DQ).
+// The matrix kernels on 16-lane zmm registers (AVX-512 F, BW, VL, DQ): the exact family (matmul_tile.h) and the
+// fast family's many-token kernel (gemm_tile.h), both over the one VecAvx512 below.
 //   bf16: 32 values = one 64-byte load; (v << 16) gives the even elements as f32, (v & 0xFFFF0000) the odd.
 //   MXFP4: one 16-byte block zero-extended to 16 dwords; vpermps looks up the low nibble (bits 0..3) in a
 //          16-entry table of E2M1 values pre-multiplied by the block's 2^(s-127) (exact: a power of two),
@@ -7,6 +8,8 @@
 // hide FMA latency. The order of the sums is this ISA's own (16 lanes, those chains), as before the template.
 #include "backend/cpu/avx512_intrin.h"  // first: see there
 
+#include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/gemm_tile.h"
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul_tile.h"
 #include "core/mxfp4.h"
@@ -14,7 +17,7 @@
 namespace gptoss::cpu {
 namespace {
 
-const matmultile::Mxfp4ScaleTable kScales(1.0f);
+const Mxfp4ScaleTable kScales(1.0f);
 
 struct VecAvx512 {
   using T = __m512;
@@ -66,6 +69,11 @@ struct VecAvx512 {
 void matmul_rows_avx512(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
                         int64_t r1) {
   matmultile::rows<VecAvx512>(W, x, T, bias, y, r0, r1);
+}
+
+void gemm_rows_avx512(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
+                      int64_t r1) {
+  gemmtile::rows<VecAvx512>(W, x, T, bias, y, r0, r1);
 }
 
 }  // namespace gptoss::cpu

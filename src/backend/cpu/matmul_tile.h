@@ -23,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/mxfp4_scale_table.h"
 #include "core/matrix.h"
 #include "core/mxfp4.h"
 
@@ -33,14 +34,6 @@ constexpr int kSeg = 32;  // columns per segment (one MXFP4 block)
 
 template <class V>
 constexpr int kSegVecs = kSeg / V::kLanes;
-
-// factor * 2^(s-127) for every MXFP4 scale byte s; factor is a power of two (exact).
-struct Mxfp4ScaleTable {
-  alignas(64) float v[256];
-  explicit Mxfp4ScaleTable(float factor) {
-    for (int s = 0; s < 256; ++s) v[s] = factor * mxfp4_scale(uint8_t(s));
-  }
-};
 
 // Decoders of one row's segment s into kSegVecs vectors. The last, partial segment (n < 32 columns, f32 and
 // bf16 only: MXFP4 has cols % 32 == 0) is decoded from a zero-padded copy.

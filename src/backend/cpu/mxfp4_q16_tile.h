@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "backend/cpu/mxfp4_scale_table.h"
 #include "backend/cpu/q16.h"
 #include "backend/cpu/ymm_hsum.h"
 #include "core/matrix.h"
@@ -24,14 +25,6 @@
 
 namespace gptoss::cpu::q16tile {
 namespace {
-
-// 2^(s-136) for every scale byte s.
-struct PairScales {
-  float v[256];
-  PairScales() {
-    for (int s = 0; s < 256; ++s) v[s] = mxfp4_scale(uint8_t(s)) * (0.5f / 256.0f);
-  }
-};
 
 // Blocks b, b + 1 of a row (kSingle: only b; the next 16 bytes are not read) as 4 x 16 int16, q16.h's order.
 template <bool kSingle>
@@ -58,7 +51,7 @@ inline constexpr int64_t kPrefetchBlocks = 512;
 
 // One pair p (kSingle: the lone last block of an odd row) into acc.
 template <class Dot, int R, int TT, bool kSingle>
-inline void pair_step(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const PairScales& ps, int64_t r,
+inline void pair_step(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const Mxfp4ScaleTable& ps, int64_t r,
                       int64_t p, const Q16Act& x, int64_t t0, __m256 (&acc)[R][TT]) {
   __m256 dx[TT];
   for (int t = 0; t < TT; ++t) {
@@ -79,7 +72,7 @@ inline void pair_step(const uint8_t* blocks, const uint8_t* scales, int64_t nb, 
 }
 
 template <class Dot, int R, int TT>
-inline void tile(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const PairScales& ps, int64_t r,
+inline void tile(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const Mxfp4ScaleTable& ps, int64_t r,
                  const Q16Act& x, int64_t t0, const float* bias, float* y, int64_t ystride) {
   __m256 acc[R][TT];
   for (int i = 0; i < R; ++i)
@@ -93,7 +86,7 @@ inline void tile(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const
 }
 
 template <class Dot, int R, int TT>
-void tile_rows(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const PairScales& ps, int64_t r0,
+void tile_rows(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const Mxfp4ScaleTable& ps, int64_t r0,
                int64_t r1, const Q16Act& x, int64_t t0, const float* bias, float* y, int64_t ystride) {
   int64_t r = r0;
   for (; r + R <= r1; r += R) tile<Dot, R, TT>(blocks, scales, nb, ps, r, x, t0, bias, y, ystride);
@@ -102,7 +95,7 @@ void tile_rows(const uint8_t* blocks, const uint8_t* scales, int64_t nb, const P
 
 template <class Dot>
 void rows(const MatrixRef& W, const Q16Act& x, int64_t T, const float* bias, float* y, int64_t r0, int64_t r1) {
-  static const PairScales ps;
+  static const Mxfp4ScaleTable ps(0.5f / 256.0f);  // 2^(s - 136): the doubled codes sit in the high byte
   const auto* blocks = static_cast<const uint8_t*>(W.data);
   const int64_t nb = W.cols / kQ16Block;
   // Rows in groups of 16 (their blocks stay in L1/L2 while the tokens pass). Tokens 4 at a time with one row

@@ -1,6 +1,6 @@
-// The sum of a ymm's 8 floats, for the kernels on ymm registers (matmul_avx2.cpp, gemm_avx2.cpp,
-// mxfp4_q16_tile.h). Include only from a file compiled for AVX or better; internal linkage (an unnamed
-// namespace), so each file keeps its own copy compiled with its own flags.
+// The sum of a ymm's 8 floats, for the kernels on ymm registers (matmul_avx2.cpp, mxfp4_q16_tile.h). Include
+// only from a file compiled for AVX or better; internal linkage (an unnamed namespace), so each file keeps its
+// own copy compiled with its own flags.
 #pragma once
 
 #include <immintrin.h>
