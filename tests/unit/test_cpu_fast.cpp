@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/fast_matmul.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/q16.h"
@@ -207,7 +208,7 @@ TEST(CpuFastQ16, Avx512VnniKernel) {
 
 // The many-token kernels against float64: shapes with ragged row counts, token counts around the 3-token
 // tile and the 64-token group, columns across the 1024-column block.
-void check_gemm(GemmRowsFn fn, const char* name) {
+void check_gemm(MatmulRowsFn fn, const char* name) {
   std::mt19937 rng(5);
   struct Shape {
     WeightType type;
@@ -237,13 +238,13 @@ void check_gemm(GemmRowsFn fn, const char* name) {
 
 TEST(CpuFastGemm, Avx2) {
   if (!matmul_isa_supported("avx2")) GTEST_SKIP() << "NOT TESTED HERE: this CPU has no AVX2";
-  check_gemm(gemm_rows_avx2, "gemm/avx2");
+  check_gemm(kAvx2Rows.gemm, "gemm/avx2");
 }
 
 TEST(CpuFastGemm, Avx512) {
   if (!matmul_isa_supported("avx512"))
     GTEST_SKIP() << "NOT TESTED HERE: this CPU has no AVX-512; run on an AVX-512 machine to test it";
-  check_gemm(gemm_rows_avx512, "gemm/avx512");
+  check_gemm(kAvx512Rows.gemm, "gemm/avx512");
 }
 #endif
 

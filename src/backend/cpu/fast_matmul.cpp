@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/q16.h"
 #include "core/mxfp4.h"
@@ -78,10 +79,10 @@ Mxfp4Q16RowsFn q16_fn(Isa isa) {
   return mxfp4_q16_rows_scalar;
 }
 
-GemmRowsFn gemm_fn(Isa isa) {
+MatmulRowsFn gemm_fn(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::Avx512) return gemm_rows_avx512;
-  if (isa == Isa::Avx2) return gemm_rows_avx2;
+  if (isa == Isa::Avx512) return kAvx512Rows.gemm;
+  if (isa == Isa::Avx2) return kAvx2Rows.gemm;
 #endif
   (void)isa;
   return nullptr;
@@ -123,7 +124,7 @@ void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bia
   switch (kernel_kind(W, T, isa)) {
     case Kind::Exact: matmul(W, x, T, bias, y, pool); return;
     case Kind::Gemm: {
-      const GemmRowsFn fn = gemm_fn(isa);
+      const MatmulRowsFn fn = gemm_fn(isa);
       split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
         fn(W, x + t0 * W.cols, t1 - t0, bias, y + t0 * W.rows, r0, r1);
       });

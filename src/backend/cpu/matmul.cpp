@@ -116,8 +116,8 @@ bool always() { return true; }
 // Best first.
 const IsaEntry kIsas[] = {
 #if defined(__x86_64__)
-    {"avx512", matmul_rows_avx512, cpu_has_avx512},
-    {"avx2", matmul_rows_avx2, cpu_has_avx2},
+    {"avx512", kAvx512Rows.exact, cpu_has_avx512},
+    {"avx2", kAvx2Rows.exact, cpu_has_avx2},
 #endif
     {"scalar", matmul_rows_scalar, always},
 };

@@ -10,7 +10,6 @@
 
 #include <cstring>
 
-#include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/gemm_tile.h"
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul_tile.h"
@@ -87,14 +86,6 @@ struct VecAvx2 {
 
 }  // namespace
 
-void matmul_rows_avx2(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
-                      int64_t r1) {
-  matmultile::rows<VecAvx2>(W, x, T, bias, y, r0, r1);
-}
-
-void gemm_rows_avx2(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
-                    int64_t r1) {
-  gemmtile::rows<VecAvx2>(W, x, T, bias, y, r0, r1);
-}
+const IsaRows kAvx2Rows{matmultile::rows<VecAvx2>, gemmtile::rows<VecAvx2>};
 
 }  // namespace gptoss::cpu

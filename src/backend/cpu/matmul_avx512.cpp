@@ -8,7 +8,6 @@
 // hide FMA latency. The order of the sums is this ISA's own (16 lanes, those chains), as before the template.
 #include "backend/cpu/avx512_intrin.h"  // first: see there
 
-#include "backend/cpu/fast_kernels.h"
 #include "backend/cpu/gemm_tile.h"
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/matmul_tile.h"
@@ -66,14 +65,6 @@ struct VecAvx512 {
 
 }  // namespace
 
-void matmul_rows_avx512(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
-                        int64_t r1) {
-  matmultile::rows<VecAvx512>(W, x, T, bias, y, r0, r1);
-}
-
-void gemm_rows_avx512(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, int64_t r0,
-                      int64_t r1) {
-  gemmtile::rows<VecAvx512>(W, x, T, bias, y, r0, r1);
-}
+const IsaRows kAvx512Rows{matmultile::rows<VecAvx512>, gemmtile::rows<VecAvx512>};
 
 }  // namespace gptoss::cpu

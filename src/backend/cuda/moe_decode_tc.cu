@@ -116,21 +116,12 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   float c[2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
     if (b0 > 0) wr.fetch(b0);
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
+    wr.for_each_operand([&](int s, int wi, int p, const uint32_t (&A)[4]) {
       const int b = b0 + 4 * s + q;
       const bool xin = g < 2 && b < nb;  // x columns: n = 0 (hi), 1 (lo); the rest are 0
-#pragma unroll
-      for (int wi = 0; wi < 4; ++wi) {
-        uint32_t A[2][4];
-        wr.operands(s, wi, A);
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
-          mma_f16(c[p], A[p], xv.x, xv.y);
-        }
-      }
-    }
+      const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
+      mma_f16(c[p], A, xv.x, xv.y);
+    });
   }
   // Lanes q = 0 hold columns 0 and 1 (hi, lo) of rows ra (c0, c1) and rb (c2, c3).
   const float ya = (c[0][0] + c[1][0] + c[0][1] + c[1][1]) * wr.scale_a();

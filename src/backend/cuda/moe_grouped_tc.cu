@@ -144,24 +144,15 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   float c[kNTiles][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
     if (b0 > 0) wr.fetch(b0);
-#pragma unroll
-    for (int s = 0; s < kGSteps; ++s) {
+    wr.for_each_operand([&](int s, int wi, int p, const uint32_t (&A)[4]) {
       const int b = b0 + 4 * s + q;
       const bool inb = b < nb;
 #pragma unroll
-      for (int wi = 0; wi < 4; ++wi) {
-        uint32_t A[2][4];
-        wr.operands(s, wi, A);
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-            const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
-            mma_f16(c[nt][p], A[p], xv.x, xv.y);
-          }
-        }
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
+        mma_f16(c[nt][p], A, xv.x, xv.y);
       }
-    }
+    });
   }
 
   // Lane (g, q) holds input nt * 4 + q's sums of rows ra (c0 hi, c1 lo) and rb (c2, c3) of each n-tile.

@@ -103,6 +103,21 @@ struct Mxfp4WarpRows {
     }
   }
 
+  // f(s, wi, p, A) for every operand of the fetched batch: step s (block b0 + 4s + q), word wi, value pair p.
+  template <class F>
+  __device__ __forceinline__ void for_each_operand(F&& f) const {
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        uint32_t A[2][4];
+        operands(s, wi, A);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) f(s, wi, p, A[p]);
+      }
+    }
+  }
+
   // What a row's f16 sums are multiplied by in f32: 2^(smax - 127) of rows ra / rb.
   __device__ __forceinline__ float scale_a() const { return e8m0_to_f32(ma); }
   __device__ __forceinline__ float scale_b() const { return e8m0_to_f32(mb); }
