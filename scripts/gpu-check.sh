@@ -38,6 +38,8 @@
 #          workload (1,000 requests at once over 128 slots), with --ab-base also the base build at N = 8 and 64
 #          (-> batch_*.json in the archive, one line each in summary);
 #          --batch-profile: nsys over `bench --concurrency 64` (512+64): GPU time per kernel, host time per CUDA call;
+#          --batch-kprofile: ncu device time and DRAM bytes per kernel over `bench --concurrency 64` (64+16 tokens)
+#          (-> batch_kprofile.txt), for hosts without nsys;
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k; environment AB_LONG=0: 2048 only).
@@ -45,10 +47,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0
+quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0; bkprof=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --batch-kprofile) bkprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
@@ -438,6 +440,8 @@ fi
 [ $batch = 1 ] && { make_20b; batch_checks; }
 [ $bprof = 1 ] && batch_profile
 [ $long = 1 ] && { make_20b; long_prompt; }
+[ $bkprof = 1 ] && kernel_profile batch_kprofile "bench --concurrency 64: 64 requests of 64 prompt + 16 output tokens" \
+  --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 64 --gen-tokens 16
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model

@@ -88,32 +88,24 @@ struct Mxfp4WarpRows {
     mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
   }
 
-  // The A fragments of fetched step s, word wi: A[p] for the value pairs p = 0, 1.
-  __device__ __forceinline__ void operands(int s, int wi, uint32_t (&A)[2][4]) const {
-    const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
-    uint32_t ha[4], hb[4];
-    fp4x8_half2(word_of(wa[s], wi), ha);
-    fp4x8_half2(word_of(wb[s], wi), hb);
-#pragma unroll
-    for (int p = 0; p < 2; ++p) {
-      A[p][0] = hmul2_bits(ha[2 * p], fa);
-      A[p][1] = hmul2_bits(hb[2 * p], fb);
-      A[p][2] = hmul2_bits(ha[2 * p + 1], fa);
-      A[p][3] = hmul2_bits(hb[2 * p + 1], fb);
-    }
-  }
-
-  // f(s, wi, p, A) for every operand of the fetched batch: step s (block b0 + 4s + q), word wi, value pair p.
+  // f(s, wi, p, A) for every A operand of the fetched batch: step s (block b0 + 4s + q), word wi, value pair p.
+  // A block's factor is computed once per step, each word decoded once for both pairs.
   template <class F>
   __device__ __forceinline__ void for_each_operand(F&& f) const {
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
+      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
 #pragma unroll
       for (int wi = 0; wi < 4; ++wi) {
-        uint32_t A[2][4];
-        operands(s, wi, A);
+        uint32_t ha[4], hb[4];
+        fp4x8_half2(word_of(wa[s], wi), ha);
+        fp4x8_half2(word_of(wb[s], wi), hb);
 #pragma unroll
-        for (int p = 0; p < 2; ++p) f(s, wi, p, A[p]);
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                                 hmul2_bits(hb[2 * p + 1], fb)};
+          f(s, wi, p, A);
+        }
       }
     }
   }
