@@ -5,10 +5,18 @@
 // slots; the kernel's own time stays bound by memory latency, like every 20-35 MB weight kernel of the step
 // (bench/cuda_notes.md, round 5).
 //
-// The weights' numbers and their operand layout (a warp's 16 rows, lane quarter q reading block b0 + q, the mma's
-// k index permuted to the value pairs fp4x8_half2 yields) are mxfp4_mma.cuh's Mxfp4WarpRows, shared with the
-// grouped kernel; x is split into f16 hi + lo (about 22 significant bits), both columns of the same mma (n = 0:
-// hi, n = 1: lo), stored in shared memory in the permuted order, so results match the f32 kernels to ~1e-6.
+// Numbers: a weight is code * 2^(s - 127) with s its 32-value block's scale byte. The block scales of one
+// row differ, but one mma sums over 4 blocks, so each block is scaled relative to its row's largest
+// scale smax (precomputed, launch_mxfp4_row_max): w' = code * 2^(s - smax), exact in f16 for
+// smax - s <= 23 (smaller blocks weigh < 2^-23 of the row's largest and are flushed); the row's sum is
+// multiplied by 2^(smax - 127) in f32. x is split into f16 hi + lo (about 22 significant bits) and
+// both are columns of the same mma (n = 0: hi, n = 1: lo), so results match the f32 kernels to ~1e-6.
+//
+// Layout (m16n8k16, see mma.cuh): a warp owns 16 rows (A rows g and g + 8 per lane, g = lane / 4); lane
+// quarter q = lane % 4 reads 16-byte block b = b0 + q of both rows, so a row's 4 lanes read 64
+// contiguous bytes per step. The mma's k index is permuted: lane q's logical k (2q, 2q+1 | 2q+8, 2q+9)
+// are values (2p, 2p+4 | 2p+1, 2p+5) of word wi of its own block (the pairs fp4x8_half2 yields), and the
+// x operand in shared memory is stored in the same order.
 #include <cuda_fp16.h>
 
 #include "backend/cuda/common.cuh"
@@ -77,12 +85,31 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   } else {
     e = idx[a];
   }
-  Mxfp4WarpRows<kSteps> wr(w, e, (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16, lane);
-  const int64_t ra = wr.ra, rb = wr.rb;
-  const bool va = wr.va, vb = wr.vb;
+  const int64_t r0 = (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16;
+  const int64_t ra = r0 + g, rb = r0 + g + 8;
+  const bool va = ra < R, vb = rb < R;
+  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
+  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
+  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
+  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
+  // Written out again in moe_grouped_tc.cu on purpose (see there).
+  uint4 wa[kSteps], wb[kSteps];
+  uint32_t ca[kSteps], cb[kSteps];
+  auto fetch = [&](int b0) {
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const bool in = b < nb;
+      wa[s] = in && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
+      wb[s] = in && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
+      ca[s] = in && va ? __ldg(sa + b) : 0u;
+      cb[s] = in && vb ? __ldg(sb + b) : 0u;
+    }
+  };
   // The first batch is requested before x is staged: the two latencies overlap.
-  wr.fetch(0);
-  wr.fetch_rowmax(rowmax, e, R);
+  fetch(0);
+  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
+  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
   // The epilogue's biases (gate, up of rows ra and rb), requested now rather than after the products.
   const float* bb = bias + int64_t(e) * R;
   const bool pair_lane = q == 0 && (g & 1) == 0;  // holds a gate row of the mma's result; its up row is lane + 4
@@ -115,17 +142,30 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   // shared-memory reads).
   float c[2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
-    if (b0 > 0) wr.fetch(b0);
-    wr.for_each_operand([&](int s, int wi, int p, const uint32_t (&A)[4]) {
+    if (b0 > 0) fetch(b0);
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
       const int b = b0 + 4 * s + q;
+      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
       const bool xin = g < 2 && b < nb;  // x columns: n = 0 (hi), 1 (lo); the rest are 0
-      const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
-      mma_f16(c[p], A, xv.x, xv.y);
-    });
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        uint32_t ha[4], hb[4];
+        fp4x8_half2(word_of(wa[s], wi), ha);
+        fp4x8_half2(word_of(wb[s], wi), hb);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                                 hmul2_bits(hb[2 * p + 1], fb)};
+          const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
+          mma_f16(c[p], A, xv.x, xv.y);
+        }
+      }
+    }
   }
   // Lanes q = 0 hold columns 0 and 1 (hi, lo) of rows ra (c0, c1) and rb (c2, c3).
-  const float ya = (c[0][0] + c[1][0] + c[0][1] + c[1][1]) * wr.scale_a();
-  const float yb = (c[0][2] + c[1][2] + c[0][3] + c[1][3]) * wr.scale_b();
+  const float ya = (c[0][0] + c[1][0] + c[0][1] + c[1][1]) * e8m0_to_f32(ma);
+  const float yb = (c[0][2] + c[1][2] + c[0][3] + c[1][3]) * e8m0_to_f32(mb);
   // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, 0) is in lane (g + 1, 0) = lane + 4.
   const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
   if (ea) z[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + bga, ua + bua, limit);

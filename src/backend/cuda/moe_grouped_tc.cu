@@ -101,11 +101,31 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   const int e = td.x, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
   const int cols = int(w.cols), nb = cols / 32;
   const int64_t R = w.rows;
-  Mxfp4WarpRows<kGSteps> wr(w, e, (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16, lane);
-  const int64_t ra = wr.ra, rb = wr.rb;
-  const bool va = wr.va, vb = wr.vb;
-  wr.fetch(0);  // the first weights in flight while the inputs are staged
-  wr.fetch_rowmax(rowmax, e, R);
+  const int64_t r0 = (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16;
+  const int64_t ra = r0 + g, rb = r0 + g + 8;
+  const bool va = ra < R, vb = rb < R;
+  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
+  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
+  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
+  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
+  // The decode kernel's (moe_decode_tc.cu) weight fetch, written out in both on purpose: shared through a
+  // struct, batch-1 decode measured slower on the H100 and the H200 (bench/cuda_notes.md, session 14).
+  uint4 wa[kGSteps], wb[kGSteps];
+  uint32_t ca[kGSteps], cb[kGSteps];
+  auto fetch = [&](int b0) {
+#pragma unroll
+    for (int s = 0; s < kGSteps; ++s) {
+      const int b = b0 + 4 * s + q;
+      const bool inb = b < nb;
+      wa[s] = inb && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
+      wb[s] = inb && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
+      ca[s] = inb && va ? __ldg(sa + b) : 0u;
+      cb[s] = inb && vb ? __ldg(sb + b) : 0u;
+    }
+  };
+  fetch(0);  // the first weights in flight while the inputs are staged
+  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
+  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
 
   // Stage the tile's inputs: item i = (input u, block b, word wi, p) packs values (2p, 2p+4 | 2p+1, 2p+5) of
   // word wi as (hi, lo) f16 pairs into columns 2u and 2u + 1 of n-tile u / 4; inputs past the tile's count
@@ -143,21 +163,34 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
 
   float c[kNTiles][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
-    if (b0 > 0) wr.fetch(b0);
-    wr.for_each_operand([&](int s, int wi, int p, const uint32_t (&A)[4]) {
+    if (b0 > 0) fetch(b0);
+#pragma unroll
+    for (int s = 0; s < kGSteps; ++s) {
       const int b = b0 + 4 * s + q;
+      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
       const bool inb = b < nb;
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-        const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
-        mma_f16(c[nt][p], A, xv.x, xv.y);
+      for (int wi = 0; wi < 4; ++wi) {
+        uint32_t ha[4], hb[4];
+        fp4x8_half2(word_of(wa[s], wi), ha);
+        fp4x8_half2(word_of(wb[s], wi), hb);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                                 hmul2_bits(hb[2 * p + 1], fb)};
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+            const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
+            mma_f16(c[nt][p], A, xv.x, xv.y);
+          }
+        }
       }
-    });
+    }
   }
 
   // Lane (g, q) holds input nt * 4 + q's sums of rows ra (c0 hi, c1 lo) and rb (c2, c3) of each n-tile.
   const float* bb = bias + int64_t(e) * R;
-  const float sa_f = wr.scale_a(), sb_f = wr.scale_b();
+  const float sa_f = e8m0_to_f32(ma), sb_f = e8m0_to_f32(mb);
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt) {
     const int u = nt * 4 + q;
