@@ -85,27 +85,12 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   } else {
     e = idx[a];
   }
-  const int64_t r0 = (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16;
-  const int64_t ra = r0 + g, rb = r0 + g + 8;
-  const bool va = ra < R, vb = rb < R;
-  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
-  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
-  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
-  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
-  // Written out again in moe_grouped_tc.cu on purpose (see there).
+  const RowPair rp = row_pair(w, e, (int64_t(blockIdx.x) * kTcWarps + threadIdx.x / kWarp) * 16, g, nb);
+  const int64_t ra = rp.ra, rb = rp.rb;
+  const bool va = rp.va, vb = rp.vb;
   uint4 wa[kSteps], wb[kSteps];
   uint32_t ca[kSteps], cb[kSteps];
-  auto fetch = [&](int b0) {
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      const int b = b0 + 4 * s + q;
-      const bool in = b < nb;
-      wa[s] = in && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
-      wb[s] = in && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
-      ca[s] = in && va ? __ldg(sa + b) : 0u;
-      cb[s] = in && vb ? __ldg(sb + b) : 0u;
-    }
-  };
+  auto fetch = [&](int b0) { fetch_row_pair(rp, nb, q, b0, wa, wb, ca, cb); };
   // The first batch is requested before x is staged: the two latencies overlap.
   fetch(0);
   const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
@@ -140,7 +125,7 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   // not kept (bench/cuda_notes.md, round 8): the next batch requested before the current batch's products, the
   // K range split over 2 warps, every lane loading x with a clamped index instead of the xin predicate (4x the
   // shared-memory reads).
-  float c[2][4] = {};
+  float c[2][4] = {};  // the loop below is written out again in moe_grouped_tc.cu (see there)
   for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
     if (b0 > 0) fetch(b0);
 #pragma unroll

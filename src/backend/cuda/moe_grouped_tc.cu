@@ -101,28 +101,12 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   const int e = td.x, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
   const int cols = int(w.cols), nb = cols / 32;
   const int64_t R = w.rows;
-  const int64_t r0 = (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16;
-  const int64_t ra = r0 + g, rb = r0 + g + 8;
-  const bool va = ra < R, vb = rb < R;
-  const uint4* qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (va ? ra : 0) * nb;
-  const uint4* qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (vb ? rb : 0) * nb;
-  const uint8_t* sa = w.scales + e * w.scales_stride + (va ? ra : 0) * nb;
-  const uint8_t* sb = w.scales + e * w.scales_stride + (vb ? rb : 0) * nb;
-  // The decode kernel's (moe_decode_tc.cu) weight fetch, written out in both on purpose: shared through a
-  // struct, batch-1 decode measured slower on the H100 and the H200 (bench/cuda_notes.md, session 14).
+  const RowPair rp = row_pair(w, e, (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16, g, nb);
+  const int64_t ra = rp.ra, rb = rp.rb;
+  const bool va = rp.va, vb = rp.vb;
   uint4 wa[kGSteps], wb[kGSteps];
   uint32_t ca[kGSteps], cb[kGSteps];
-  auto fetch = [&](int b0) {
-#pragma unroll
-    for (int s = 0; s < kGSteps; ++s) {
-      const int b = b0 + 4 * s + q;
-      const bool inb = b < nb;
-      wa[s] = inb && va ? __ldg(qa + b) : make_uint4(0, 0, 0, 0);
-      wb[s] = inb && vb ? __ldg(qb + b) : make_uint4(0, 0, 0, 0);
-      ca[s] = inb && va ? __ldg(sa + b) : 0u;
-      cb[s] = inb && vb ? __ldg(sb + b) : 0u;
-    }
-  };
+  auto fetch = [&](int b0) { fetch_row_pair(rp, nb, q, b0, wa, wb, ca, cb); };
   fetch(0);  // the first weights in flight while the inputs are staged
   const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
   const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
@@ -161,6 +145,8 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   }
   __syncthreads();
 
+  // The operand loop is moe_decode_tc.cu's with n-tiles, written out in both: every shared form tried so far
+  // changed the compiled code, and a shared struct slowed batch-1 decode (bench/cuda_notes.md, session 14).
   float c[kNTiles][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
     if (b0 > 0) fetch(b0);

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels.h"
+
 namespace gptoss::cuda {
 
 // 8 E2M1 codes of a word (nibble i = value i) -> h[k] = f16x2 (v_k, v_{k+4}) * 2^-14: code s.e1.e0.m
@@ -39,5 +41,42 @@ __device__ __forceinline__ uint32_t hmul2_bits(uint32_t a, uint32_t b) {
 }
 
 __device__ __forceinline__ uint32_t word_of(const uint4& q, int i) { return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w; }
+
+// A warp's rows r0 + g and r0 + g + 8 (g = lane / 4) of expert e: lane quarter q = lane % 4 reads block b0 + 4s + q
+// of both (a row's 4 lanes read 64 contiguous bytes per step); rows past w.rows read as zeros.
+struct RowPair {
+  int64_t ra, rb;
+  bool va, vb;
+  const uint4 *qa, *qb;
+  const uint8_t *sa, *sb;
+};
+
+__device__ __forceinline__ RowPair row_pair(const WView& w, int e, int64_t r0, int g, int nb) {
+  RowPair p;
+  p.ra = r0 + g;
+  p.rb = r0 + g + 8;
+  p.va = p.ra < w.rows;
+  p.vb = p.rb < w.rows;
+  p.qa = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (p.va ? p.ra : 0) * nb;
+  p.qb = reinterpret_cast<const uint4*>(w.data + e * w.stride) + (p.vb ? p.rb : 0) * nb;
+  p.sa = w.scales + e * w.scales_stride + (p.va ? p.ra : 0) * nb;
+  p.sb = w.scales + e * w.scales_stride + (p.vb ? p.rb : 0) * nb;
+  return p;
+}
+
+// The batch of kSteps steps from block b0: codes (wa, wb) and scale bytes (ca, cb) of both rows.
+template <int kSteps>
+__device__ __forceinline__ void fetch_row_pair(const RowPair& p, int nb, int q, int b0, uint4 (&wa)[kSteps],
+                                               uint4 (&wb)[kSteps], uint32_t (&ca)[kSteps], uint32_t (&cb)[kSteps]) {
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) {
+    const int b = b0 + 4 * s + q;
+    const bool in = b < nb;
+    wa[s] = in && p.va ? __ldg(p.qa + b) : make_uint4(0, 0, 0, 0);
+    wb[s] = in && p.vb ? __ldg(p.qb + b) : make_uint4(0, 0, 0, 0);
+    ca[s] = in && p.va ? __ldg(p.sa + b) : 0u;
+    cb[s] = in && p.vb ? __ldg(p.sb + b) : 0u;
+  }
+}
 
 }  // namespace gptoss::cuda
