@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Whether CUDA files compile to the same PTX in this tree as at commit REV: a refactor of a kernel that leaves its
+# PTX unchanged leaves its speed unchanged, which can be checked here without a GPU. The hashed names of
+# anonymous namespaces (they change with the file's contents) and debug lines are left out of the comparison.
+#   usage: scripts/ptx-same.sh REV src/backend/cuda/moe_decode_tc.cu [more .cu files]
+# Prints a line per file (same / N lines differ) and exits 1 if any differs.
+set -euo pipefail
+rev=${1:?usage: scripts/ptx-same.sh REV FILE.cu...}
+shift
+cd "$(dirname "$0")/.."
+base=$(mktemp -d)
+trap 'rm -rf "$base"' EXIT
+git archive "$rev" src include | tar -x -C "$base"
+flags=(-std=c++20 -arch=sm_90a -O3 -Isrc -Iinclude -ptx)
+norm() { sed -E 's/_GLOBAL__N__[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_cu_[0-9a-f]+/ANON/g; s/_INTERNAL_[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_cu_[0-9a-f]+/ANON/g' "$1" |
+         grep -v -E '^\s*(//|\.file|\.loc)|^\s*$'; }
+rc=0
+for f in "$@"; do
+  nvcc "${flags[@]}" "$f" -o "$base/new.ptx"
+  (cd "$base" && nvcc "${flags[@]}" "$f" -o "$base/old.ptx")
+  n=$(diff <(norm "$base/old.ptx") <(norm "$base/new.ptx") | grep -c '^[<>]' || true)
+  if [ "$n" = 0 ]; then echo "same PTX: $f"; else echo "$n lines differ: $f"; rc=1; fi
+done
+exit $rc
