@@ -232,8 +232,10 @@ kernel_profile() {  # NAME DESC BENCH_ARGS...: ncu device time + DRAM bytes of e
     --csv --log-file /tmp/gptoss-ncu.csv "$bin/gptoss" bench -m "$ck" --device cuda "$@" >>"$out/e2e.log" 2>&1
   note "$name: ncu rc=$? in $(( $(date +%s) - t0 )) s"
   python3 - /tmp/gptoss-ncu.csv "$out/$name.txt" "$desc" <<'PY' 2>&1 | tee -a "$summary"
-import csv, sys, collections
-rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+import csv, os, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))] if os.path.exists(sys.argv[1]) else []
+if not rows:
+    sys.exit(f"{sys.argv[3]}: ncu wrote no kernel rows (timed out or failed: see e2e.log)")
 head, rows = rows[0], rows[1:]
 ki, mi, ui, vi = (head.index(c) for c in ('Kernel Name', 'Metric Name', 'Metric Unit', 'Metric Value'))
 scale = {'nsecond': 1e-3, 'ns': 1e-3, 'usecond': 1.0, 'us': 1.0, 'msecond': 1e3, 'ms': 1e3, 'second': 1e6, 's': 1e6,
