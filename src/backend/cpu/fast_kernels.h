@@ -20,9 +20,6 @@ void mxfp4_q16_rows_avx2(const MatrixRef& W, const Q16Act& x, int64_t T, const f
 void mxfp4_q16_rows_avx512vnni(const MatrixRef& W, const Q16Act& x, int64_t T, const float* bias, float* y,
                               int64_t r0, int64_t r1);
 
-// The many-token rows (matmul_kernels.h's IsaRows::gemm): row-major W (f32, bf16 or MXFP4; cols % 16 == 0)
-// times f32 x for many tokens: each group of 4 rows is decoded once to f32 and then multiplied with every token
-// (4 rows x 3 tokens of f32 FMAs per step), so the decode cost is shared by the tokens. Accumulation order
-// differs from the exact kernels.
+// The fast family's many-token rows are matmul_kernels.h's IsaRows::gemm.
 
 }  // namespace gptoss::cpu
