@@ -1,6 +1,6 @@
 // The fast family of matrix products (--cpu-math fast, the default): results within about 1e-4 relative of
 // the exact family (matmul.h), not bit-identical to it.
-//   MXFP4, fewer than 8 tokens (decode, small experts' shares of a prefill): activations quantized to int16
+//   MXFP4, fewer than 12 tokens (decode, batched decode, small experts' shares of a prefill): activations quantized to int16
 //     in blocks of 32 (q16.h), integer products of the MXFP4 codes (2 x E2M1 is an exact integer) with them,
 //     one float scale per block.
 //   Row-major f32 / bf16 / MXFP4, many tokens (prefill): rows decoded once to f32 and shared by all the
@@ -17,10 +17,10 @@
 namespace gptoss::cpu {
 
 // Tokens from which row-major products use the many-token kernel: dense weights from 4 (below, the exact
-// kernels' 2-token tiles are as fast), MXFP4 from 8 (below, the int16 kernel is faster; about equal at 8 on
-// AVX2, bench_matmul --math fast-q16|fast-gemm, bench/cpu_notes.md).
+// kernels' 2-token tiles are as fast), MXFP4 from 12 (below, the int16 kernel with its 4-token tiles is faster;
+// the two trade places between 12 and 16 on AVX2, bench_matmul --math fast-q16|fast-gemm, bench/cpu_notes.md).
 inline constexpr int64_t kFastGemmMinTokens = 4;
-inline constexpr int64_t kFastGemmMinTokensMxfp4 = 8;
+inline constexpr int64_t kFastGemmMinTokensMxfp4 = 12;
 
 // Which kernel the fast family runs for MXFP4 weights: chosen by T (Auto, the default), or one of them for
 // every T (benchmarks comparing the two at the same T; process-wide).
