@@ -13,6 +13,7 @@ start_server() {
     kill -0 $pid 2>/dev/null || { cat "$serve_log"; exit 1; }
     sleep 0.1
   done
-  grep -q "listening on" "$serve_log" || { echo "the server did not come up in 2 minutes" >&2; cat "$serve_log"; exit 1; }
+  grep -q "listening on" "$serve_log" ||
+    { echo "the server did not come up in 2 minutes" >&2; cat "$serve_log"; exit 1; }
   url=$(grep -o 'http://[0-9.]*:[0-9]*' "$serve_log" | head -1)
 }

@@ -13,8 +13,8 @@ base=$(mktemp -d)
 trap 'rm -rf "$base"' EXIT
 git archive "$rev" src include | tar -x -C "$base"
 flags=(-std=c++20 -arch=sm_90a -O3 -Isrc -Iinclude -ptx)
-norm() { sed -E 's/_GLOBAL__N__[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_cu_[0-9a-f]+/ANON/g; s/_INTERNAL_[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_cu_[0-9a-f]+/ANON/g' "$1" |
-         grep -v -E '^\s*(//|\.file\s|\.loc\s)|^\s*$'; }
+anon='[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_cu_[0-9a-f]+'  # an anonymous namespace's hashed name
+norm() { sed -E "s/_GLOBAL__N__$anon/ANON/g; s/_INTERNAL_$anon/ANON/g" "$1" | grep -v -E '^\s*(//|\.file\s|\.loc\s)|^\s*$'; }
 rc=0
 for f in "$@"; do
   nvcc "${flags[@]}" "$f" -o "$base/new.ptx"

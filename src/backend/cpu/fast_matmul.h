@@ -1,8 +1,8 @@
 // The fast family of matrix products (--cpu-math fast, the default): results within about 1e-4 relative of
 // the exact family (matmul.h), not bit-identical to it.
-//   MXFP4, fewer than 12 tokens (decode, batched decode, small experts' shares of a prefill): activations quantized to int16
-//     in blocks of 32 (q16.h), integer products of the MXFP4 codes (2 x E2M1 is an exact integer) with them,
-//     one float scale per block.
+//   MXFP4, fewer than 12 tokens (decode, batched decode, small experts' shares of a prefill): activations
+//     quantized to int16 in blocks of 32 (q16.h), integer products of the MXFP4 codes (2 x E2M1 is an exact
+//     integer) with them, one float scale per block.
 //   Row-major f32 / bf16 / MXFP4, many tokens (prefill): rows decoded once to f32 and shared by all the
 //     tokens (gemm_tile.h), f32 accumulation in a different order than the exact kernels.
 //   Anything else (bf16 decode, transposed dense weights): the exact kernels, already at the memory bound.
