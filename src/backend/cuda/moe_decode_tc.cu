@@ -125,32 +125,15 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kMinBlocks)
   // not kept (bench/cuda_notes.md, round 8): the next batch requested before the current batch's products, the
   // K range split over 2 warps, every lane loading x with a clamped index instead of the xin predicate (4x the
   // shared-memory reads).
-  float c[2][4] = {};  // the loop below is written out again in moe_grouped_tc.cu (see there)
+  float c[1][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kSteps) {
     if (b0 > 0) fetch(b0);
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      const int b = b0 + 4 * s + q;
-      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
-      const bool xin = g < 2 && b < nb;  // x columns: n = 0 (hi), 1 (lo); the rest are 0
-#pragma unroll
-      for (int wi = 0; wi < 4; ++wi) {
-        uint32_t ha[4], hb[4];
-        fp4x8_half2(word_of(wa[s], wi), ha);
-        fp4x8_half2(word_of(wb[s], wi), hb);
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
-                                 hmul2_bits(hb[2 * p + 1], fb)};
-          const uint2 xv = xin ? xs[((wi * 2 + p) * nb + b) * 2 + g] : make_uint2(0, 0);
-          mma_f16(c[p], A, xv.x, xv.y);
-        }
-      }
-    }
+    // x columns: n = 0 (hi), 1 (lo) of one n-tile; the rest are 0.
+    mma_row_pair<kSteps, 1, 2>(wa, wb, ca, cb, ma, mb, b0, q, g, nb, g < 2, xs, c);
   }
   // Lanes q = 0 hold columns 0 and 1 (hi, lo) of rows ra (c0, c1) and rb (c2, c3).
-  const float ya = (c[0][0] + c[1][0] + c[0][1] + c[1][1]) * e8m0_to_f32(ma);
-  const float yb = (c[0][2] + c[1][2] + c[0][3] + c[1][3]) * e8m0_to_f32(mb);
+  const float ya = (c[0][0][0] + c[0][1][0] + c[0][0][1] + c[0][1][1]) * e8m0_to_f32(ma);
+  const float yb = (c[0][0][2] + c[0][1][2] + c[0][0][3] + c[0][1][3]) * e8m0_to_f32(mb);
   // Row pairs (2i, 2i + 1) = (gate, up): the up row of lane (g, 0) is in lane (g + 1, 0) = lane + 4.
   const float ua = __shfl_down_sync(0xffffffffu, ya, 4), ub = __shfl_down_sync(0xffffffffu, yb, 4);
   if (ea) z[int64_t(a) * I + ra / 2] = swiglu_clamped(ya + bga, ua + bua, limit);

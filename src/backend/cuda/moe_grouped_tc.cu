@@ -145,33 +145,10 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
   }
   __syncthreads();
 
-  // The operand loop is moe_decode_tc.cu's with n-tiles, written out in both: every shared form tried so far
-  // changed the compiled code, and a shared struct slowed batch-1 decode (bench/cuda_notes.md, session 14).
   float c[kNTiles][2][4] = {};
   for (int b0 = 0; b0 < nb; b0 += 4 * kGSteps) {
     if (b0 > 0) fetch(b0);
-#pragma unroll
-    for (int s = 0; s < kGSteps; ++s) {
-      const int b = b0 + 4 * s + q;
-      const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
-      const bool inb = b < nb;
-#pragma unroll
-      for (int wi = 0; wi < 4; ++wi) {
-        uint32_t ha[4], hb[4];
-        fp4x8_half2(word_of(wa[s], wi), ha);
-        fp4x8_half2(word_of(wb[s], wi), hb);
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
-                                 hmul2_bits(hb[2 * p + 1], fb)};
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-            const uint2 xv = inb ? xs[(((wi * 2 + p) * kNTiles + nt) * nb + b) * 8 + g] : make_uint2(0, 0);
-            mma_f16(c[nt][p], A, xv.x, xv.y);
-          }
-        }
-      }
-    }
+    mma_row_pair<kGSteps, kNTiles, 8>(wa, wb, ca, cb, ma, mb, b0, q, g, nb, true, xs, c);
   }
 
   // Lane (g, q) holds input nt * 4 + q's sums of rows ra (c0 hi, c1 lo) and rb (c2, c3) of each n-tile.

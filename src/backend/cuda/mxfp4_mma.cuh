@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace gptoss::cuda {
 
@@ -76,6 +77,39 @@ __device__ __forceinline__ void fetch_row_pair(const RowPair& p, int nb, int q, 
     wb[s] = in && p.vb ? __ldg(p.qb + b) : make_uint4(0, 0, 0, 0);
     ca[s] = in && p.va ? __ldg(p.sa + b) : 0u;
     cb[s] = in && p.vb ? __ldg(p.sb + b) : 0u;
+  }
+}
+
+// The products of one fetched batch (fetch_row_pair from block b0) into c: for each step s (block b = b0 + 4s + q),
+// word wi and value pair p, the A operand (both rows' codes scaled by their blocks' factors against the rows'
+// largest scale bytes ma, mb) times kNT n-tiles of x from shared memory, xs[(((wi * 2 + p) * kNT + nt) * nb + b)
+// * kCols + g] (zeros where !xgate or b >= nb).
+template <int kSteps, int kNT, int kCols>
+__device__ __forceinline__ void mma_row_pair(const uint4 (&wa)[kSteps], const uint4 (&wb)[kSteps],
+                                             const uint32_t (&ca)[kSteps], const uint32_t (&cb)[kSteps], uint32_t ma,
+                                             uint32_t mb, int b0, int q, int g, int nb, bool xgate,
+                                             const uint2* __restrict__ xs, float (&c)[kNT][2][4]) {
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) {
+    const int b = b0 + 4 * s + q;
+    const uint32_t fa = block_factor(ca[s], ma), fb = block_factor(cb[s], mb);
+    const bool xin = xgate && b < nb;
+#pragma unroll
+    for (int wi = 0; wi < 4; ++wi) {
+      uint32_t ha[4], hb[4];
+      fp4x8_half2(word_of(wa[s], wi), ha);
+      fp4x8_half2(word_of(wb[s], wi), hb);
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        const uint32_t A[4] = {hmul2_bits(ha[2 * p], fa), hmul2_bits(hb[2 * p], fb), hmul2_bits(ha[2 * p + 1], fa),
+                               hmul2_bits(hb[2 * p + 1], fb)};
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const uint2 xv = xin ? xs[(((wi * 2 + p) * kNT + nt) * nb + b) * kCols + g] : make_uint2(0, 0);
+          mma_f16(c[nt][p], A, xv.x, xv.y);
+        }
+      }
+    }
   }
 }
 
