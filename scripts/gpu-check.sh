@@ -38,8 +38,8 @@
 #          workload (1,000 requests at once over 128 slots), with --ab-base also the base build at N = 8 and 64
 #          (-> batch_*.json in the archive, one line each in summary);
 #          --batch-profile: nsys over `bench --concurrency 64` (512+64): GPU time per kernel, host time per CUDA call;
-#          --batch-kprofile: ncu device time and DRAM bytes per kernel over `bench --concurrency 64` (16+4 tokens)
-#          (-> batch_kprofile.txt), for hosts without nsys;
+#          --batch-kprofile: ncu device time and DRAM bytes per kernel over `bench --concurrency 64` (1+8 tokens: 64-row
+#          steps only) (-> batch_kprofile.txt), for hosts without nsys;
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k; environment AB_LONG=0: 2048 only).
@@ -442,9 +442,10 @@ fi
 [ $batch = 1 ] && { make_20b; batch_checks; }
 [ $bprof = 1 ] && batch_profile
 [ $long = 1 ] && { make_20b; long_prompt; }
-# 64 requests of 16 + 4 tokens: a few prefill steps, then 64-row decode steps (64 + 16 timed out in 300 s under ncu).
-[ $bkprof = 1 ] && kernel_profile batch_kprofile "bench --concurrency 64: 64 requests of 16 prompt + 4 output tokens" \
-  --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 16 --gen-tokens 4
+# 64 requests of 1 + 8 tokens: 8 steps of 64 rows, as batched decode runs them (at short context; 64 + 16 tokens
+# timed out in 300 s under ncu).
+[ $bkprof = 1 ] && kernel_profile batch_kprofile "bench --concurrency 64: 64 requests of 1 prompt + 8 output tokens" \
+  --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 1 --gen-tokens 8
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model

@@ -3,7 +3,7 @@
 //   1. moe_route (one block): the step's A = T * k assignments (a = t * k + j: token t's j-th expert idx[a])
 //      sorted by expert, stable (a increasing within an expert), and each expert's run cut into tiles of up to
 //      kTileTokens assignments: tile = {expert, first slot, count}; the tile count in ntiles.
-//   2. moe_grouped: block (64-row slice, tile) multiplies 64 rows of the tile's expert with the tile's inputs:
+//   2. moe_grouped: block (256-row slice, tile) multiplies 256 rows of the tile's expert with the tile's inputs:
 //      each weight is decoded once for up to kTileTokens assignments (the decode kernel decodes it once per
 //      assignment). gate_up: input h[a / k], output z[a, I] = SwiGLU(gate + bias, up + bias);
 //      down: input z[a], output y[a, H] = product + bias.
@@ -23,6 +23,9 @@
 // contiguous bytes. cols = 2880: 46 KB per n-tile.
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
@@ -32,12 +35,28 @@ namespace gptoss::cuda {
 
 namespace {
 
-constexpr int kGWarps = 4;   // warps per block, 16 rows each
+// Warps per block, 16 rows each. A block stages its tile's inputs once for all its rows, and the registers
+// (128 a thread) allow 16 warps an SM: one block of 16 warps halves the staging per row of two blocks of 8
+// (bench/cuda_notes.md, session 15).
+constexpr int kGWarps = 16;
 constexpr int kGSteps = 4;   // 4-block steps fetched per batch (256 bytes of a row), as the decode kernel
 constexpr int kRouteThreads = 1024;
-// Largest staging of a block (2 n-tiles of cols <= 3072, 1 of cols <= 6144); above 48 KB it needs the opt-in
+// Largest staging of a block (4 n-tiles of cols <= 3072, 1 of cols <= 12288); above 48 KB it needs the opt-in
 // attribute.
-constexpr size_t kGroupedMaxSmem = 96 * 1024;
+constexpr size_t kGroupedMaxSmem = 192 * 1024;
+
+// What a block may stage on this device: kGroupedMaxSmem, or less where the device's opt-in limit is lower
+// (99 KB on some parts). The current device's: the backend runs on one.
+size_t grouped_smem_limit() {
+  static const size_t limit = [] {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+      return size_t(48 * 1024);
+    return std::min(kGroupedMaxSmem, size_t(optin));
+  }();
+  return limit;
+}
 
 // [wi 4][p 2][n-tile][block cols / 32][column 8] uint2
 size_t grouped_smem(int64_t cols, int ntiles) { return size_t(cols / 32) * 8 * size_t(ntiles) * 8 * sizeof(uint2); }
@@ -184,8 +203,9 @@ template <int kNTiles, bool kDown>
 cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* in, int k, const int32_t* slots,
                            const int4* tiles, const int32_t* ntiles, int max_tiles, const float* bias, float limit,
                            float* out, cudaStream_t s) {
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      f16mma_mxfp4w_moe_grouped<kNTiles, kDown>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kGroupedMaxSmem));
+  static const cudaError_t attr = cudaFuncSetAttribute(f16mma_mxfp4w_moe_grouped<kNTiles, kDown>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       int(grouped_smem_limit()));
   if (attr != cudaSuccess) return attr;
   const int rows_per_block = kGWarps * 16;
   const dim3 grid{unsigned((w.rows + rows_per_block - 1) / rows_per_block), unsigned(max_tiles)};
@@ -202,7 +222,7 @@ bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, in
   // to bf16 for cuBLAS costs less (long prefill chunks: bench/cuda_notes.md).
   return A <= 64 * E && H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H &&
          E <= kRouteThreads && size_t(A) * sizeof(int32_t) <= 32 * 1024 &&
-         grouped_smem(std::max(H, I), 1) <= kGroupedMaxSmem;
+         grouped_smem(std::max(H, I), 1) <= grouped_smem_limit();
 }
 
 // sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
@@ -213,9 +233,12 @@ cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_r
                                   int T, int k, int E, const float* gate_up_bias, const float* down_bias, float limit,
                                   const MoeGroupedScratch& sc, float* x, cudaStream_t s) {
   const int A = T * k;
-  // Two n-tiles (8 inputs a tile: each weight decoded once per 8) once the experts average 8 assignments;
-  // below that a tile of 4 wastes fewer columns.
-  const int nt = A >= 8 * E && grouped_smem(std::max(gate_up.cols, down.cols), 2) <= kGroupedMaxSmem ? 2 : 1;
+  // n-tiles of 4 inputs per tile: each weight is decoded once per tile, so the experts' average assignments
+  // pick the widest tile they fill (16 from 16, 8 from 8); below that a tile of 4 wastes fewer columns.
+  const int64_t cmax = std::max(gate_up.cols, down.cols);
+  const int nt = A >= 16 * E && grouped_smem(cmax, 4) <= grouped_smem_limit()  ? 4
+                 : A >= 8 * E && grouped_smem(cmax, 2) <= grouped_smem_limit() ? 2
+                                                                               : 1;
   const int tile_tokens = 4 * nt;
   const int max_tiles = moe_grouped_tc_max_tiles(A, E, tile_tokens);
   const int4* tiles = reinterpret_cast<const int4*>(sc.tiles);
@@ -223,15 +246,17 @@ cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_r
                                                                    reinterpret_cast<int4*>(sc.tiles), sc.ntiles);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  err = nt == 2 ? launch_grouped<2, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles, max_tiles,
-                                           gate_up_bias, limit, sc.z, s)
-                : launch_grouped<1, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles, max_tiles,
-                                           gate_up_bias, limit, sc.z, s);
-  if (err != cudaSuccess) return err;
-  err = nt == 2 ? launch_grouped<2, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles, max_tiles,
-                                          down_bias, 0.0f, sc.y, s)
-                : launch_grouped<1, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles, max_tiles,
-                                          down_bias, 0.0f, sc.y, s);
+  auto both = [&](auto nt_c) {  // gate_up (SwiGLU into z), then down (into y), tiles of 4 * kNT inputs
+    constexpr int kNT = decltype(nt_c)::value;
+    const cudaError_t e = launch_grouped<kNT, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles,
+                                                     max_tiles, gate_up_bias, limit, sc.z, s);
+    return e != cudaSuccess ? e
+                            : launch_grouped<kNT, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles,
+                                                        max_tiles, down_bias, 0.0f, sc.y, s);
+  };
+  err = nt == 4   ? both(std::integral_constant<int, 4>{})
+        : nt == 2 ? both(std::integral_constant<int, 2>{})
+                  : both(std::integral_constant<int, 1>{});
   if (err != cudaSuccess) return err;
   launch_moe_combine(sc.y, wts, T, k, int(down.rows), x, s);
   return cudaGetLastError();
