@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -138,6 +139,18 @@ class CpuBackend final : public Backend {
 
  private:
   void apply_rope(float* v, int heads, int T);
+  // Runs fn(job) for every job in [0, n) on the pool, each thread claiming the next job when it is done.
+  template <class F>
+  void run_jobs(int64_t n, F&& fn) {
+    std::atomic<int64_t> next{0};
+    pool_.parallel_for(pool_.num_threads(), [&](int64_t, int64_t) {
+      for (int64_t j = next.fetch_add(1, std::memory_order_relaxed); j < n;
+           j = next.fetch_add(1, std::memory_order_relaxed))
+        fn(j);
+    });
+  }
+  // Rows per MoE job: a multiple of 16 (the kernels' row groups) and even (gate/up pairs).
+  static constexpr int64_t kMoeRows = 64;
   // Every matrix product of the backend: the --cpu-math family.
   void product(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y) {
     if (math_ == CpuMath::Fast) {
@@ -156,8 +169,12 @@ class CpuBackend final : public Backend {
   std::vector<StepSeq> seqs_;
   std::vector<int32_t> out_rows_, pos_, row_seq_;
   std::vector<std::unique_ptr<float[]>> buffers_;
-  // MoE scratch, grown on demand: gathered inputs, gate_up outputs, activations, expert outputs.
+  // MoE scratch, grown on demand: gathered inputs, gate_up outputs, activations, expert outputs (rows of all
+  // the step's (token, expert) assignments, grouped by expert); the active experts (id, first row); one
+  // product per active expert.
   std::vector<float> router_, xe_, gu_, z_, ye_;
+  std::vector<std::pair<int, int64_t>> active_;
+  std::vector<cpu::RowProduct> prods_;
 };
 
 // Half-split (NeoX) rotation with YaRN frequencies; cos/sin from a float32 angle, times mscale (docs/MODEL.md §4.4).
@@ -288,33 +305,67 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
     for (int j = 0; j < K; ++j) sum += (wts[j] = std::exp(r[idx[size_t(j)]] - m));
     for (int j = 0; j < K; ++j) per_expert[size_t(idx[size_t(j)])].emplace_back(t, wts[j] / sum);
   }
-  // Experts in ascending id, each over the tokens routed to it: gate_up, clamped SwiGLU, down.
-  for (int e = 0; e < E; ++e) {
+  // The active experts in ascending id; expert e's n_e tokens gathered at rows [off_e, off_e + n_e) of xe_.
+  active_.clear();
+  int64_t A = 0;
+  for (int e = 0; e < E; ++e)
+    if (!per_expert[size_t(e)].empty()) active_.push_back({e, A}), A += int64_t(per_expert[size_t(e)].size());
+  xe_.resize(size_t(A) * size_t(H));
+  gu_.resize(size_t(A) * 2 * size_t(I));
+  z_.resize(size_t(A) * size_t(I));
+  ye_.resize(size_t(A) * size_t(H));
+  if (prods_.size() < active_.size()) prods_.resize(active_.size());
+  const bool fast = math_ == CpuMath::Fast;
+  for (size_t i = 0; i < active_.size(); ++i) {
+    const auto [e, off] = active_[i];
     const auto& toks = per_expert[size_t(e)];
-    if (toks.empty()) continue;
-    const int n = int(toks.size());
-    xe_.resize(size_t(n) * size_t(H));
-    gu_.resize(size_t(n) * 2 * size_t(I));
-    z_.resize(size_t(n) * size_t(I));
-    ye_.resize(size_t(n) * size_t(H));
-    for (int i = 0; i < n; ++i)
-      std::memcpy(xe_.data() + size_t(i) * size_t(H), h + size_t(toks[size_t(i)].first) * size_t(H), size_t(H) * 4);
-    product(w.gate_up.expert(e), xe_.data(), n, w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data());
-    for (size_t i = 0; i < size_t(n) * size_t(I); ++i) {
-      // Interleaved: even = gate, odd = up. Gate clamped above only, up both sides; +1 on up.
-      float gate = std::min(gu_[2 * i], limit);
-      float up = std::clamp(gu_[2 * i + 1], -limit, limit);
-      float glu = gate / (1.0f + std::exp(-1.702f * gate));
-      z_[i] = (up + 1.0f) * glu;
-    }
-    product(w.down.expert(e), z_.data(), n, w.down_bias + size_t(e) * size_t(H), ye_.data());
-    for (int i = 0; i < n; ++i) {
-      const auto [t, wt] = toks[size_t(i)];
-      float* xr = x + size_t(t) * size_t(H);
-      const float* yr = ye_.data() + size_t(i) * size_t(H);
-      for (int j = 0; j < H; ++j) xr[j] += wt * yr[j];
-    }
+    for (size_t j = 0; j < toks.size(); ++j)
+      std::memcpy(xe_.data() + (size_t(off) + j) * size_t(H), h + size_t(toks[j].first) * size_t(H), size_t(H) * 4);
+    prods_[i].prepare(w.gate_up.expert(e), xe_.data() + size_t(off) * size_t(H), int64_t(toks.size()),
+                      w.gate_up_bias + size_t(e) * 2 * size_t(I), gu_.data() + size_t(off) * 2 * size_t(I), fast);
   }
+  // All experts' rows in one dispatch per product (not two per expert): jobs of kMoeRows rows of one expert,
+  // claimed in turn, so experts with more tokens (longer jobs) do not leave a thread idle. gate_up's jobs
+  // also apply the clamped SwiGLU to their rows: interleaved, even = gate, odd = up (kMoeRows is even).
+  const int64_t gu_jobs = (2 * int64_t(I) + kMoeRows - 1) / kMoeRows;
+  run_jobs(int64_t(active_.size()) * gu_jobs, [&](int64_t job) {
+    const auto [e, off] = active_[size_t(job / gu_jobs)];
+    const int64_t r0 = (job % gu_jobs) * kMoeRows, r1 = std::min(2 * int64_t(I), r0 + kMoeRows);
+    prods_[size_t(job / gu_jobs)].rows(r0, r1);
+    const int64_t n = int64_t(per_expert[size_t(e)].size());
+    for (int64_t t = off; t < off + n; ++t) {
+      const float* gu = gu_.data() + size_t(t) * 2 * size_t(I);
+      float* z = z_.data() + size_t(t) * size_t(I);
+      for (int64_t p = r0 / 2; p < r1 / 2; ++p) {
+        const float gate = std::min(gu[2 * p], limit);  // gate clamped above only, up both sides; +1 on up
+        const float up = std::clamp(gu[2 * p + 1], -limit, limit);
+        z[p] = (up + 1.0f) * (gate / (1.0f + std::exp(-1.702f * gate)));
+      }
+    }
+  });
+  for (size_t i = 0; i < active_.size(); ++i) {  // z complete: quantized for the int16 kernel here
+    const auto [e, off] = active_[i];
+    prods_[i].prepare(w.down.expert(e), z_.data() + size_t(off) * size_t(I), int64_t(per_expert[size_t(e)].size()),
+                      w.down_bias + size_t(e) * size_t(H), ye_.data() + size_t(off) * size_t(H), fast);
+  }
+  const int64_t down_jobs = (int64_t(H) + kMoeRows - 1) / kMoeRows;
+  run_jobs(int64_t(active_.size()) * down_jobs, [&](int64_t job) {
+    const int64_t r0 = (job % down_jobs) * kMoeRows;
+    prods_[size_t(job / down_jobs)].rows(r0, std::min(int64_t(H), r0 + kMoeRows));
+  });
+  // x[t] += wt * y over token t's experts in ascending id (the order is fixed, so results do not depend on the
+  // threads), split by columns.
+  pool_.parallel_for(H, [&](int64_t c0, int64_t c1) {
+    for (const auto& [e, off] : active_) {
+      const auto& toks = per_expert[size_t(e)];
+      for (size_t j = 0; j < toks.size(); ++j) {
+        const auto [t, wt] = toks[j];
+        float* xr = x + size_t(t) * size_t(H);
+        const float* yr = ye_.data() + (size_t(off) + j) * size_t(H);
+        for (int64_t c = c0; c < c1; ++c) xr[c] += wt * yr[c];
+      }
+    }
+  });
 }
 
 }  // namespace

@@ -146,4 +146,26 @@ void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bia
   }
 }
 
+void RowProduct::prepare(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, bool fast) {
+  w_ = W, x_ = x, t_ = T, bias_ = bias, y_ = y;
+  fn_ = nullptr, q16_ = nullptr;
+  const Isa isa = current_isa();
+  switch (fast ? kernel_kind(W, T, isa) : Kind::Exact) {
+    case Kind::Exact: fn_ = matmul_rows; break;
+    case Kind::Gemm: fn_ = gemm_fn(isa); break;
+    case Kind::Q16:
+      q_ = qbuf_.quantize(x, T, W.cols);
+      q16_ = q16_fn(isa);
+      break;
+  }
+}
+
+void RowProduct::rows(int64_t r0, int64_t r1) const {
+  if (t_ <= 0 || r1 <= r0) return;
+  if (q16_)
+    q16_(w_, q_, t_, bias_, y_, r0, r1);
+  else
+    fn_(w_, x_, t_, bias_, y_, r0, r1);
+}
+
 }  // namespace gptoss::cpu

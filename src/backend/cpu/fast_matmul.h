@@ -11,6 +11,9 @@
 
 #include <cstdint>
 
+#include "backend/cpu/fast_kernels.h"
+#include "backend/cpu/matmul_kernels.h"
+#include "backend/cpu/q16.h"
 #include "core/matrix.h"
 #include "core/threadpool.h"
 
@@ -29,6 +32,27 @@ void set_fast_mxfp4_kernel(FastMxfp4Kernel k);
 
 // matmul()'s contract (y[t, r] = sum_c W[r, c] x[t, c] + bias[r]) with the fast kernels.
 void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool);
+
+// One product whose row ranges the caller runs as jobs of its own (the MoE runs the rows of all its experts in
+// one pool dispatch): rows(r0, r1) writes y[t, r] for r in [r0, r1), t < T, on any thread, with the kernel and
+// results of matmul_fast (fast) or matmul (exact). prepare() runs on one thread (it quantizes x for the int16
+// kernel); x, bias and y stay the caller's and must outlive the rows() calls.
+class RowProduct {
+ public:
+  void prepare(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, bool fast);
+  void rows(int64_t r0, int64_t r1) const;
+
+ private:
+  MatrixRef w_{};
+  const float* x_ = nullptr;
+  const float* bias_ = nullptr;
+  float* y_ = nullptr;
+  int64_t t_ = 0;
+  MatmulRowsFn fn_ = nullptr;     // f32 x: exact or many-token rows
+  Mxfp4Q16RowsFn q16_ = nullptr;  // int16 x: q_
+  Q16Buffer qbuf_;
+  Q16Act q_{};
+};
 
 // The kernel matmul_fast runs for W and T on the current ISA, e.g. "mxfp4-q16/avx2", "gemm/avx512",
 // "exact/avx2" (tests and benchmarks).
