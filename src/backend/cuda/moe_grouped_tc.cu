@@ -218,8 +218,9 @@ cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* i
 
 bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, int E) {
   const int64_t H = gate_up.cols, I = down.cols;
-  // A weight is decoded once per tile: past about 64 assignments per expert (8 tiles) decoding each expert once
-  // to bf16 for cuBLAS costs less (long prefill chunks: bench/cuda_notes.md).
+  // A weight is decoded once per tile: past about 64 assignments per expert (8 tiles of 8 when this was
+  // measured, 4 of 16 now; not re-measured) decoding each expert once to bf16 for cuBLAS costs less (long
+  // prefill chunks: bench/cuda_notes.md).
   return A <= 64 * E && H % 32 == 0 && I % 32 == 0 && gate_up.rows == 2 * I && down.rows == H &&
          E <= kRouteThreads && size_t(A) * sizeof(int32_t) <= 32 * 1024 &&
          grouped_smem(std::max(H, I), 1) <= grouped_smem_limit();
