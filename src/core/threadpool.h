@@ -38,6 +38,20 @@ class ThreadPool {
         const_cast<void*>(static_cast<const void*>(&fn)));
   }
 
+  // Calls fn(j) once for every job j in [0, n): each thread claims the next job when it finishes one, so jobs
+  // of unequal cost (the MoE's experts with different token counts) keep every thread busy, where
+  // parallel_for's equal chunks would leave one waiting.
+  template <class F>
+  void for_each_job(int64_t n, F&& fn) {
+    if (n <= 0) return;
+    std::atomic<int64_t> next{0};
+    parallel_for(num_threads(), [&](int64_t, int64_t) {
+      for (int64_t j = next.fetch_add(1, std::memory_order_relaxed); j < n;
+           j = next.fetch_add(1, std::memory_order_relaxed))
+        fn(j);
+    });
+  }
+
  private:
   using JobFn = void (*)(void* ctx, int64_t begin, int64_t end);
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 namespace gptoss {
@@ -23,6 +24,22 @@ TEST(ThreadPool, CoversRangeOnceInContiguousChunks) {
       });
       EXPECT_EQ(calls.load(), std::min<int64_t>(n, threads)) << "threads=" << threads << " n=" << n;
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "i=" << i;
+    }
+  }
+}
+
+TEST(ThreadPool, ForEachJobRunsEveryJobOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      pool.for_each_job(n, [&](int64_t j) {
+        ASSERT_GE(j, 0);
+        ASSERT_LT(j, n);
+        hits[size_t(j)].fetch_add(1);
+        if (j % 7 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));  // unequal costs
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "threads=" << threads << " i=" << i;
     }
   }
 }

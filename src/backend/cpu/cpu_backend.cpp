@@ -1,7 +1,6 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -139,16 +138,6 @@ class CpuBackend final : public Backend {
 
  private:
   void apply_rope(float* v, int heads, int T);
-  // Runs fn(job) for every job in [0, n) on the pool, each thread claiming the next job when it is done.
-  template <class F>
-  void run_jobs(int64_t n, F&& fn) {
-    std::atomic<int64_t> next{0};
-    pool_.parallel_for(pool_.num_threads(), [&](int64_t, int64_t) {
-      for (int64_t j = next.fetch_add(1, std::memory_order_relaxed); j < n;
-           j = next.fetch_add(1, std::memory_order_relaxed))
-        fn(j);
-    });
-  }
   // Rows per MoE job: a multiple of 16 (the kernels' row groups) and even (gate/up pairs).
   static constexpr int64_t kMoeRows = 64;
   // Every matrix product of the backend: the --cpu-math family.
@@ -328,7 +317,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
   // claimed in turn, so experts with more tokens (longer jobs) do not leave a thread idle. gate_up's jobs
   // also apply the clamped SwiGLU to their rows: interleaved, even = gate, odd = up (kMoeRows is even).
   const int64_t gu_jobs = (2 * int64_t(I) + kMoeRows - 1) / kMoeRows;
-  run_jobs(int64_t(active_.size()) * gu_jobs, [&](int64_t job) {
+  pool_.for_each_job(int64_t(active_.size()) * gu_jobs, [&](int64_t job) {
     const auto [e, off] = active_[size_t(job / gu_jobs)];
     const int64_t r0 = (job % gu_jobs) * kMoeRows, r1 = std::min(2 * int64_t(I), r0 + kMoeRows);
     prods_[size_t(job / gu_jobs)].rows(r0, r1);
@@ -349,7 +338,7 @@ void CpuBackend::moe(const LayerWeights& w, const float* h, int T, float* x) {
                       w.down_bias + size_t(e) * size_t(H), ye_.data() + size_t(off) * size_t(H), fast);
   }
   const int64_t down_jobs = (int64_t(H) + kMoeRows - 1) / kMoeRows;
-  run_jobs(int64_t(active_.size()) * down_jobs, [&](int64_t job) {
+  pool_.for_each_job(int64_t(active_.size()) * down_jobs, [&](int64_t job) {
     const int64_t r0 = (job % down_jobs) * kMoeRows;
     prods_[size_t(job / down_jobs)].rows(r0, std::min(int64_t(H), r0 + kMoeRows));
   });
