@@ -215,6 +215,7 @@ class CudaBackend final : public Backend {
   DeviceScratch<float> moe_wts_{"moe weights"};              // [T, k] their softmax weights
   DeviceScratch<float> moe_act_{"moe activations"};          // [T, k, I] SwiGLU outputs (decode, grouped tc)
   DeviceScratch<int32_t> moe_tiles_{"moe tiles"};            // [tiles, 4] + count: moe_grouped_tc's routing
+  DeviceScratch<uint2> moe_xstage_{"moe staged inputs"};     // moe_grouped_tc's inputs, staged once per tile
   // Scratch of the prefill path (cuBLAS GEMMs on bf16 hi/lo pairs, experts grouped).
   DeviceScratch<__nv_bfloat16> act_bf16_{"bf16 activations"};       // [2T, cols] x as hi; lo
   DeviceScratch<__nv_bfloat16> weights_bf16_{"decoded weights"};    // one matrix (or expert) decoded to bf16

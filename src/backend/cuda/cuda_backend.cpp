@@ -483,6 +483,7 @@ bool CudaBackend::moe_grouped_tc(const LayerWeights& w, const float* h, int T, f
   sc.ntiles = sc.tiles + 4 * max_tiles;
   sc.z = grow(moe_act_, size_t(A) * size_t(c_.intermediate_size));
   sc.y = grow(moe_expert_out_, size_t(A) * size_t(c_.hidden_size));
+  sc.xstage = grow(moe_xstage_, cuda::moe_grouped_tc_stage_bytes(A, E, c_.hidden_size, c_.intermediate_size) / 8);
   if (!sticky_.ok()) return true;  // the error stays in sticky_: the step fails
   const cudaError_t e = cuda::launch_moe_grouped_tc(view(w.gate_up), gu_max, view(w.down), dn_max, h, moe_idx_.get(),
                                                     moe_wts_.get(), T, k, E, w.gate_up_bias, w.down_bias,

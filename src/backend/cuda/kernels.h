@@ -190,9 +190,11 @@ struct MoeGroupedScratch {
   int32_t* ntiles;  // [1]
   float* z;         // [A, I] SwiGLU outputs
   float* y;         // [A, H] expert outputs with their bias
+  uint2* xstage;    // moe_grouped_tc_stage_bytes(A, E, H, I): each tile's inputs staged for the tensor cores
 };
 bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, int E);
 int moe_grouped_tc_max_tiles(int A, int E, int tile_tokens);
+size_t moe_grouped_tc_stage_bytes(int A, int E, int64_t H, int64_t I);
 cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_rowmax, const WView& down,
                                   const uint8_t* down_rowmax, const float* h, const int32_t* idx, const float* wts,
                                   int T, int k, int E, const float* gate_up_bias, const float* down_bias, float limit,

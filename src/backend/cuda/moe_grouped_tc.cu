@@ -3,11 +3,14 @@
 //   1. moe_route (one block): the step's A = T * k assignments (a = t * k + j: token t's j-th expert idx[a])
 //      sorted by expert, stable (a increasing within an expert), and each expert's run cut into tiles of up to
 //      kTileTokens assignments: tile = {expert, first slot, count}; the tile count in ntiles.
-//   2. moe_grouped: block (256-row slice, tile) multiplies 256 rows of the tile's expert with the tile's inputs:
-//      each weight is decoded once for up to kTileTokens assignments (the decode kernel decodes it once per
-//      assignment). gate_up: input h[a / k], output z[a, I] = SwiGLU(gate + bias, up + bias);
-//      down: input z[a], output y[a, H] = product + bias.
-//   3. launch_moe_combine: x[t] += sum_j wts[t, j] * y[t * k + j], in a fixed order (results do not depend on
+//   2. moe_stage (block per tile): the tile's inputs converted once into the mma operand order below, in device
+//      scratch (xstage; the 22 blocks of a gate_up tile each converted them for themselves before).
+//   3. moe_grouped: block (256-row slice, tile) copies its tile's staged inputs into shared memory and multiplies
+//      256 rows of the tile's expert with them: each weight is decoded once for up to kTileTokens assignments
+//      (the decode kernel decodes it once per assignment). gate_up: input h[a / k], output z[a, I] =
+//      SwiGLU(gate + bias, up + bias); down: input z[a], output y[a, H] = product + bias.
+//      (2 and 3 run for gate_up, then for down.)
+//   4. launch_moe_combine: x[t] += sum_j wts[t, j] * y[t * k + j], in a fixed order (results do not depend on
 //      which block finishes first).
 // Grids are sized for the most tiles A can make (A / kTileTokens + E); blocks past ntiles return at once, so
 // the step needs no host sync (and can be captured in a graph).
@@ -41,6 +44,7 @@ namespace {
 constexpr int kGWarps = 16;
 constexpr int kGSteps = 4;   // 4-block steps fetched per batch (256 bytes of a row), as the decode kernel
 constexpr int kRouteThreads = 1024;
+constexpr int kStageThreads = 256;
 // Largest staging of a block (4 n-tiles of cols <= 3072, 1 of cols <= 12288); above 48 KB it needs the opt-in
 // attribute.
 constexpr size_t kGroupedMaxSmem = 192 * 1024;
@@ -59,7 +63,9 @@ size_t grouped_smem_limit() {
 }
 
 // [wi 4][p 2][n-tile][block cols / 32][column 8] uint2
-size_t grouped_smem(int64_t cols, int ntiles) { return size_t(cols / 32) * 8 * size_t(ntiles) * 8 * sizeof(uint2); }
+__host__ __device__ constexpr size_t grouped_smem(int64_t cols, int ntiles) {
+  return size_t(cols / 32) * 8 * size_t(ntiles) * 8 * sizeof(uint2);
+}
 
 // One block. idx [A] in shared memory (A * 4 bytes, checked by the launcher); E <= kRouteThreads.
 __global__ void __launch_bounds__(kRouteThreads)
@@ -103,37 +109,22 @@ __global__ void __launch_bounds__(kRouteThreads)
       tiles[tstart[e] + j] = make_int4(e, start[e] + f, min(tile_tokens, count[e] - f), 0);
 }
 
-// W: the expert stack [E][R, cols] (MXFP4, row-major); rowmax [E, R]. kDown false (gate_up): rows (2i, 2i + 1)
-// are (gate_i, up_i), input row of assignment a = in[a / k], out = z [A, R / 2]; kDown true: input in[a],
-// out = y [A, R]. bias [E, R].
+// Block per tile: its inputs in the grouped kernel's shared-memory order ([wi 4][p 2][n-tile][block nb][column 8]
+// uint2) at xstage + tile * grouped_smem(cols, kNTiles) / 8, written once per tile instead of by each of the
+// tile's blocks. Item i = (input u, block b, word wi, p) packs values (2p, 2p+4 | 2p+1, 2p+5) of word wi as
+// (hi, lo) f16 pairs into columns 2u and 2u + 1 of n-tile u / 4; inputs past the tile's count are zeros. kStage
+// items' loads are issued before any is packed: one L2 round trip per kStage items instead of one per item.
+// Gate_up's input row of assignment a is in[a / k], down's in[a].
 template <int kNTiles, bool kDown>
-__global__ void __launch_bounds__(kGWarps * kWarp)
-    f16mma_mxfp4w_moe_grouped(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ in, int k,
-                              const int32_t* __restrict__ slots, const int4* __restrict__ tiles,
-                              const int32_t* __restrict__ ntiles, const float* __restrict__ bias, float limit,
-                              float* __restrict__ out) {
+__global__ void __launch_bounds__(kStageThreads)
+    moe_stage(const float* __restrict__ in, int k, int cols, const int32_t* __restrict__ slots,
+              const int4* __restrict__ tiles, const int32_t* __restrict__ ntiles, uint2* __restrict__ xstage) {
   constexpr int kTok = 4 * kNTiles;
-  extern __shared__ uint2 xs[];  // [wi 4][p 2][n-tile][block nb][column 8]
-  const int tile = blockIdx.y;
+  const int tile = blockIdx.x;
   if (tile >= *ntiles) return;
   const int4 td = tiles[tile];  // {expert, first slot, count}
-  const int e = td.x, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
-  const int cols = int(w.cols), nb = cols / 32;
-  const int64_t R = w.rows;
-  const RowPair rp = row_pair(w, e, (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16, g, nb);
-  const int64_t ra = rp.ra, rb = rp.rb;
-  const bool va = rp.va, vb = rp.vb;
-  uint4 wa[kGSteps], wb[kGSteps];
-  uint32_t ca[kGSteps], cb[kGSteps];
-  auto fetch = [&](int b0) { fetch_row_pair(rp, nb, q, b0, wa, wb, ca, cb); };
-  fetch(0);  // the first weights in flight while the inputs are staged
-  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
-  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
-
-  // Stage the tile's inputs: item i = (input u, block b, word wi, p) packs values (2p, 2p+4 | 2p+1, 2p+5) of
-  // word wi as (hi, lo) f16 pairs into columns 2u and 2u + 1 of n-tile u / 4; inputs past the tile's count
-  // are zeros. kStage items' loads are issued before any is packed: one L2 round trip per kStage items
-  // instead of one per item.
+  const int nb = cols / 32;
+  uint2* xs = xstage + size_t(tile) * (grouped_smem(cols, kNTiles) / 8);
   constexpr int kStage = 8;
   const int count = td.z, items = kTok * nb * 8;
   for (int i0 = threadIdx.x; i0 < items; i0 += kStage * blockDim.x) {
@@ -161,6 +152,43 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
       dst[0] = hi;
       dst[1] = lo;
     }
+  }
+}
+
+// W: the expert stack [E][R, cols] (MXFP4, row-major); rowmax [E, R]. kDown false (gate_up): rows (2i, 2i + 1)
+// are (gate_i, up_i), input row of assignment a = in[a / k], out = z [A, R / 2]; kDown true: input in[a],
+// out = y [A, R]. bias [E, R].
+template <int kNTiles, bool kDown>
+__global__ void __launch_bounds__(kGWarps * kWarp)
+    f16mma_mxfp4w_moe_grouped(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ in, int k,
+                              const int32_t* __restrict__ slots, const int4* __restrict__ tiles,
+                              const int32_t* __restrict__ ntiles, const uint2* __restrict__ xstage,
+                              const float* __restrict__ bias, float limit, float* __restrict__ out) {
+  extern __shared__ uint2 xs[];  // [wi 4][p 2][n-tile][block nb][column 8]
+  const int tile = blockIdx.y;
+  if (tile >= *ntiles) return;
+  const int4 td = tiles[tile];  // {expert, first slot, count}
+  const int e = td.x, count = td.z, lane = threadIdx.x % kWarp, g = lane / 4, q = lane % 4;
+  const int cols = int(w.cols), nb = cols / 32;
+  const int64_t R = w.rows;
+  const RowPair rp = row_pair(w, e, (int64_t(blockIdx.x) * kGWarps + threadIdx.x / kWarp) * 16, g, nb);
+  const int64_t ra = rp.ra, rb = rp.rb;
+  const bool va = rp.va, vb = rp.vb;
+  uint4 wa[kGSteps], wb[kGSteps];
+  uint32_t ca[kGSteps], cb[kGSteps];
+  auto fetch = [&](int b0) { fetch_row_pair(rp, nb, q, b0, wa, wb, ca, cb); };
+  fetch(0);  // the first weights in flight while the inputs are copied
+  const uint32_t ma = va ? __ldg(rowmax + int64_t(e) * R + ra) : 0u;
+  const uint32_t mb = vb ? __ldg(rowmax + int64_t(e) * R + rb) : 0u;
+
+  // The tile's inputs, staged once per tile by moe_stage, copied in (16-byte asynchronous copies, which leave
+  // the registers to the weights in flight).
+  {
+    const size_t n16 = grouped_smem(cols, kNTiles) / 16;
+    const float4* src = reinterpret_cast<const float4*>(xstage + size_t(tile) * (grouped_smem(cols, kNTiles) / 8));
+    for (size_t i = threadIdx.x; i < n16; i += blockDim.x) cp_async16(reinterpret_cast<float4*>(xs) + i, src + i);
+    cp_async_commit();
+    cp_async_wait<0>();
   }
   __syncthreads();
 
@@ -201,8 +229,10 @@ __global__ void __launch_bounds__(kGWarps * kWarp)
 
 template <int kNTiles, bool kDown>
 cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* in, int k, const int32_t* slots,
-                           const int4* tiles, const int32_t* ntiles, int max_tiles, const float* bias, float limit,
-                           float* out, cudaStream_t s) {
+                           const int4* tiles, const int32_t* ntiles, int max_tiles, uint2* xstage, const float* bias,
+                           float limit, float* out, cudaStream_t s) {
+  moe_stage<kNTiles, kDown><<<unsigned(max_tiles), kStageThreads, 0, s>>>(in, k, int(w.cols), slots, tiles, ntiles,
+                                                                          xstage);
   static const cudaError_t attr = cudaFuncSetAttribute(f16mma_mxfp4w_moe_grouped<kNTiles, kDown>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        int(grouped_smem_limit()));
@@ -210,7 +240,7 @@ cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* i
   const int rows_per_block = kGWarps * 16;
   const dim3 grid{unsigned((w.rows + rows_per_block - 1) / rows_per_block), unsigned(max_tiles)};
   f16mma_mxfp4w_moe_grouped<kNTiles, kDown><<<grid, kGWarps * kWarp, grouped_smem(w.cols, kNTiles), s>>>(
-      w, rowmax, in, k, slots, tiles, ntiles, bias, limit, out);
+      w, rowmax, in, k, slots, tiles, ntiles, xstage, bias, limit, out);
   return cudaGetLastError();
 }
 
@@ -228,6 +258,14 @@ bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, in
 
 // sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
 int moe_grouped_tc_max_tiles(int A, int E, int tile_tokens) { return (A + tile_tokens - 1) / tile_tokens + E; }
+
+// The most any tile width needs (launch_moe_grouped_tc picks the width from A).
+size_t moe_grouped_tc_stage_bytes(int A, int E, int64_t H, int64_t I) {
+  size_t most = 0;
+  for (int nt : {1, 2, 4})
+    most = std::max(most, size_t(moe_grouped_tc_max_tiles(A, E, 4 * nt)) * grouped_smem(std::max(H, I), nt));
+  return most;
+}
 
 cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_rowmax, const WView& down,
                                   const uint8_t* down_rowmax, const float* h, const int32_t* idx, const float* wts,
@@ -250,10 +288,10 @@ cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_r
   auto both = [&](auto nt_c) {  // gate_up (SwiGLU into z), then down (into y), tiles of 4 * kNT inputs
     constexpr int kNT = decltype(nt_c)::value;
     const cudaError_t e = launch_grouped<kNT, false>(gate_up, gate_up_rowmax, h, k, sc.slots, tiles, sc.ntiles,
-                                                     max_tiles, gate_up_bias, limit, sc.z, s);
+                                                     max_tiles, sc.xstage, gate_up_bias, limit, sc.z, s);
     return e != cudaSuccess ? e
                             : launch_grouped<kNT, true>(down, down_rowmax, sc.z, k, sc.slots, tiles, sc.ntiles,
-                                                        max_tiles, down_bias, 0.0f, sc.y, s);
+                                                        max_tiles, sc.xstage, down_bias, 0.0f, sc.y, s);
   };
   err = nt == 4   ? both(std::integral_constant<int, 4>{})
         : nt == 2 ? both(std::integral_constant<int, 2>{})
