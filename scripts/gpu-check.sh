@@ -15,7 +15,10 @@
 # If the build still fails there, prebuilt binaries carried in .gpubin/ (built on the dev box with
 # -DGPTOSS_CUDA=ON; gptoss needs libgptoss_cuda.so beside it) are used instead; the summary says which.
 #   carry: [".gpudeps", ".gpubin"]   (both ignored via .git/info/exclude)
-#   usage: scripts/gpu-check.sh [--quick] [--profile] [--long] [--prefill-profile] [--decode-profile] [--120b | --120b-only] [--skip-main]
+# --prebuilt skips the build and runs .gpubin/ as filled by scripts/gpu-prebuild.sh (the same CUDA 13.0 here and
+# there; its runtime libraries in .gpubin/debs): the ~2.5 minutes of building there are device time.
+#   carry: [".gpubin"]
+#   usage: scripts/gpu-check.sh [--prebuilt] [--quick] [--profile] [--long] [--prefill-profile] [--decode-profile] [--120b | --120b-only] [--skip-main]
 #          --quick: tests + short-context bench only;
 #          --profile: also per-kernel GPU times of bench_cuda_ops under nsys or ncu -> profile.txt;
 #          --120b: afterwards, a gpt-oss-120b-shaped checkpoint (65 GB) in tmpfs (the disk is 64 GB): verify and
@@ -47,13 +50,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0; bkprof=0
+prebuilt=0; quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0; bkprof=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --batch-kprofile) bkprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --prebuilt) prebuilt=1 ;; --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --batch-kprofile) bkprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
+[ $prebuilt = 0 ] || [ -z "$ab_base" ] || { echo "--prebuilt with --ab-base: the base tree needs a build there (carry .gpudeps instead)" >&2; exit 2; }
 [ -z "$ab_base" ] || [ -f "$ab_base/CMakeLists.txt" ] || { echo "--ab-base $ab_base: no source tree there" >&2; exit 2; }
 summary="$out/summary.txt"
 : >"$summary"
@@ -65,7 +69,11 @@ note "== $(date -u +%F) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2
 
 # ---- dependencies
 deps=/tmp/gptoss-deps
-if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash libzip cpp-httplib && [ -f /usr/include/fmt/core.h ] \
+if [ $prebuilt = 1 ]; then  # runtime libraries only
+  [ -x .gpubin/gptoss ] || { note "--prebuilt: no .gpubin/gptoss (scripts/gpu-prebuild.sh fills it)"; exit 1; }
+  mkdir -p "$deps"; for f in .gpubin/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$deps"; done
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+elif ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash libzip cpp-httplib && [ -f /usr/include/fmt/core.h ] \
        && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ] && [ -d /usr/include/nlohmann ]; }; then
   if ls .gpudeps/*.deb >/dev/null 2>&1; then
     mkdir -p "$deps"; for f in .gpudeps/*.deb; do dpkg -x "$f" "$deps"; done
@@ -83,7 +91,12 @@ fi
 # ---- build
 bin=build-gpu
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-if cmake -S . -B "$bin" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON >"$out/build.log" 2>&1 &&
+if [ $prebuilt = 1 ]; then
+  bin=.gpubin
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }  # tests/data by the path it was built with
+  note "build: prebuilt .gpubin ($(cat .gpubin/REVISION 2>/dev/null))"
+  : >"$out/build.log"
+elif cmake -S . -B "$bin" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON >"$out/build.log" 2>&1 &&
    cmake --build "$bin" -j16 --target gptoss gptoss_tests gptoss-make-checkpoint bench_cuda_ops >>"$out/build.log" 2>&1; then
   note "build: ok ($bin, built here)"
 elif [ -x .gpubin/gptoss_tests ]; then
