@@ -70,7 +70,7 @@ std::vector<float> random_x(int64_t n, std::mt19937& rng) {
   return x;
 }
 
-// max |y - ref| / max |ref| over [T, rows], ref in float64 from `xd` (the activations the reference uses).
+// max |y - ref| / max |ref| over [T, rows] (NaN when any y is NaN), ref in float64 from `xd` (the activations the reference uses).
 double rel_error(const Weights& w, const std::vector<double>& xd, int64_t T, const float* bias,
                  const std::vector<float>& y) {
   const int64_t rows = w.ref.rows, cols = w.ref.cols;
@@ -80,7 +80,8 @@ double rel_error(const Weights& w, const std::vector<double>& xd, int64_t T, con
       double s = bias ? double(bias[r]) : 0.0;
       for (int64_t c = 0; c < cols; ++c) s += w.dense[size_t(r * cols + c)] * xd[size_t(t * cols + c)];
       max_ref = std::max(max_ref, std::fabs(s));
-      max_err = std::max(max_err, std::fabs(s - double(y[size_t(t * rows + r)])));
+      const double e = std::fabs(s - double(y[size_t(t * rows + r)]));
+      if (!(e <= max_err)) max_err = e;  // a NaN (an entry never written) sticks: std::max would drop it
     }
   return max_ref > 0 ? max_err / max_ref : max_err;
 }
@@ -299,6 +300,23 @@ TEST(CpuFastMatmul, ForcedMxfp4Kernel) {
   EXPECT_EQ(fast_kernel_name(w.ref, 1), std::string("mxfp4-q16/avx2"));
   EXPECT_EQ(fast_kernel_name(w.ref, kFastGemmMinTokensMxfp4), std::string("gemm/avx2"));
   set_matmul_isa("auto");
+}
+
+// A matrix of fewer row groups (16 rows) than threads is split by tokens (RowProduct::run over token ranges):
+// every token's rows written, at the offsets of its range.
+TEST(CpuFastMatmul, FewRowsSplitByTokens) {
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  for (WeightType type : {WeightType::MXFP4, WeightType::BF16}) {
+    Weights w = make_weights(type, 12, 320, rng);
+    for (int64_t T : {2, 5, 13, 21}) {
+      const std::vector<float> x = random_x(T * w.ref.cols, rng);
+      std::vector<float> y(size_t(T * w.ref.rows), NAN);
+      matmul_fast(w.ref, x.data(), T, nullptr, y.data(), pool);
+      EXPECT_LE(rel_error(w, widen(x), T, nullptr, y), type == WeightType::MXFP4 ? 1e-4 : 1e-5)
+          << fast_kernel_name(w.ref, T) << " T=" << T;
+    }
+  }
 }
 
 // The attention's vector ops against float64, over lengths around the 8- and 16-lane steps.

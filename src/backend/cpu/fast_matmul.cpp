@@ -120,30 +120,16 @@ const char* fast_kernel_name(const MatrixRef& W, int64_t T) {
 
 void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool) {
   if (T <= 0 || W.rows <= 0) return;
-  const Isa isa = current_isa();
-  switch (kernel_kind(W, T, isa)) {
-    case Kind::Exact: matmul(W, x, T, bias, y, pool); return;
-    case Kind::Gemm: {
-      const MatmulRowsFn fn = gemm_fn(isa);
-      split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
-        fn(W, x + t0 * W.cols, t1 - t0, bias, y + t0 * W.rows, r0, r1);
-      });
-      return;
-    }
-    case Kind::Q16: {
-      // Quantized once by the calling thread, read by all.
-      thread_local Q16Buffer qbuf;
-      const Q16Act q = qbuf.quantize(x, T, W.cols);
-      const Mxfp4Q16RowsFn fn = q16_fn(isa);
-      split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
-        Q16Act qt = q;
-        qt.q += t0 * q.stride;
-        qt.d += t0 * q.dstride;
-        fn(W, qt, t1 - t0, bias, y + t0 * W.rows, r0, r1);
-      });
-      return;
-    }
+  if (kernel_kind(W, T, current_isa()) == Kind::Exact) {  // the exact kernels split the work their own way
+    matmul(W, x, T, bias, y, pool);
+    return;
   }
+  // The calling thread's, kept from call to call for its int16 buffer. The workers must see this thread's
+  // instance, not their own: the lambda captures a reference (a thread_local named in it would be theirs).
+  thread_local RowProduct mine;
+  RowProduct& product = mine;
+  product.prepare(W, x, T, bias, y, /*fast=*/true);  // quantized once by the calling thread, read by all
+  split_rows(W.rows, T, pool, [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) { product.run(t0, t1, r0, r1); });
 }
 
 void RowProduct::prepare(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, bool fast) {
@@ -160,12 +146,17 @@ void RowProduct::prepare(const MatrixRef& W, const float* x, int64_t T, const fl
   }
 }
 
-void RowProduct::rows(int64_t r0, int64_t r1) const {
-  if (t_ <= 0 || r1 <= r0) return;
-  if (q16_)
-    q16_(w_, q_, t_, bias_, y_, r0, r1);
-  else
-    fn_(w_, x_, t_, bias_, y_, r0, r1);
+void RowProduct::run(int64_t t0, int64_t t1, int64_t r0, int64_t r1) const {
+  if (t1 <= t0 || r1 <= r0) return;
+  float* y = y_ + t0 * w_.rows;
+  if (q16_) {
+    Q16Act q = q_;
+    q.q += t0 * q_.stride;
+    q.d += t0 * q_.dstride;
+    q16_(w_, q, t1 - t0, bias_, y, r0, r1);
+  } else {
+    fn_(w_, x_ + t0 * w_.cols, t1 - t0, bias_, y, r0, r1);
+  }
 }
 
 }  // namespace gptoss::cpu

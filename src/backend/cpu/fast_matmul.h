@@ -33,14 +33,16 @@ void set_fast_mxfp4_kernel(FastMxfp4Kernel k);
 // matmul()'s contract (y[t, r] = sum_c W[r, c] x[t, c] + bias[r]) with the fast kernels.
 void matmul_fast(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, ThreadPool& pool);
 
-// One product whose row ranges the caller runs as jobs of its own (the MoE runs the rows of all its experts in
-// one pool dispatch): rows(r0, r1) writes y[t, r] for r in [r0, r1), t < T, on any thread, with the kernel and
-// results of matmul_fast (fast) or matmul (exact). prepare() runs on one thread (it quantizes x for the int16
-// kernel); x, bias and y stay the caller's and must outlive the rows() calls.
+// One product whose parts the caller runs as jobs of its own (matmul_fast splits it over the pool; the MoE runs
+// the rows of all its experts in one pool dispatch): run(t0, t1, r0, r1) writes y[t, r] for t in [t0, t1),
+// r in [r0, r1), on any thread, with the kernel matmul_fast picks for W and T (fast) or matmul's (exact).
+// prepare() runs on one thread (it quantizes x for the int16 kernel); x, bias and y stay the caller's and must
+// outlive the run() calls.
 class RowProduct {
  public:
   void prepare(const MatrixRef& W, const float* x, int64_t T, const float* bias, float* y, bool fast);
-  void rows(int64_t r0, int64_t r1) const;
+  void run(int64_t t0, int64_t t1, int64_t r0, int64_t r1) const;
+  void rows(int64_t r0, int64_t r1) const { run(0, t_, r0, r1); }
 
  private:
   MatrixRef w_{};
