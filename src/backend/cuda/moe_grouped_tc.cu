@@ -155,15 +155,15 @@ __global__ void __launch_bounds__(kStageThreads)
   }
 }
 
-// W: the expert stack [E][R, cols] (MXFP4, row-major); rowmax [E, R]. kDown false (gate_up): rows (2i, 2i + 1)
-// are (gate_i, up_i), input row of assignment a = in[a / k], out = z [A, R / 2]; kDown true: input in[a],
-// out = y [A, R]. bias [E, R].
+// W: the expert stack [E][R, cols] (MXFP4, row-major); rowmax [E, R]; the tiles' inputs in xstage (moe_stage).
+// kDown false (gate_up): rows (2i, 2i + 1) are (gate_i, up_i), out = z [A, R / 2]; kDown true: out = y [A, R].
+// bias [E, R].
 template <int kNTiles, bool kDown>
 __global__ void __launch_bounds__(kGWarps * kWarp)
-    f16mma_mxfp4w_moe_grouped(WView w, const uint8_t* __restrict__ rowmax, const float* __restrict__ in, int k,
-                              const int32_t* __restrict__ slots, const int4* __restrict__ tiles,
-                              const int32_t* __restrict__ ntiles, const uint2* __restrict__ xstage,
-                              const float* __restrict__ bias, float limit, float* __restrict__ out) {
+    f16mma_mxfp4w_moe_grouped(WView w, const uint8_t* __restrict__ rowmax, const int32_t* __restrict__ slots,
+                              const int4* __restrict__ tiles, const int32_t* __restrict__ ntiles,
+                              const uint2* __restrict__ xstage, const float* __restrict__ bias, float limit,
+                              float* __restrict__ out) {
   extern __shared__ uint2 xs[];  // [wi 4][p 2][n-tile][block nb][column 8]
   const int tile = blockIdx.y;
   if (tile >= *ntiles) return;
@@ -240,7 +240,7 @@ cudaError_t launch_grouped(const WView& w, const uint8_t* rowmax, const float* i
   const int rows_per_block = kGWarps * 16;
   const dim3 grid{unsigned((w.rows + rows_per_block - 1) / rows_per_block), unsigned(max_tiles)};
   f16mma_mxfp4w_moe_grouped<kNTiles, kDown><<<grid, kGWarps * kWarp, grouped_smem(w.cols, kNTiles), s>>>(
-      w, rowmax, in, k, slots, tiles, ntiles, xstage, bias, limit, out);
+      w, rowmax, slots, tiles, ntiles, xstage, bias, limit, out);
   return cudaGetLastError();
 }
 
