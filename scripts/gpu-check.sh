@@ -43,6 +43,9 @@
 #          --batch-profile: nsys over `bench --concurrency 64` (512+64): GPU time per kernel, host time per CUDA call;
 #          --batch-kprofile: ncu device time and DRAM bytes per kernel over `bench --concurrency 64` (1+8 tokens: 64-row
 #          steps only) (-> batch_kprofile.txt), for hosts without nsys;
+#          --grouped-ncu: ncu's speed-of-light, occupancy and warp-stall sections for 4 launches each of the grouped MoE
+#          kernel in 64-row steps (64 requests of 1 + 8 tokens) -> grouped_ncu.txt: what bounds it (issue, memory
+#          latency, shared memory), where batched decode spends two thirds of a step;
 #          --ab-base DIR: a second source tree (an earlier commit: `git archive C | tar -x -C .gpubase`, carried) built
 #          beside this one (in the background while the checks run), then decode of both binaries interleaved
 #          (bench/ab_env.sh BIN: 3 rounds at context 2048, 2 at 32k; environment AB_LONG=0: 2048 only).
@@ -50,10 +53,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-prebuilt=0; quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0; bkprof=0
+prebuilt=0; quick=0; profile=0; big=0; only_big=0; pprof=0; dprof=0; long=0; skip_main=0; ab_base=; serve=0; batch=0; bprof=0; bkprof=0; gncu=0
 while [ $# -gt 0 ]; do
   a=$1; shift
-  case $a in --prebuilt) prebuilt=1 ;; --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --batch-kprofile) bkprof=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
+  case $a in --prebuilt) prebuilt=1 ;; --quick) quick=1 ;; --serve) serve=1 ;; --batch) batch=1 ;; --batch-profile) bprof=1 ;; --batch-kprofile) bkprof=1 ;; --grouped-ncu) gncu=1 ;; --ab-base) ab_base=$1; shift ;; --profile) profile=1 ;; --120b) big=1 ;; --120b-only) big=1; only_big=1 ;;
     --prefill-profile) pprof=1 ;; --decode-profile) dprof=1 ;; --long) long=1 ;; --skip-main) skip_main=1 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;; esac
 done
@@ -459,6 +462,21 @@ fi
 # timed out in 300 s under ncu).
 [ $bkprof = 1 ] && kernel_profile batch_kprofile "bench --concurrency 64: 64 requests of 1 prompt + 8 output tokens" \
   --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 1 --gen-tokens 8
+if [ $gncu = 1 ]; then  # the grouped MoE kernel's bounds: gate_up and down of the third 64-row step on
+  make_20b
+  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
+  if command -v ncu >/dev/null; then
+    timeout 300 ncu --cache-control none --clock-control none --kernel-name regex:moe_grouped --launch-skip 96 \
+      --launch-count 4 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+      "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 1 \
+      --gen-tokens 8 >"$out/grouped_ncu.txt" 2>&1
+    note "grouped-ncu: rc=$?; $(grep -cE '^ +[A-Za-z]' "$out/grouped_ncu.txt") report lines (grouped_ncu.txt); throughput lines:"
+    grep -E 'f16mma_mxfp4w_moe_grouped|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Stall' \
+      "$out/grouped_ncu.txt" | head -40 | tee -a "$summary"
+  else
+    note "grouped-ncu: ncu not found"
+  fi
+fi
 [ $pprof = 1 ] && kernel_profile prefill_profile "prefill of 512 tokens + 1 decode step" --prompt-tokens 512 --gen-tokens 1 --kv-precision bf16
 [ $dprof = 1 ] && kernel_profile decode_profile "prompt of 1 token + 4 decode steps" --prompt-tokens 1 --gen-tokens 4 --repeats 1 --kv-precision bf16
 [ $big = 1 ] && big_model
