@@ -18,7 +18,7 @@ struct ServeCmd {
   std::string tokenizer;
   std::string conversation_date;
   std::string model_name;
-  int parallel = 4;
+  int parallel = 0;  // 0: serve::auto_slots
   int batch_tokens = 256;
   bool no_batching = false;
   int run() {
@@ -36,6 +36,12 @@ struct ServeCmd {
     if (!enc.ok()) return fail(enc.status());
     std::vector<std::unique_ptr<Session>> sessions;
     const SessionOptions sopts = l->session->options();
+    if (parallel == 0) {
+      const size_t slot_bytes = l->session->kv_bytes();
+      parallel = serve::auto_slots(l->model->backend().free_memory_bytes(), slot_bytes);
+      fmt::print(stderr, "serve: {} slots of {} positions, {:.2f} GB of KV cache each (--parallel to choose)\n",
+                 parallel, sopts.max_context, double(slot_bytes) / 1e9);
+    }
     sessions.push_back(std::move(l->session));
     for (int i = 1; i < parallel; ++i) {
       auto s = Session::create(*l->model, sopts);
@@ -75,7 +81,9 @@ GPTOSS_REGISTER_COMMAND(47, [](CLI::App& app, CommandContext& ctx) {
   sub->add_option("--host", cmd->so.host, "Address to listen on (default 127.0.0.1: this machine only)");
   sub->add_option("--port", cmd->so.port, "Port (0: any free port, printed on stderr)")->check(CLI::Range(0, 65535));
   sub->add_option("--api-key", cmd->so.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
-  sub->add_option("--parallel", cmd->parallel, "Requests served at once (slots, each with its own KV cache)")
+  sub->add_option("--parallel", cmd->parallel,
+                  "Requests served at once (slots, each with its own KV cache). Default: on a GPU as many as its free "
+                  "memory holds after the weights, at most 64 (a batched step runs them all at once); 4 on the CPU")
       ->check(CLI::Range(1, 256));
   sub->add_option("--batch-tokens", cmd->batch_tokens,
                   "Tokens one batched step carries, all requests together: a decode token per generating request, "

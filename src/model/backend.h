@@ -153,6 +153,9 @@ class Backend {
 
   // Measured memory read bandwidth of this device in GB/s (the roofline's denominator), or 0.
   virtual double measure_bandwidth_gbs() { return 0.0; }
+  // Bytes this backend may still allocate (device memory within --gpu-memory-limit), or 0 where it allocates host
+  // memory as it goes (the CPU backend): sizing left to the caller's options.
+  virtual size_t free_memory_bytes() { return 0; }
 };
 
 // Begins a step of one sequence: rows 0..T-1 at positions pos0.., attending to `kv` (null where the step's ops

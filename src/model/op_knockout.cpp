@@ -82,6 +82,7 @@ class OpKnockout final : public Backend {
     return in_.draw_rows(x, R, n, t, u, out);
   }
   Status to_host(const float* src, size_t n, float* dst) override { return in_.to_host(src, n, dst); }
+  size_t free_memory_bytes() override { return in_.free_memory_bytes(); }
   bool replay_step() override { return in_.replay_step(); }
   void record_step_begin() override { in_.record_step_begin(); }
   Status record_step_end() override { return in_.record_step_end(); }

@@ -5,6 +5,13 @@
 
 namespace gptoss::serve {
 
+int auto_slots(size_t free_bytes, size_t slot_bytes) {
+  if (free_bytes == 0) return kCpuSlots;
+  const size_t reserve = (size_t(1) << 30) + free_bytes / 10;
+  if (free_bytes <= reserve || slot_bytes == 0) return 1;
+  return int(std::min<size_t>(size_t(kMaxAutoSlots), 1 + (free_bytes - reserve) / slot_bytes));
+}
+
 double engine_clock() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

@@ -47,6 +47,13 @@ struct Job {
 
 double engine_clock();  // steady seconds
 
+// Slots `gptoss serve` opens when --parallel is not given: on a device with `free_bytes` left after the weights
+// and one slot's KV cache (`slot_bytes`), as many slots as fit in what is left beyond a reserve for the batched
+// steps' scratch (1 GiB and a tenth of it), at most kMaxAutoSlots (batched steps gain little beyond, and
+// time per token grows); kCpuSlots where the backend reports no device memory (free_bytes 0).
+inline constexpr int kMaxAutoSlots = 64, kCpuSlots = 4;
+int auto_slots(size_t free_bytes, size_t slot_bytes);
+
 // Picks the slots of the next step among the active ones.
 class Scheduler {
  public:

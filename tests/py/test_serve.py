@@ -34,9 +34,14 @@ class Server:
         self.proc = subprocess.Popen([str(gptoss_bin), "serve", "--model", str(model), "--device", "cpu", "--port", "0",
                                       "--conversation-date", DATE, *map(str, args)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        m = re.search(r"listening on http://([\d.]+):(\d+)", line)
-        assert m, line + self.proc.stderr.read()
+        self.before = []  # stderr lines before the listening line
+        for _ in range(20):
+            line = self.proc.stderr.readline()
+            m = re.search(r"listening on http://([\d.]+):(\d+)", line)
+            if m or not line:
+                break
+            self.before.append(line)
+        assert m, "".join(self.before) + line + self.proc.stderr.read()
         self.host, self.port = m.group(1), int(m.group(2))
         self.base = f"http://{self.host}:{self.port}"
 
@@ -339,6 +344,16 @@ def test_metrics(server):
     assert server.metric("gptoss_decode_tokens_per_second_count") >= 3
     assert server.metric('gptoss_time_to_first_token_seconds_bucket{le="+Inf"}') == \
         server.metric("gptoss_time_to_first_token_seconds_count")
+
+
+def test_default_slots_on_the_cpu(gptoss_bin, model_dir):
+    # No --parallel: the CPU backend reports no device memory, so serve opens kCpuSlots (4) and says so.
+    s = Server(gptoss_bin, model_dir, "--max-context", "256")
+    try:
+        assert any(re.match(r"serve: 4 slots of 256 positions", l) for l in s.before), s.before
+        assert s.metric("gptoss_slots") == 4
+    finally:
+        assert s.stop() == 0
 
 
 def test_auth_and_sigterm(gptoss_bin, model_dir):

@@ -350,3 +350,15 @@ TEST(Batch, CudaManyDecodingSequencesMatchTheirRunsAlone) {
               "one-token sequences a step\n",
               kSeqs, rows_checked, worst, top1_same, rows_checked, most_decoding);
 }
+
+// serve's default slot count: 4 where the backend reports no device memory (the CPU), else what fits beyond the
+// reserve, between 1 and kMaxAutoSlots.
+TEST(ServeSlots, AutoFromFreeMemory) {
+  using gptoss::serve::auto_slots;
+  constexpr size_t GiB = size_t(1) << 30, MiB = size_t(1) << 20;
+  EXPECT_EQ(auto_slots(0, 200 * MiB), gptoss::serve::kCpuSlots);
+  EXPECT_EQ(auto_slots(GiB, 200 * MiB), 1);             // nothing beyond the reserve: the slot already made
+  EXPECT_EQ(auto_slots(11 * GiB, 1 * GiB), 9);          // 11 - (1 + 1.1) = 8.9 GiB: 8 more slots
+  EXPECT_EQ(auto_slots(60 * GiB, 200 * MiB), gptoss::serve::kMaxAutoSlots);
+  EXPECT_EQ(auto_slots(10 * GiB, 0), 1);
+}

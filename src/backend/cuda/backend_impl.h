@@ -106,6 +106,7 @@ class CudaBackend final : public Backend {
   }
   Status to_host(const float* src, size_t n, float* dst) override;
   double measure_bandwidth_gbs() override;
+  size_t free_memory_bytes() override;
   bool replay_step() override;
   void record_step_begin() override;
   Status record_step_end() override;

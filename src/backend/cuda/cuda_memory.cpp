@@ -22,6 +22,16 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+size_t CudaBackend::free_memory_bytes() {
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (mem_.limit() > 0) free = std::min(free, mem_.limit() > mem_.used() ? mem_.limit() - mem_.used() : size_t(0));
+  return free;
+}
+
 Status CudaBackend::init() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return Error("device 'cuda': no CUDA device is available");
