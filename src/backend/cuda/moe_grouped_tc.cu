@@ -67,6 +67,15 @@ __host__ __device__ constexpr size_t grouped_smem(int64_t cols, int ntiles) {
   return size_t(cols / 32) * 8 * size_t(ntiles) * 8 * sizeof(uint2);
 }
 
+// n-tiles of 4 inputs per tile for a step of A assignments over E experts (inputs of at most cmax columns): each
+// weight is decoded once per tile, so the experts' average assignments pick the widest tile they fill (16 from
+// 16, 8 from 8); below that a tile of 4 wastes fewer columns.
+int grouped_width(int A, int E, int64_t cmax) {
+  return A >= 16 * E && grouped_smem(cmax, 4) <= grouped_smem_limit()  ? 4
+         : A >= 8 * E && grouped_smem(cmax, 2) <= grouped_smem_limit() ? 2
+                                                                       : 1;
+}
+
 // One block. idx [A] in shared memory (A * 4 bytes, checked by the launcher); E <= kRouteThreads.
 __global__ void __launch_bounds__(kRouteThreads)
     moe_route(const int32_t* __restrict__ idx, int A, int E, int tile_tokens, int32_t* __restrict__ slots,
@@ -259,12 +268,11 @@ bool moe_grouped_tc_supported(const WView& gate_up, const WView& down, int A, in
 // sum over experts of ceil(n_e / t) <= (A + t - 1) / t + E; t = 4 gives the most.
 int moe_grouped_tc_max_tiles(int A, int E, int tile_tokens) { return (A + tile_tokens - 1) / tile_tokens + E; }
 
-// The most any tile width needs (launch_moe_grouped_tc picks the width from A).
+// The most tiles of the width A picks can stage (launch_moe_grouped_tc picks the same).
 size_t moe_grouped_tc_stage_bytes(int A, int E, int64_t H, int64_t I) {
-  size_t most = 0;
-  for (int nt : {1, 2, 4})
-    most = std::max(most, size_t(moe_grouped_tc_max_tiles(A, E, 4 * nt)) * grouped_smem(std::max(H, I), nt));
-  return most;
+  const int64_t cmax = std::max(H, I);
+  const int nt = grouped_width(A, E, cmax);
+  return size_t(moe_grouped_tc_max_tiles(A, E, 4 * nt)) * grouped_smem(cmax, nt);
 }
 
 cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_rowmax, const WView& down,
@@ -272,12 +280,7 @@ cudaError_t launch_moe_grouped_tc(const WView& gate_up, const uint8_t* gate_up_r
                                   int T, int k, int E, const float* gate_up_bias, const float* down_bias, float limit,
                                   const MoeGroupedScratch& sc, float* x, cudaStream_t s) {
   const int A = T * k;
-  // n-tiles of 4 inputs per tile: each weight is decoded once per tile, so the experts' average assignments
-  // pick the widest tile they fill (16 from 16, 8 from 8); below that a tile of 4 wastes fewer columns.
-  const int64_t cmax = std::max(gate_up.cols, down.cols);
-  const int nt = A >= 16 * E && grouped_smem(cmax, 4) <= grouped_smem_limit()  ? 4
-                 : A >= 8 * E && grouped_smem(cmax, 2) <= grouped_smem_limit() ? 2
-                                                                               : 1;
+  const int nt = grouped_width(A, E, std::max(gate_up.cols, down.cols));
   const int tile_tokens = 4 * nt;
   const int max_tiles = moe_grouped_tc_max_tiles(A, E, tile_tokens);
   const int4* tiles = reinterpret_cast<const int4*>(sc.tiles);
