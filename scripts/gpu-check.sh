@@ -72,14 +72,15 @@ note "== $(date -u +%F) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2
 
 # ---- dependencies
 deps=/tmp/gptoss-deps
+unpack_debs() { mkdir -p "$deps"; local f; for f in "$@"; do [ -f "$f" ] && dpkg -x "$f" "$deps"; done; }  # into $deps
 if [ $prebuilt = 1 ]; then  # runtime libraries only
   [ -x .gpubin/gptoss ] || { note "--prebuilt: no .gpubin/gptoss (scripts/gpu-prebuild.sh fills it)"; exit 1; }
-  mkdir -p "$deps"; for f in .gpubin/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$deps"; done
+  unpack_debs .gpubin/debs/*.deb
   export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 elif ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8 libxxhash libzip cpp-httplib && [ -f /usr/include/fmt/core.h ] \
        && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ] && [ -d /usr/include/nlohmann ]; }; then
   if ls .gpudeps/*.deb >/dev/null 2>&1; then
-    mkdir -p "$deps"; for f in .gpudeps/*.deb; do dpkg -x "$f" "$deps"; done
+    unpack_debs .gpudeps/*.deb
     export PATH="$deps/usr/bin:$PATH"
     export PKG_CONFIG_PATH="$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/usr/share/pkgconfig"
     export PKG_CONFIG_SYSROOT_DIR="$deps"
@@ -94,9 +95,10 @@ fi
 # ---- build
 bin=build-gpu
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+# The binaries built on the dev box: the test binary reads tests/data through the source path it was built with.
+use_gpubin() { bin=.gpubin; [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }; }
 if [ $prebuilt = 1 ]; then
-  bin=.gpubin
-  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }  # tests/data by the path it was built with
+  use_gpubin
   note "build: prebuilt .gpubin ($(cat .gpubin/REVISION 2>/dev/null))"
   : >"$out/build.log"
 elif cmake -S . -B "$bin" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON >"$out/build.log" 2>&1 &&
@@ -105,9 +107,7 @@ elif cmake -S . -B "$bin" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=O
 elif [ -x .gpubin/gptoss_tests ]; then
   note "build: FAILED here (see build.log tail below); using prebuilt .gpubin"
   tail -15 "$out/build.log" | tee -a "$summary"
-  bin=.gpubin
-  # The test binary reads tests/data through the source path it was built with.
-  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+  use_gpubin
   export LD_LIBRARY_PATH="$PWD/.gpubin/lib:${LD_LIBRARY_PATH:-}"
 else
   note "build: FAILED"; tail -30 "$out/build.log" | tee -a "$summary"; exit 1
@@ -236,11 +236,15 @@ make_20b() {
   "$bin/gptoss-make-checkpoint" "$ck" --preset 20b >>"$out/build.log" 2>&1 || { note "make-checkpoint FAILED"; tail "$out/build.log" | tee -a "$summary"; exit 1; }
   note "checkpoint: $(du -sh $ck | cut -f1) written in $(( $(date +%s) - t0 )) s"
 }
+ncu_on_path() {  # true when ncu can be run (looked for where the CUDA and Nsight installs put it)
+  local d
+  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
+  command -v ncu >/dev/null
+}
 kernel_profile() {  # NAME DESC BENCH_ARGS...: ncu device time + DRAM bytes of every kernel of one bench run -> NAME.txt
   local name=$1 desc=$2; shift 2
   make_20b
-  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
-  command -v ncu >/dev/null || { note "$name: ncu not found"; return; }
+  ncu_on_path || { note "$name: ncu not found"; return; }
   local t0
   t0=$(date +%s)
   # --cache-control none --clock-control none: L2 keeps what the previous kernel left, clocks as in a real run.
@@ -464,8 +468,7 @@ fi
   --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 1 --gen-tokens 8
 if [ $gncu = 1 ]; then  # the grouped MoE kernel's bounds: gate_up and down of the third 64-row step on
   make_20b
-  for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute* /opt/nvidia/nsight-*/*/bin; do [ -d "$d" ] && PATH="$PATH:$d"; done
-  if command -v ncu >/dev/null; then
+  if ncu_on_path; then
     timeout 300 ncu --cache-control none --clock-control none --kernel-name regex:moe_grouped --launch-skip 96 \
       --launch-count 4 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
       "$bin/gptoss" bench -m "$ck" --device cuda --kv-precision bf16 --concurrency 64 --requests 64 --prompt-tokens 1 \
